@@ -1,0 +1,317 @@
+//! The composition root: builds every part of a node once from its
+//! configuration and hands out cheap clones. No global state.
+//!
+//! Without a Redis URL the node runs the memory engine (store and bus in
+//! process, a single node). With one, it connects the Redis store (a bb8
+//! pool) and the Redis bus (one pub/sub connection), and the node is one of
+//! any number sharing that Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{EventBus, EventSink, MemoryBus, RedisBus};
+use crate::config::Config;
+use crate::gateway::Hub;
+use crate::metrics::{Metrics, StateLabel};
+use crate::service::{MessageService, RoomService, SessionService};
+use crate::store::keys::Keys;
+use crate::store::{MemoryStore, RedisStore, Store, StoreError, StoreSettings};
+
+/// Why a node could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store or bus could not be set up.
+    #[error("cannot set up Redis: {0}")]
+    Redis(#[from] StoreError),
+}
+
+/// A node's parts. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    node_id: String,
+    store: Arc<dyn Store>,
+    /// Kept separately for pool statistics.
+    redis: Option<RedisStore>,
+    bus: Arc<dyn EventBus>,
+    hub: Arc<Hub>,
+    rooms: RoomService,
+    messages: MessageService,
+    sessions: SessionService,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    connections: AtomicUsize,
+    /// Stops background tasks (the pub/sub subscriber).
+    stop: CancellationToken,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// Whether the node should get new clients.
+    pub ready: bool,
+    /// This node.
+    pub node: String,
+    /// `memory` or `redis`.
+    pub engine: &'static str,
+    /// Each component.
+    pub checks: Checks,
+}
+
+/// Components of readiness.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checks {
+    /// Store commands answer.
+    pub store: Check,
+    /// The pub/sub connection is up.
+    pub pubsub: Check,
+    /// The node is draining (shutting down).
+    pub draining: bool,
+}
+
+/// One component's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Healthy.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A claimed connection slot, released on drop.
+pub struct ConnectionSlot {
+    app: App,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.app.inner.connections.fetch_sub(1, Ordering::AcqRel);
+        self.app.inner.metrics.connections.dec();
+    }
+}
+
+impl App {
+    /// Builds a node from its configuration.
+    pub async fn build(config: Config) -> Result<App, BuildError> {
+        let config = Arc::new(config);
+        let node_id = config.resolved_node_id();
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let sink: Arc<dyn EventSink> = hub.clone();
+        let settings = StoreSettings {
+            message_ttl: config.message_ttl,
+            event_log_len: config.event_log_len,
+            dedupe_ttl: Duration::from_secs(86_400),
+        };
+        let stop = CancellationToken::new();
+        let (store, redis, bus): (Arc<dyn Store>, Option<RedisStore>, Arc<dyn EventBus>) =
+            match &config.redis {
+                None => {
+                    tracing::info!("no --redis: using the in-memory engine (single node only)");
+                    let store = Arc::new(MemoryStore::new(settings, sink.clone()));
+                    (store, None, Arc::new(MemoryBus::new(sink)))
+                }
+                Some(url) => {
+                    let timeout = Duration::from_millis(config.redis_timeout_ms);
+                    let keys = Keys::new(config.key_prefix.clone());
+                    let store = RedisStore::connect(
+                        url,
+                        config.redis_pool_size,
+                        timeout,
+                        keys.clone(),
+                        settings,
+                        metrics.clone(),
+                    )?;
+                    let bus = RedisBus::start(
+                        url,
+                        keys,
+                        timeout,
+                        sink,
+                        Arc::new(store.clone()),
+                        metrics.clone(),
+                        stop.clone(),
+                    )
+                    .await?;
+                    tracing::info!(redis = %redacted(url), "using the Redis engine");
+                    (Arc::new(store.clone()), Some(store), Arc::new(bus))
+                }
+            };
+        let rooms = RoomService::new(store.clone(), store.clone(), bus.clone());
+        let messages = MessageService::new(store.clone(), store.clone());
+        let sessions = SessionService::new(
+            store.clone(),
+            config.jwt_secret.clone(),
+            node_id.clone(),
+            config.session_ttl,
+        );
+        Ok(App {
+            inner: Arc::new(Inner {
+                config,
+                node_id,
+                store,
+                redis,
+                bus,
+                hub,
+                rooms,
+                messages,
+                sessions,
+                metrics,
+                draining: AtomicBool::new(false),
+                connections: AtomicUsize::new(0),
+                stop,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.clone()
+    }
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+    /// Every repository.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.inner.store.clone()
+    }
+    /// The event bus.
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.inner.bus
+    }
+    /// The local fan-out.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+    /// Room rules.
+    pub fn rooms(&self) -> &RoomService {
+        &self.inner.rooms
+    }
+    /// Message rules.
+    pub fn messages(&self) -> &MessageService {
+        &self.inner.messages
+    }
+    /// Session rules.
+    pub fn sessions(&self) -> &SessionService {
+        &self.inner.sessions
+    }
+    /// Metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Claims a WebSocket slot under `--max-connections`.
+    pub fn claim_connection(&self) -> Option<ConnectionSlot> {
+        let max = self.inner.config.max_connections;
+        let prev = self.inner.connections.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.inner.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.inner.metrics.connections.inc();
+        self.inner.metrics.connections_total.inc();
+        Some(ConnectionSlot { app: self.clone() })
+    }
+
+    /// Marks the node as draining: readiness fails from now on.
+    pub fn set_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+        self.inner.metrics.draining.set(1);
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Stops background tasks.
+    pub fn stop(&self) {
+        self.inner.stop.cancel();
+    }
+
+    /// Checks each component.
+    pub async fn readiness(&self) -> Readiness {
+        let timeout = Duration::from_millis(self.inner.config.redis_timeout_ms);
+        let store = match tokio::time::timeout(timeout, self.inner.store.ping()).await {
+            Ok(Ok(())) => Check {
+                ok: true,
+                error: None,
+            },
+            Ok(Err(e)) => Check {
+                ok: false,
+                error: Some(e.to_string()),
+            },
+            Err(_) => Check {
+                ok: false,
+                error: Some("the store did not answer in time".into()),
+            },
+        };
+        let pubsub_ok = self.inner.bus.healthy();
+        let pubsub = Check {
+            ok: pubsub_ok,
+            error: (!pubsub_ok).then(|| "pub/sub is not connected".to_owned()),
+        };
+        let draining = self.is_draining();
+        Readiness {
+            ready: store.ok && pubsub.ok && !draining,
+            node: self.inner.node_id.clone(),
+            engine: if self.inner.redis.is_some() {
+                "redis"
+            } else {
+                "memory"
+            },
+            checks: Checks {
+                store,
+                pubsub,
+                draining,
+            },
+        }
+    }
+
+    /// The metrics text, with pool gauges read now.
+    pub fn render_metrics(&self) -> String {
+        if let Some(redis) = &self.inner.redis {
+            let (busy, idle) = redis.pool_state();
+            let pool = &self.inner.metrics.redis_pool;
+            pool.get_or_create(&StateLabel { state: "busy" })
+                .set(i64::from(busy));
+            pool.get_or_create(&StateLabel { state: "idle" })
+                .set(i64::from(idle));
+        }
+        self.inner.metrics.render()
+    }
+}
+
+/// A Redis URL with its password hidden, for logs.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redacted("redis://:pw@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redacted("rediss://u:p@h"), "rediss://***@h");
+        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+    }
+}

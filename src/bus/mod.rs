@@ -1,0 +1,79 @@
+//! The event bus: publishing room events to every node, and receiving them.
+//!
+//! Durable events (messages) are published by the store, inside the same
+//! atomic operation that assigns their seq; the bus publishes only the
+//! ephemeral ones (participants, typing, room updates). Receiving is the
+//! node's subscription multiplexer: a room's channel is subscribed while at
+//! least one local connection has joined the room, and every received
+//! envelope is handed, undecoded, to the node's `EventSink` (the gateway's
+//! hub), which decodes it once and fans the rendered frame out.
+//!
+//! Engines: `MemoryBus` (one node: publish is a local delivery) and
+//! `RedisBus` (per-room channels on one dedicated pub/sub connection that
+//! heals itself, with gap repair from the room's event log).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::codec;
+use crate::model::{Event, now_us};
+use crate::store::StoreResult;
+
+pub mod redis;
+
+pub use self::redis::RedisBus;
+
+/// Where received envelopes go: the node's local fan-out.
+pub trait EventSink: Send + Sync {
+    /// Delivers one envelope (`crate::codec`) of `room` to local connections.
+    /// Called in seq order per room; must not block.
+    fn deliver(&self, room: &str, envelope: &[u8]);
+}
+
+/// Publishing and subscribing to room events.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes an ephemeral event to every node.
+    async fn publish(&self, room: &str, event: &Event) -> StoreResult<()>;
+
+    /// Takes one hold on the room's channel; returns once this node receives
+    /// the room's events. Every `subscribe` is paired with an `unsubscribe`.
+    async fn subscribe(&self, room: &str) -> StoreResult<()>;
+
+    /// Releases one hold; the channel is dropped with the last one.
+    async fn unsubscribe(&self, room: &str);
+
+    /// Whether events are being received (the pub/sub connection is up).
+    fn healthy(&self) -> bool;
+}
+
+/// The single-node bus: publishing is local delivery.
+pub struct MemoryBus {
+    sink: Arc<dyn EventSink>,
+}
+
+impl MemoryBus {
+    /// A bus delivering to `sink`.
+    pub fn new(sink: Arc<dyn EventSink>) -> MemoryBus {
+        MemoryBus { sink }
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn publish(&self, room: &str, event: &Event) -> StoreResult<()> {
+        self.sink.deliver(room, &codec::encode(0, event, now_us()));
+        Ok(())
+    }
+
+    async fn subscribe(&self, _room: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _room: &str) {}
+
+    fn healthy(&self) -> bool {
+        true
+    }
+}

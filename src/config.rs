@@ -1,0 +1,316 @@
+//! Command line and configuration.
+//!
+//! Every `serve` flag has a matching `HUDDLE_*` environment variable and a
+//! documented default. The flag names are an interface: programs outside
+//! this repository start nodes with them. `Config::validate` checks what clap
+//! cannot; `main` prints the first problem on one line and exits with 64.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Huddle: a horizontally scaled chat server.
+#[derive(Debug, Parser)]
+#[command(name = "huddle", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Serve(Box<Config>),
+    /// Print a signed HS256 token for development.
+    Token(TokenArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A node's configuration.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "HUDDLE_BIND", default_value = "0.0.0.0:8080")]
+    pub bind: SocketAddr,
+
+    /// Redis URL (`redis://` or `rediss://`). Without it the node uses the
+    /// in-memory engine and must run alone.
+    #[arg(long, env = "HUDDLE_REDIS")]
+    pub redis: Option<String>,
+
+    /// Node id, shown to clients and kept in `nodes`. Default: the host name.
+    #[arg(long, env = "HUDDLE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HS256 secret. With it, `hello` needs a token; without it, guest mode.
+    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Redis connections in the command pool.
+    #[arg(long, env = "HUDDLE_REDIS_POOL_SIZE", default_value_t = 16)]
+    pub redis_pool_size: u32,
+
+    /// Timeout of every Redis call, in milliseconds.
+    #[arg(long, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 2000)]
+    pub redis_timeout_ms: u64,
+
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "HUDDLE_KEY_PREFIX", default_value = "huddle:")]
+    pub key_prefix: String,
+
+    /// How long messages are kept.
+    #[arg(long, env = "HUDDLE_MESSAGE_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub message_ttl: Duration,
+
+    /// How long a session record lives without a heartbeat.
+    #[arg(long, env = "HUDDLE_SESSION_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// How long after sending an author may edit a message.
+    #[arg(long, env = "HUDDLE_EDIT_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub edit_window: Duration,
+
+    /// Durable events retained per room for `room.join` with `since`.
+    #[arg(long, env = "HUDDLE_EVENT_LOG_LEN", default_value_t = 1000)]
+    pub event_log_len: u32,
+
+    /// Largest WebSocket frame or message accepted; larger closes with 1009.
+    #[arg(long, env = "HUDDLE_MAX_FRAME_BYTES", default_value_t = 65536)]
+    pub max_frame_bytes: usize,
+
+    /// Sustained requests per second per connection.
+    #[arg(long, env = "HUDDLE_RATE_LIMIT", default_value_t = 20)]
+    pub rate_limit: u32,
+
+    /// Burst of requests per connection above the sustained rate.
+    #[arg(long, env = "HUDDLE_RATE_BURST", default_value_t = 40)]
+    pub rate_burst: u32,
+
+    /// Frames queued for one connection; a reader this far behind is closed
+    /// with 1013.
+    #[arg(long, env = "HUDDLE_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// How long shutdown may take before the node exits anyway.
+    #[arg(long, env = "HUDDLE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Interval between server pings to a client.
+    #[arg(long, env = "HUDDLE_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A client silent this long is closed with 1001.
+    #[arg(long, env = "HUDDLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open WebSocket connections per node; past it upgrades get HTTP 503.
+    #[arg(long, env = "HUDDLE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Log format.
+    #[arg(long, env = "HUDDLE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Arguments of `huddle token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The HS256 secret the nodes use.
+    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The user id.
+    #[arg(long)]
+    pub sub: String,
+    /// Display name claim.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Avatar URL claim.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn defaults() -> Config {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        Only::parse_from(["huddle"]).config
+    }
+
+    /// Checks what clap cannot. The error is one line for the operator.
+    pub fn validate(&self) -> Result<(), String> {
+        fn positive(name: &str, ok: bool) -> Result<(), String> {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be greater than zero"))
+            }
+        }
+        positive("redis-pool-size", self.redis_pool_size > 0)?;
+        positive("redis-timeout-ms", self.redis_timeout_ms > 0)?;
+        positive("event-log-len", self.event_log_len > 0)?;
+        positive("rate-limit", self.rate_limit > 0)?;
+        positive("outbound-queue", self.outbound_queue > 0)?;
+        positive("max-connections", self.max_connections > 0)?;
+        positive("message-ttl", !self.message_ttl.is_zero())?;
+        positive("session-ttl", !self.session_ttl.is_zero())?;
+        positive("ping-interval", !self.ping_interval.is_zero())?;
+        positive("idle-timeout", !self.idle_timeout.is_zero())?;
+        if self.rate_burst < self.rate_limit {
+            return Err("--rate-burst must be at least --rate-limit".into());
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err("--max-frame-bytes must be at least 1024".into());
+        }
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!(
+                    "--redis must be a redis:// or rediss:// URL, got {url:?}"
+                ));
+            }
+            redis::Client::open(url.as_str()).map_err(|e| format!("--redis: {e}"))?;
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace))
+        {
+            return Err("--node-id must be 1–128 characters without spaces".into());
+        }
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < 16
+        {
+            return Err("--jwt-secret must be at least 16 bytes".into());
+        }
+        if self.key_prefix.contains(['{', '}']) || self.key_prefix.chars().any(char::is_whitespace)
+        {
+            return Err("--key-prefix may not contain braces or spaces".into());
+        }
+        Ok(())
+    }
+
+    /// The node id: the flag, else the host name, else a random id.
+    pub fn resolved_node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+    }
+}
+
+/// Parses `30d`, `15m`, `5s`, `250ms`, `24h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30d, 15m, 5s or 250ms"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit (use ms, s, m, h or d)"
+            ));
+        }
+    }
+    .ok_or_else(|| format!("{text:?} is too long"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::defaults();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.message_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(c.session_ttl, Duration::from_secs(86400));
+        assert_eq!(c.edit_window, Duration::from_secs(900));
+        assert_eq!(c.event_log_len, 1000);
+        assert_eq!(c.max_frame_bytes, 65536);
+        assert_eq!((c.rate_limit, c.rate_burst), (20, 40));
+        assert_eq!(c.key_prefix, "huddle:");
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "huddle",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--redis",
+            "redis://127.0.0.1:6379",
+            "--node-id",
+            "n1",
+            "--message-ttl",
+            "2s",
+            "--log-format",
+            "json",
+        ])
+        .expect("parses");
+        let Command::Serve(c) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(c.node_id.as_deref(), Some("n1"));
+        assert_eq!(c.message_ttl, Duration::from_secs(2));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut c = Config::defaults();
+        c.redis = Some("http://x".into());
+        assert!(c.validate().unwrap_err().contains("redis://"));
+        let mut c = Config::defaults();
+        c.rate_burst = 1;
+        assert!(c.validate().is_err());
+        let mut c = Config::defaults();
+        c.key_prefix = "a{b}".into();
+        assert!(c.validate().is_err());
+        assert!(Cli::try_parse_from(["huddle", "serve", "--message-ttl", "x"]).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Errors, and the one place they become protocol error codes.
+//!
+//! Layers have their own enums: `store::StoreError` (infrastructure),
+//! `ServiceError` (business rules, wrapping store errors). The gateway turns a
+//! `ServiceError` into an `ApiError` with `ApiError::from`, which is the only
+//! mapping to wire codes. Client mistakes are not logged as errors; internal
+//! ones are logged once, with the correlation id the client sees.
+
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// The complete set of protocol error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed frame, unknown type, missing or mistyped field, out of range.
+    BadRequest,
+    /// No valid `hello` yet, or a bad token.
+    Unauthorized,
+    /// The user may not do this.
+    Forbidden,
+    /// The room or message does not exist.
+    NotFound,
+    /// A business rule refused it.
+    Conflict,
+    /// The connection exceeded its rate.
+    RateLimited,
+    /// A field exceeds its length limit.
+    TooLarge,
+    /// The store is unreachable; nothing was written.
+    Unavailable,
+    /// A bug.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Every code, for pre-registering metrics.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::RateLimited,
+        ErrorCode::TooLarge,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+}
+
+/// An error as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    /// Protocol code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// For `rate_limited`: how long to wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+}
+
+/// Errors of the service layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A value is missing, malformed or out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller is not authenticated.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A business rule refused it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A field is longer than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    /// The protocol code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::BadRequest(_) => ErrorCode::BadRequest,
+            ServiceError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ServiceError::Forbidden(_) => ErrorCode::Forbidden,
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::Conflict(_) => ErrorCode::Conflict,
+            ServiceError::TooLarge(_) => ErrorCode::TooLarge,
+            ServiceError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
+            ServiceError::Store(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        let code = err.code();
+        match code {
+            ErrorCode::Unavailable => ApiError::new(
+                code,
+                "the store is unavailable; nothing was written, retry later",
+            ),
+            ErrorCode::Internal => {
+                let correlation = uuid::Uuid::new_v4().simple().to_string();
+                tracing::error!(%correlation, error = %err, "internal error");
+                ApiError::new(
+                    code,
+                    format!("internal error (correlation id {correlation})"),
+                )
+            }
+            _ => ApiError::new(code, err.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_wire_names() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_unavailable_or_internal() {
+        let e = ServiceError::from(StoreError::Unavailable("down".into()));
+        assert_eq!(ApiError::from(e).code, ErrorCode::Unavailable);
+        let e = ServiceError::from(StoreError::Corrupt("bad".into()));
+        let api = ApiError::from(e);
+        assert_eq!(api.code, ErrorCode::Internal);
+        assert!(api.message.contains("correlation id"), "{}", api.message);
+    }
+
+    #[test]
+    fn rule_errors_keep_their_message() {
+        let api = ApiError::from(ServiceError::Conflict("room is full".into()));
+        assert_eq!(api.code, ErrorCode::Conflict);
+        assert_eq!(api.message, "room is full");
+        let json = serde_json::to_value(&api).expect("json");
+        assert!(json.get("retry_after_ms").is_none());
+    }
+}

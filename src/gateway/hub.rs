@@ -1,0 +1,285 @@
+//! The hub: this node's registry of which local connections joined which
+//! room, and the local fan-out of received events.
+//!
+//! The bus hands every received envelope to `Hub::deliver` (the hub is the
+//! node's `EventSink`). The envelope is decoded once and rendered to its JSON
+//! frame once; the frame's bytes (`Utf8Bytes`, reference-counted) are then
+//! queued to every local connection of the room without copying. Queues are
+//! bounded: a connection whose queue is full is a slow consumer and is closed
+//! with 1013 rather than buffered without bound.
+//!
+//! The registry is a `std::sync::RwLock`: fan-out takes the read lock for the
+//! length of a loop of `try_send`s and never awaits; attach and detach take
+//! the write lock briefly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::EventSink;
+use crate::codec;
+use crate::metrics::Metrics;
+use crate::model::now_us;
+use crate::protocol;
+
+/// What a connection's writer is asked to do, in order.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send a reply or error frame.
+    Frame(Utf8Bytes),
+    /// Send an event frame of a room, unless its seq is already covered.
+    Event {
+        /// Room id.
+        room: Arc<str>,
+        /// Durable seq, 0 for ephemeral events.
+        seq: u64,
+        /// The rendered frame, shared with every local recipient.
+        frame: Utf8Bytes,
+    },
+    /// A join of the room started: hold its events until `Joined`.
+    Pending(Arc<str>),
+    /// The join snapshot: send `reply`, then the held events above `floor`.
+    Joined {
+        /// Room id.
+        room: Arc<str>,
+        /// Highest seq the snapshot covers.
+        floor: u64,
+        /// The `room.join`/`room.create` reply frame.
+        reply: Utf8Bytes,
+    },
+    /// The connection left the room: drop its events from now on.
+    Left(Arc<str>),
+    /// Close the connection with this code after what is queued.
+    Close(u16),
+}
+
+/// How a connection is told to stop, from any task, with a close code.
+#[derive(Debug, Default)]
+pub struct Kill {
+    code: AtomicU16,
+    token: CancellationToken,
+}
+
+impl Kill {
+    /// Asks the connection to close with `code`. The first code wins;
+    /// returns whether this call was the first.
+    pub fn kill(&self, code: u16) -> bool {
+        let first = self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        self.token.cancel();
+        first
+    }
+
+    /// The close code asked for, if any.
+    pub fn code(&self) -> Option<u16> {
+        match self.code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
+    /// Resolves once the connection is asked to close.
+    pub async fn killed(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether the connection was asked to close.
+    pub fn is_killed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// A local connection as the hub sees it.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// Node-local connection number.
+    pub id: u64,
+    /// The connection's bounded outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Closes it when the queue is full.
+    pub kill: Arc<Kill>,
+}
+
+/// Close code for a client that does not read.
+pub const CLOSE_SLOW: u16 = 1013;
+
+/// The local fan-out.
+pub struct Hub {
+    rooms: RwLock<HashMap<Arc<str>, Vec<Subscriber>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            rooms: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Adds a connection to a room's local recipients (idempotent).
+    pub fn attach(&self, room: &Arc<str>, sub: Subscriber) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let subs = rooms.entry(room.clone()).or_default();
+        if !subs.iter().any(|s| s.id == sub.id) {
+            subs.push(sub);
+        }
+    }
+
+    /// Removes a connection from a room's local recipients.
+    pub fn detach(&self, room: &str, id: u64) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(subs) = rooms.get_mut(room) {
+            subs.retain(|s| s.id != id);
+            if subs.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Local connections joined to a room.
+    pub fn local_count(&self, room: &str) -> usize {
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        rooms.get(room).map_or(0, Vec::len)
+    }
+}
+
+impl EventSink for Hub {
+    fn deliver(&self, room: &str, envelope: &[u8]) {
+        if self.local_count(room) == 0 {
+            return;
+        }
+        let env = match codec::decode(envelope) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(room, error = %e, "dropping undecodable event");
+                return;
+            }
+        };
+        let now = now_us();
+        if env.published_us > 0 && now >= env.published_us {
+            self.metrics
+                .fanout_latency
+                .observe((now - env.published_us) as f64 / 1e6);
+        }
+        let frame = Utf8Bytes::from(protocol::event_frame(room, &env));
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        let Some((key, subs)) = rooms.get_key_value(room) else {
+            return;
+        };
+        let mut delivered = 0u64;
+        for sub in subs {
+            let item = Outbound::Event {
+                room: key.clone(),
+                seq: env.seq,
+                frame: frame.clone(),
+            };
+            match sub.tx.try_send(item) {
+                Ok(()) => delivered += 1,
+                Err(TrySendError::Full(_)) => {
+                    if sub.kill.kill(CLOSE_SLOW) {
+                        self.metrics.slow_consumers.inc();
+                        tracing::info!(conn = sub.id, room, "slow consumer closed");
+                    }
+                }
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+        self.metrics.events_delivered.inc_by(delivered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Event, User};
+
+    fn user() -> User {
+        User {
+            id: "u".into(),
+            name: "Ann".into(),
+            image: None,
+        }
+    }
+
+    fn sub(id: u64, cap: usize) -> (Subscriber, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (
+            Subscriber {
+                id,
+                tx,
+                kill: Arc::new(Kill::default()),
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn one_frame_shared_by_every_recipient() {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let room: Arc<str> = Arc::from("r1");
+        let (a, mut ra) = sub(1, 4);
+        let (b, mut rb) = sub(2, 4);
+        hub.attach(&room, a);
+        hub.attach(&room, b.clone());
+        hub.attach(&room, b);
+        assert_eq!(hub.local_count("r1"), 2);
+        hub.deliver(
+            "r1",
+            &codec::encode(0, &Event::ParticipantJoined(user()), 1),
+        );
+        let (Some(Outbound::Event { frame: fa, .. }), Some(Outbound::Event { frame: fb, .. })) =
+            (ra.try_recv().ok(), rb.try_recv().ok())
+        else {
+            panic!("both get the event")
+        };
+        assert_eq!(
+            fa.as_str().as_ptr(),
+            fb.as_str().as_ptr(),
+            "same bytes, not copies"
+        );
+        assert!(fa.as_str().contains("participant.joined"));
+        hub.detach("r1", 1);
+        hub.detach("r1", 2);
+        assert_eq!(hub.local_count("r1"), 0);
+    }
+
+    #[test]
+    fn full_queue_closes_the_slow_consumer_only() {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(metrics.clone());
+        let room: Arc<str> = Arc::from("r1");
+        let (slow, _keep) = sub(1, 1);
+        let (fast, mut rf) = sub(2, 8);
+        let slow_kill = slow.kill.clone();
+        hub.attach(&room, slow);
+        hub.attach(&room, fast);
+        for _ in 0..3 {
+            hub.deliver("r1", &codec::encode(0, &Event::ParticipantLeft(user()), 1));
+        }
+        assert_eq!(slow_kill.code(), Some(CLOSE_SLOW));
+        assert_eq!(metrics.slow_consumers.get(), 1);
+        let mut got = 0;
+        while rf.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, 3);
+    }
+
+    #[test]
+    fn kill_keeps_the_first_code() {
+        let k = Kill::default();
+        assert!(k.kill(4001));
+        assert!(!k.kill(1013));
+        assert_eq!(k.code(), Some(4001));
+        assert!(k.is_killed());
+    }
+}

@@ -1,0 +1,281 @@
+//! The gateway: HTTP and WebSocket on one port.
+//!
+//! `serve` accepts TCP connections and serves HTTP/1.1 with hyper:
+//! `GET /ws` upgrades to WebSocket (each socket becomes a `connection::run`
+//! task), `GET /healthz`, `GET /readyz` and `GET /metrics` answer operators.
+//! The gateway is the only layer that knows WebSocket types.
+//!
+//! Shutdown: when the `shutdown` future resolves the node reports not ready,
+//! stops accepting, asks every WebSocket to close with 1012, lets HTTP
+//! requests in flight finish, and waits for all of it up to
+//! `--shutdown-grace`. Hyper does not track upgraded connections, so the
+//! sockets are tracked here with a `TaskTracker`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+
+pub mod connection;
+pub mod hub;
+
+pub use hub::Hub;
+
+type Body = Full<Bytes>;
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Every connection closed within the grace period.
+    pub clean: bool,
+    /// WebSocket connections still open when the grace period ended.
+    pub remaining: usize,
+    /// How long draining took.
+    pub took: Duration,
+}
+
+struct Shared {
+    app: App,
+    sockets: TaskTracker,
+    close_sockets: CancellationToken,
+    /// HTTP connections (an upgraded one ends its HTTP part at the upgrade).
+    http: TaskTracker,
+    stop_http: CancellationToken,
+    next_id: AtomicU64,
+}
+
+/// Serves HTTP and WebSocket on `listener` until `shutdown` resolves, then
+/// drains.
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> DrainReport {
+    let shared = std::sync::Arc::new(Shared {
+        app: app.clone(),
+        sockets: TaskTracker::new(),
+        close_sockets: CancellationToken::new(),
+        http: TaskTracker::new(),
+        stop_http: CancellationToken::new(),
+        next_id: AtomicU64::new(1),
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let stop = shared.stop_http.clone();
+        let http = shared.http.clone();
+        let svc_shared = shared.clone();
+        let svc = service_fn(move |req| {
+            let shared = svc_shared.clone();
+            async move { Ok::<_, Infallible>(route(&shared, req, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(TokioIo::new(tcp), svc)
+            .with_upgrades();
+        http.spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drain(app, listener, shared).await
+}
+
+async fn drain(app: App, listener: TcpListener, shared: std::sync::Arc<Shared>) -> DrainReport {
+    let started = Instant::now();
+    let grace = app.config().shutdown_grace;
+    app.set_draining();
+    drop(listener);
+    tracing::info!(
+        sockets = shared.sockets.len(),
+        grace_ms = grace.as_millis() as u64,
+        "draining"
+    );
+    shared.close_sockets.cancel();
+    shared.stop_http.cancel();
+    shared.sockets.close();
+    shared.http.close();
+    let deadline = tokio::time::Instant::now() + grace;
+    let http_done = tokio::time::timeout_at(deadline, shared.http.wait())
+        .await
+        .is_ok();
+    let ws_done = tokio::time::timeout_at(deadline, shared.sockets.wait())
+        .await
+        .is_ok();
+    app.stop();
+    DrainReport {
+        clean: http_done && ws_done,
+        remaining: shared.sockets.len(),
+        took: started.elapsed(),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let app = &shared.app;
+    let path = req.uri().path();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+    }
+    match path {
+        "/ws" => upgrade(shared, req, peer),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let report = app.readiness().await;
+            let status = if report.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(status, &report)
+        }
+        "/metrics" => {
+            let mut res = text(StatusCode::OK, app.render_metrics());
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let app = &shared.app;
+    if !header_has_token(&req, header::CONNECTION, "upgrade")
+        || !header_has_token(&req, header::UPGRADE, "websocket")
+    {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        let mut res = text(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return res;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    if app.is_draining() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "node is draining\n");
+    }
+    let Some(slot) = app.claim_connection() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is at its connection limit\n",
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = app.config();
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes))
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(config.max_frame_bytes.saturating_mul(4).max(1 << 20));
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let app2 = app.clone();
+    let stop = shared.close_sockets.clone();
+    shared.sockets.spawn(async move {
+        let _slot = slot;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                connection::run(app2, socket, id, peer, stop).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    res
+}

@@ -1,0 +1,45 @@
+//! Huddle: a horizontally scaled chat server.
+//!
+//! Identical, stateless nodes keep nothing but their open sockets: rooms,
+//! messages, sessions and presence live in Redis, and every room event is
+//! broadcast on a per-room Redis pub/sub channel, so a client on any node
+//! sees the whole room, in order.
+//!
+//! A request flows one way:
+//!
+//! ```text
+//! gateway  (HTTP, WebSocket frames, limits, per-connection tasks, local fan-out)
+//!   → service  (rules: who may do what, validation, ids, times)
+//!     → store  (repository traits; engines: redis, memory)
+//!     → bus    (publish room events; receive them into the local fan-out)
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | flags, `HUDDLE_*` variables, defaults, validation |
+//! | [`app`] | the composition root: builds everything once |
+//! | [`gateway`] | HTTP routes, WebSocket connections, the hub (local fan-out), drain |
+//! | [`protocol`] | client frames ↔ typed requests, replies, event frames |
+//! | [`service`] | `RoomService`, `MessageService`, `SessionService` |
+//! | [`store`] | `RoomStore`, `MessageStore`, `SessionStore`, `CacheStore`; Redis and memory engines; key layout |
+//! | [`bus`] | `EventBus`; Redis pub/sub subscriber with gap repair; memory bus |
+//! | [`codec`] | the versioned bincode envelope events travel in |
+//! | [`model`] | users, rooms, messages, events |
+//! | [`error`] | error enums and their one mapping to protocol codes |
+//! | [`metrics`] | Prometheus metrics |
+
+pub mod app;
+pub mod bus;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod model;
+pub mod protocol;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,123 @@
+//! The `huddle` binary: parse configuration, start logging, build the node,
+//! serve until SIGTERM or SIGINT, drain, and say how the drain went.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use huddle::config::{Cli, Command, Config, TokenArgs};
+use huddle::service::sessions::{Claims, sign};
+
+/// Exit code for bad configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("huddle: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Command::Serve(config) => serve(*config),
+        Command::Token(args) => token(&args),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    if let Err(problem) = config.validate() {
+        eprintln!("huddle: {problem}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    huddle::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("huddle: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let bind = config.bind;
+        let app = match huddle::App::build(config).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%bind, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(bind);
+        tracing::info!(%addr, node = app.node_id(), "listening");
+        // The one line on stdout: tools and tests read the port from it.
+        println!("listening on {addr}");
+        let _ = std::io::stdout().flush();
+        let report = huddle::gateway::serve(app, listener, shutdown_signal()).await;
+        if report.clean {
+            tracing::info!(took_ms = report.took.as_millis() as u64, "drained; bye");
+            ExitCode::SUCCESS
+        } else {
+            tracing::warn!(
+                remaining = report.remaining,
+                took_ms = report.took.as_millis() as u64,
+                "grace period ended with connections still open"
+            );
+            ExitCode::FAILURE
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn token(args: &TokenArgs) -> ExitCode {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = Claims {
+        sub: args.sub.clone(),
+        name: args.name.clone(),
+        image: args.image.clone(),
+        exp: now + args.ttl.as_secs(),
+    };
+    match sign(&args.secret, &claims) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("huddle: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Domain types shared by every layer: users, rooms, messages and room events.
+//!
+//! These are plain data. Their JSON form is the client protocol
+//! (`docs/protocol.md`); their bincode form travels between nodes inside the
+//! bus envelope (`crate::codec`). Because bincode is positional, no field here
+//! may use `skip_serializing_if` or other self-describing serde tricks.
+
+use serde::{Deserialize, Serialize};
+
+/// Unix time in milliseconds, the protocol's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Unix time in microseconds, used to measure fan-out latency across nodes.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A chat user as shown to others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id: the JWT `sub`, or a fresh id for a guest.
+    pub id: String,
+    /// Display name, 1–64 characters.
+    pub name: String,
+    /// Avatar URL, if any.
+    pub image: Option<String>,
+}
+
+/// A room as the protocol shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// Opaque id (a UUID).
+    pub id: String,
+    /// Short join code from an unambiguous alphabet, unique among live rooms.
+    pub code: String,
+    /// Display name, 1–100 characters.
+    pub name: String,
+    /// User id of the creator, who may delete any message in the room.
+    pub created_by: String,
+    /// Creation time, Unix ms.
+    pub created_at: u64,
+    /// Capacity in distinct users.
+    pub max_participants: u32,
+    /// A private room is joinable only by its code.
+    pub private: bool,
+    /// Distinct users currently joined.
+    pub participant_count: u32,
+    /// Sequence number of the room's latest durable event.
+    pub last_seq: u64,
+}
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// Plain text.
+    Text,
+    /// An image, by URL.
+    Image,
+    /// A file, by URL.
+    File,
+    /// Written by the server (room created, user joined or left).
+    System,
+}
+
+impl MessageKind {
+    /// The protocol name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Image => "image",
+            MessageKind::File => "file",
+            MessageKind::System => "system",
+        }
+    }
+}
+
+/// A file or image a message points at. Huddle stores the reference only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// An `http://` or `https://` URL.
+    pub url: String,
+    /// File name shown to users.
+    pub name: String,
+    /// Size in bytes, when the client said.
+    pub size: Option<u64>,
+    /// MIME type, when the client said.
+    pub mime: Option<String>,
+}
+
+/// A chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Time-ordered id (UUID v7).
+    pub id: String,
+    /// Room id.
+    pub room: String,
+    /// The seq of the event that created the message.
+    pub seq: u64,
+    /// Author; the server itself for system messages.
+    pub user: User,
+    /// Kind of message.
+    pub kind: MessageKind,
+    /// Text, or a caption for image and file messages; empty once deleted.
+    pub content: String,
+    /// Required for image and file messages.
+    pub attachment: Option<Attachment>,
+    /// Creation time, Unix ms.
+    pub created_at: u64,
+    /// Time of the last edit, Unix ms.
+    pub edited_at: Option<u64>,
+    /// A deleted message is a tombstone: empty content, no attachment.
+    pub deleted: bool,
+}
+
+/// The author of system messages.
+pub fn system_user() -> User {
+    User {
+        id: "system".to_owned(),
+        name: "Huddle".to_owned(),
+        image: None,
+    }
+}
+
+/// Something that happened in a room and is broadcast to its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Durable: a message was written.
+    MessageCreated(Message),
+    /// Durable: a message was edited.
+    MessageUpdated(Message),
+    /// Durable: a message was deleted (the message is its tombstone).
+    MessageDeleted(Message),
+    /// Ephemeral: a user's first connection joined.
+    ParticipantJoined(User),
+    /// Ephemeral: a user's last connection left.
+    ParticipantLeft(User),
+    /// Ephemeral: typing indicator.
+    Typing {
+        /// Who is typing.
+        user: User,
+        /// Whether the indicator is on.
+        active: bool,
+    },
+    /// Ephemeral: the room's fields changed.
+    RoomUpdated(Room),
+}
+
+impl Event {
+    /// The protocol name of the event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::MessageCreated(_) => "message.created",
+            Event::MessageUpdated(_) => "message.updated",
+            Event::MessageDeleted(_) => "message.deleted",
+            Event::ParticipantJoined(_) => "participant.joined",
+            Event::ParticipantLeft(_) => "participant.left",
+            Event::Typing { .. } => "typing",
+            Event::RoomUpdated(_) => "room.updated",
+        }
+    }
+
+    /// Durable events carry a seq and are kept in the room's event log.
+    pub fn is_durable(&self) -> bool {
+        matches!(
+            self,
+            Event::MessageCreated(_) | Event::MessageUpdated(_) | Event::MessageDeleted(_)
+        )
+    }
+
+    /// The message a durable event is about.
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            Event::MessageCreated(m) | Event::MessageUpdated(m) | Event::MessageDeleted(m) => {
+                Some(m)
+            }
+            _ => None,
+        }
+    }
+}

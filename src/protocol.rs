@@ -1,0 +1,478 @@
+//! The client frame codec: JSON text frames ↔ typed requests, replies and
+//! event frames (`docs/protocol.md`).
+//!
+//! Parsing never panics and never closes the connection: every malformed
+//! frame becomes a `BadFrame` carrying the request id when one could be read.
+//! Rendering produces the exact bytes sent; an event is rendered once per node
+//! and the bytes are shared by every local recipient.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::codec::Envelope;
+use crate::error::ApiError;
+use crate::model::{Event, Message, Room, User};
+
+/// A request id as the client sent it (an integer), echoed in the reply.
+pub type RequestId = serde_json::Number;
+
+/// A parsed client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// The id to echo, if the client wants a reply.
+    pub id: Option<RequestId>,
+    /// What the client asks for.
+    pub request: Request,
+}
+
+/// A frame that could not be parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadFrame {
+    /// The id, when one could be read.
+    pub id: Option<RequestId>,
+    /// The `bad_request` error to send.
+    pub error: ApiError,
+}
+
+/// An attachment as a client sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    /// `http(s)` URL.
+    pub url: String,
+    /// File name; defaults to the last segment of the URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// MIME type.
+    #[serde(default)]
+    pub mime: Option<String>,
+}
+
+/// Every client verb with its fields.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type")]
+pub enum Request {
+    /// Start the session.
+    #[serde(rename = "hello")]
+    Hello {
+        /// JWT, when the node requires one.
+        #[serde(default)]
+        token: Option<String>,
+        /// Display name (guest mode).
+        #[serde(default)]
+        name: Option<String>,
+        /// Avatar URL.
+        #[serde(default)]
+        image: Option<String>,
+    },
+    /// Liveness and clock.
+    #[serde(rename = "ping")]
+    Ping,
+    /// Create a room and join it.
+    #[serde(rename = "room.create")]
+    RoomCreate {
+        /// Display name.
+        name: String,
+        /// Capacity, 2–10000.
+        #[serde(default)]
+        max_participants: Option<i64>,
+        /// Joinable only by code.
+        #[serde(default)]
+        private: Option<bool>,
+    },
+    /// Join by id or code, optionally resuming after `since`.
+    #[serde(rename = "room.join")]
+    RoomJoin {
+        /// Room id.
+        #[serde(default)]
+        room: Option<String>,
+        /// Join code.
+        #[serde(default)]
+        code: Option<String>,
+        /// Last seq the client saw.
+        #[serde(default)]
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    #[serde(rename = "room.leave")]
+    RoomLeave {
+        /// Room id.
+        room: String,
+    },
+    /// Read a room and its participants.
+    #[serde(rename = "room.get")]
+    RoomGet {
+        /// Room id.
+        room: String,
+    },
+    /// Public rooms, most recently active first.
+    #[serde(rename = "room.list")]
+    RoomList {
+        /// How many, 1–100.
+        #[serde(default)]
+        limit: Option<i64>,
+    },
+    /// Send a message.
+    #[serde(rename = "message.send")]
+    MessageSend {
+        /// Room id.
+        room: String,
+        /// `text`, `image` or `file`.
+        #[serde(default)]
+        kind: Option<String>,
+        /// Text or caption.
+        #[serde(default)]
+        content: Option<String>,
+        /// Required for image and file.
+        #[serde(default)]
+        attachment: Option<AttachmentInput>,
+        /// Idempotency key.
+        #[serde(default)]
+        client_msg_id: Option<String>,
+    },
+    /// Read older messages.
+    #[serde(rename = "message.history")]
+    MessageHistory {
+        /// Room id.
+        room: String,
+        /// Only messages with a smaller seq.
+        #[serde(default)]
+        before: Option<u64>,
+        /// How many, 1–100.
+        #[serde(default)]
+        limit: Option<i64>,
+    },
+}
+
+impl Request {
+    /// The verb, for metrics and logs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Ping => "ping",
+            Request::RoomCreate { .. } => "room.create",
+            Request::RoomJoin { .. } => "room.join",
+            Request::RoomLeave { .. } => "room.leave",
+            Request::RoomGet { .. } => "room.get",
+            Request::RoomList { .. } => "room.list",
+            Request::MessageSend { .. } => "message.send",
+            Request::MessageHistory { .. } => "message.history",
+        }
+    }
+}
+
+/// Every verb name, for pre-registering metrics.
+pub const VERBS: [&str; 9] = [
+    "hello",
+    "ping",
+    "room.create",
+    "room.join",
+    "room.leave",
+    "room.get",
+    "room.list",
+    "message.send",
+    "message.history",
+];
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<Frame, BadFrame> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| BadFrame {
+        id: None,
+        error: ApiError::bad_request(format!("frame is not valid JSON: {e}")),
+    })?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(BadFrame {
+            id: None,
+            error: ApiError::bad_request("frame must be a JSON object"),
+        });
+    };
+    let id = match map.get("id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.clone()),
+        Some(_) => {
+            return Err(BadFrame {
+                id: None,
+                error: ApiError::bad_request("`id` must be an integer"),
+            });
+        }
+    };
+    match map.get("type") {
+        Some(serde_json::Value::String(_)) => {}
+        Some(_) => {
+            return Err(BadFrame {
+                id,
+                error: ApiError::bad_request("`type` must be a string"),
+            });
+        }
+        None => {
+            return Err(BadFrame {
+                id,
+                error: ApiError::bad_request("frame has no `type`"),
+            });
+        }
+    }
+    let request =
+        serde_json::from_value::<Request>(serde_json::Value::Object(map)).map_err(|e| {
+            BadFrame {
+                id: id.clone(),
+                error: ApiError::bad_request(e.to_string()),
+            }
+        })?;
+    Ok(Frame { id, request })
+}
+
+#[derive(Serialize)]
+struct ReplyOk<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a RequestId,
+    ok: bool,
+    data: &'a T,
+}
+
+#[derive(Serialize)]
+struct ReplyErr<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a RequestId,
+    ok: bool,
+    error: &'a ApiError,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: &'a ApiError,
+}
+
+/// `{"type":"reply","id":…,"ok":true,"data":…}`.
+pub fn reply_ok<T: Serialize>(id: &RequestId, data: &T) -> String {
+    to_json(&ReplyOk {
+        kind: "reply",
+        id,
+        ok: true,
+        data,
+    })
+}
+
+/// The reply for a failure: a `reply` with `ok: false` when the request had
+/// an id, otherwise an `error` frame.
+pub fn failure(id: Option<&RequestId>, error: &ApiError) -> String {
+    match id {
+        Some(id) => to_json(&ReplyErr {
+            kind: "reply",
+            id,
+            ok: false,
+            error,
+        }),
+        None => to_json(&ErrorFrame {
+            kind: "error",
+            error,
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<bool>,
+}
+
+/// Renders a pushed event frame.
+pub fn event_frame(room: &str, envelope: &Envelope) -> String {
+    let event = &envelope.event;
+    let mut frame = EventFrame {
+        kind: "event",
+        room,
+        seq: event.is_durable().then_some(envelope.seq),
+        event: event.name(),
+        message: None,
+        user: None,
+        active: None,
+    };
+    match event {
+        Event::MessageCreated(m) | Event::MessageUpdated(m) | Event::MessageDeleted(m) => {
+            frame.message = Some(m)
+        }
+        Event::ParticipantJoined(u) | Event::ParticipantLeft(u) => frame.user = Some(u),
+        Event::Typing { user, active } => {
+            frame.user = Some(user);
+            frame.active = Some(*active);
+        }
+        Event::RoomUpdated(r) => {
+            // The protocol shows both `"room":"<id>"` and `"room":{…}` here;
+            // a JSON object cannot hold both, so `room` is the room object,
+            // whose `id` is the room id (documented in docs/protocol.md).
+            return room_updated_frame(r);
+        }
+    }
+    to_json(&frame)
+}
+
+fn room_updated_frame(room: &Room) -> String {
+    #[derive(Serialize)]
+    struct RoomUpdated<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        event: &'static str,
+        room: &'a Room,
+    }
+    to_json(&RoomUpdated {
+        kind: "event",
+        event: "room.updated",
+        room,
+    })
+}
+
+/// A rendered event frame embedded as-is in a reply (`room.join` with `since`).
+pub fn raw(frame: String) -> Box<RawValue> {
+    RawValue::from_string(frame).unwrap_or_else(|_| {
+        // Only reachable if rendering produced invalid JSON, which serde_json
+        // never does.
+        RawValue::from_string("null".to_owned()).unwrap_or_default()
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Serializing our own plain structs to a String cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::model::MessageKind;
+
+    fn bad(text: &str) -> BadFrame {
+        parse(text).expect_err("should be refused")
+    }
+
+    #[test]
+    fn parses_verbs() {
+        let f = parse(r#"{"type":"hello","id":1,"name":"Ann"}"#).expect("ok");
+        assert_eq!(f.id, Some(1.into()));
+        assert_eq!(
+            f.request,
+            Request::Hello {
+                token: None,
+                name: Some("Ann".into()),
+                image: None
+            }
+        );
+        let f = parse(r#"{"type":"room.join","code":"ABC234","since":5}"#).expect("ok");
+        assert_eq!(f.id, None);
+        assert!(matches!(
+            f.request,
+            Request::RoomJoin { since: Some(5), .. }
+        ));
+        let f = parse(
+            r#"{"type":"message.send","id":9,"room":"r","kind":"image","attachment":{"url":"https://x/y.png"}}"#,
+        )
+        .expect("ok");
+        assert_eq!(f.request.verb(), "message.send");
+    }
+
+    #[test]
+    fn refuses_malformed_frames_with_id_when_readable() {
+        assert!(bad("{nope").id.is_none());
+        assert_eq!(bad("[1,2]").error.code, ErrorCode::BadRequest);
+        assert_eq!(bad("42").error.message, "frame must be a JSON object");
+        let b = bad(r#"{"id":3}"#);
+        assert_eq!(b.id, Some(3.into()));
+        assert_eq!(b.error.message, "frame has no `type`");
+        let b = bad(r#"{"id":4,"type":"fly"}"#);
+        assert_eq!(b.id, Some(4.into()));
+        assert!(
+            b.error.message.contains("unknown variant"),
+            "{}",
+            b.error.message
+        );
+        let b = bad(r#"{"id":5,"type":"room.create","name":5}"#);
+        assert_eq!(b.id, Some(5.into()));
+        assert!(
+            b.error.message.contains("invalid type"),
+            "{}",
+            b.error.message
+        );
+        let b = bad(r#"{"id":6,"type":"room.get"}"#);
+        assert!(b.error.message.contains("missing field `room`"));
+        assert!(bad(r#"{"id":"x","type":"ping"}"#).id.is_none());
+        assert!(bad(r#"{"id":1.5,"type":"ping"}"#).id.is_none());
+        let b = bad(r#"{"id":7,"type":7}"#);
+        assert_eq!(b.id, Some(7.into()));
+    }
+
+    #[test]
+    fn renders_replies_and_errors() {
+        let id: RequestId = 7.into();
+        assert_eq!(
+            reply_ok(&id, &serde_json::json!({})),
+            r#"{"type":"reply","id":7,"ok":true,"data":{}}"#
+        );
+        let err = ApiError::new(ErrorCode::NotFound, "room x does not exist");
+        assert_eq!(
+            failure(Some(&id), &err),
+            r#"{"type":"reply","id":7,"ok":false,"error":{"code":"not_found","message":"room x does not exist"}}"#
+        );
+        assert_eq!(
+            failure(None, &err),
+            r#"{"type":"error","error":{"code":"not_found","message":"room x does not exist"}}"#
+        );
+    }
+
+    #[test]
+    fn renders_events() {
+        let user = User {
+            id: "u".into(),
+            name: "Ann".into(),
+            image: None,
+        };
+        let msg = Message {
+            id: "m".into(),
+            room: "r".into(),
+            seq: 42,
+            user: user.clone(),
+            kind: MessageKind::Text,
+            content: "hi".into(),
+            attachment: None,
+            created_at: 1,
+            edited_at: None,
+            deleted: false,
+        };
+        let env = Envelope {
+            seq: 42,
+            published_us: 0,
+            event: Event::MessageCreated(msg),
+        };
+        let v: serde_json::Value = serde_json::from_str(&event_frame("r", &env)).expect("json");
+        assert_eq!(v["type"], "event");
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["event"], "message.created");
+        assert_eq!(v["message"]["kind"], "text");
+        assert_eq!(v["message"]["attachment"], serde_json::Value::Null);
+        let env = Envelope {
+            seq: 0,
+            published_us: 0,
+            event: Event::Typing { user, active: true },
+        };
+        let v: serde_json::Value = serde_json::from_str(&event_frame("r", &env)).expect("json");
+        assert!(v.get("seq").is_none());
+        assert_eq!(v["active"], true);
+        assert_eq!(v["user"]["name"], "Ann");
+    }
+}

@@ -1,0 +1,319 @@
+//! `RoomService`: rooms, membership and the join snapshot.
+//!
+//! Membership is per connection: a user is a participant while at least one
+//! of their connections has joined. The first connection's join writes the
+//! "joined" system message and announces `participant.joined`; the last
+//! connection's leave (or disconnect) writes "left" and announces
+//! `participant.left`. `participant_count` counts distinct users.
+
+use std::sync::Arc;
+
+use rand::RngExt;
+
+use super::{int_field, room_id, text_field};
+use crate::bus::EventBus;
+use crate::codec::{self, Envelope};
+use crate::error::ServiceError;
+use crate::model::{Event, Message, MessageKind, Room, User, now_ms, system_user};
+use crate::store::{CreateOutcome, JoinOutcome, LeaveOutcome, MessageStore, RoomStore};
+
+/// Join codes use an alphabet without look-alikes (no 0/O, 1/I/L, U/V).
+pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTWXYZ";
+/// Messages in a join snapshot without `since`.
+pub const JOIN_MESSAGES: usize = 50;
+
+/// What a join returns.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The room as read after joining.
+    pub room: Room,
+    /// Distinct users joined.
+    pub participants: Vec<User>,
+    /// Recent messages, or the events after `since`.
+    pub history: JoinHistory,
+    /// Every durable event up to this seq is covered by the snapshot; live
+    /// events at or below it must not be delivered again.
+    pub floor: u64,
+}
+
+/// The history part of a join snapshot.
+#[derive(Debug, Clone)]
+pub enum JoinHistory {
+    /// The last messages, ascending.
+    Messages(Vec<Message>),
+    /// The durable events after `since`, ascending.
+    Events {
+        /// Decoded events.
+        events: Vec<Envelope>,
+        /// Every event after `since` is included.
+        complete: bool,
+    },
+}
+
+/// Room rules.
+#[derive(Clone)]
+pub struct RoomService {
+    rooms: Arc<dyn RoomStore>,
+    messages: Arc<dyn MessageStore>,
+    bus: Arc<dyn EventBus>,
+}
+
+fn system_message(room: &str, text: String) -> Message {
+    Message {
+        id: uuid::Uuid::now_v7().to_string(),
+        room: room.to_owned(),
+        seq: 0,
+        user: system_user(),
+        kind: MessageKind::System,
+        content: text,
+        attachment: None,
+        created_at: now_ms(),
+        edited_at: None,
+        deleted: false,
+    }
+}
+
+/// A fresh join code of `len` characters.
+pub fn new_code(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Normalizes a code a user typed (case and surrounding space ignored);
+/// `None` when it cannot be a code.
+pub fn normalize_code(code: &str) -> Option<String> {
+    let code = code.trim().to_ascii_uppercase();
+    ((6..=8).contains(&code.len()) && code.bytes().all(|b| CODE_ALPHABET.contains(&b)))
+        .then_some(code)
+}
+
+impl RoomService {
+    /// Rules over the given stores and bus.
+    pub fn new(
+        rooms: Arc<dyn RoomStore>,
+        messages: Arc<dyn MessageStore>,
+        bus: Arc<dyn EventBus>,
+    ) -> RoomService {
+        RoomService {
+            rooms,
+            messages,
+            bus,
+        }
+    }
+
+    /// A fresh room id. The gateway takes one before `create` so it can
+    /// subscribe to the room's events before the room exists.
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Creates the room `id` (from `new_id`); `user` has joined it on `conn`.
+    pub async fn create(
+        &self,
+        id: &str,
+        user: &User,
+        conn: &str,
+        name: &str,
+        max_participants: Option<i64>,
+        private: Option<bool>,
+    ) -> Result<Room, ServiceError> {
+        let name = text_field("name", name, 100)?;
+        let max = int_field("max_participants", max_participants, 50, 2, 10_000)?;
+        let id = room_id(id)?.to_owned();
+        let note = system_message(&id, format!("{} created the room", user.name));
+        // Codes are random: on a collision try again, growing the code after
+        // a few tries so a crowded code space cannot stall creation.
+        for attempt in 0..12 {
+            let room = Room {
+                id: id.clone(),
+                code: new_code(6 + attempt / 4),
+                name: name.clone(),
+                created_by: user.id.clone(),
+                created_at: now_ms(),
+                max_participants: max as u32,
+                private: private.unwrap_or(false),
+                participant_count: 0,
+                last_seq: 0,
+            };
+            match self.rooms.create_room(&room, user, conn, &note).await? {
+                CreateOutcome::Created(room) => return Ok(room),
+                CreateOutcome::CodeTaken => continue,
+            }
+        }
+        Err(ServiceError::Conflict(
+            "could not find a free join code; try again".into(),
+        ))
+    }
+
+    /// Which room a `room.join` means, and whether `user` may join it: a
+    /// private room only by its code, or by id for a user who is already a
+    /// participant (another tab, or resuming after a reconnect).
+    pub async fn resolve_join(
+        &self,
+        user: &User,
+        room: Option<&str>,
+        code: Option<&str>,
+    ) -> Result<String, ServiceError> {
+        match (room, code) {
+            (Some(_), Some(_)) => Err(ServiceError::BadRequest(
+                "give either `room` or `code`, not both".into(),
+            )),
+            (None, None) => Err(ServiceError::BadRequest(
+                "`room` or `code` is required".into(),
+            )),
+            (None, Some(code)) => {
+                let missing = || ServiceError::NotFound(format!("no room has the code {code:?}"));
+                let code = normalize_code(code).ok_or_else(missing)?;
+                self.rooms.room_id_by_code(&code).await?.ok_or_else(missing)
+            }
+            (Some(id), None) => {
+                let room = self.existing(id).await?;
+                if room.private && !self.rooms.is_participant(&room.id, &user.id).await? {
+                    return Err(ServiceError::Forbidden(
+                        "this room is private: join it with its code".into(),
+                    ));
+                }
+                Ok(room.id)
+            }
+        }
+    }
+
+    /// Joins `conn` to the room (already resolved) and reads the snapshot.
+    /// The caller subscribes to the room's events before calling, so that
+    /// nothing after the snapshot's `floor` can be missed.
+    pub async fn join(
+        &self,
+        user: &User,
+        conn: &str,
+        room_id: &str,
+        since: Option<u64>,
+    ) -> Result<Joined, ServiceError> {
+        let note = system_message(room_id, format!("{} joined", user.name));
+        match self.rooms.join(room_id, user, conn, &note).await? {
+            JoinOutcome::NoRoom => return Err(not_found(room_id)),
+            JoinOutcome::Full => {
+                return Err(ServiceError::Conflict("the room is full".into()));
+            }
+            JoinOutcome::Joined { first } => {
+                if first {
+                    self.announce(room_id, Event::ParticipantJoined(user.clone()))
+                        .await;
+                }
+            }
+        }
+        let room = self.existing(room_id).await?;
+        let participants = self.rooms.participants(room_id).await?;
+        let (history, floor) = match since {
+            None => {
+                let page = self
+                    .messages
+                    .history(room_id, Some(room.last_seq + 1), JOIN_MESSAGES)
+                    .await?;
+                (JoinHistory::Messages(page.messages), room.last_seq)
+            }
+            Some(since) => {
+                let replay = self.messages.events_since(room_id, since).await?;
+                let events = replay
+                    .events
+                    .iter()
+                    .map(|e| codec::decode(e))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                let floor = events
+                    .last()
+                    .map(|e| e.seq)
+                    .unwrap_or(0)
+                    .max(replay.last_seq)
+                    .max(since);
+                (
+                    JoinHistory::Events {
+                        events,
+                        complete: replay.complete,
+                    },
+                    floor,
+                )
+            }
+        };
+        Ok(Joined {
+            room,
+            participants,
+            history,
+            floor,
+        })
+    }
+
+    /// Removes `conn` from the room. Leaving a room one has not joined is a
+    /// no-op (leave is idempotent), but the room must exist.
+    pub async fn leave(&self, user: &User, conn: &str, room_id: &str) -> Result<(), ServiceError> {
+        let note = system_message(room_id, format!("{} left", user.name));
+        match self.rooms.leave(room_id, user, conn, &note).await? {
+            LeaveOutcome::Left { last: true } => {
+                self.announce(room_id, Event::ParticipantLeft(user.clone()))
+                    .await;
+                Ok(())
+            }
+            LeaveOutcome::Left { last: false } => Ok(()),
+            LeaveOutcome::NotJoined => self.existing(room_id).await.map(|_| ()),
+        }
+    }
+
+    /// A room and its participants. A private room is shown to its
+    /// participants only.
+    pub async fn get(&self, user: &User, room_id: &str) -> Result<(Room, Vec<User>), ServiceError> {
+        let room = self.existing(room_id).await?;
+        if room.private && !self.rooms.is_participant(&room.id, &user.id).await? {
+            return Err(ServiceError::Forbidden(
+                "this room is private: join it with its code".into(),
+            ));
+        }
+        let participants = self.rooms.participants(&room.id).await?;
+        Ok((room, participants))
+    }
+
+    /// Public rooms, most recently active first.
+    pub async fn list(&self, limit: Option<i64>) -> Result<Vec<Room>, ServiceError> {
+        let limit = int_field("limit", limit, 50, 1, 100)?;
+        Ok(self.rooms.list_public(limit as usize).await?)
+    }
+
+    async fn existing(&self, id: &str) -> Result<Room, ServiceError> {
+        let id = room_id(id)?;
+        self.rooms.room(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    /// Publishes an ephemeral event. Its loss is not worth failing the
+    /// request that caused it (the durable system message is already
+    /// written), so a failure is logged.
+    async fn announce(&self, room: &str, event: Event) {
+        if let Err(e) = self.bus.publish(room, &event).await {
+            tracing::warn!(room, event = event.name(), error = %e, "could not publish");
+        }
+    }
+}
+
+fn not_found(room: &str) -> ServiceError {
+    ServiceError::NotFound(format!("room {room} does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_use_the_unambiguous_alphabet() {
+        for len in 6..=8 {
+            let code = new_code(len);
+            assert_eq!(code.len(), len);
+            assert_eq!(normalize_code(&code.to_lowercase()), Some(code.clone()));
+        }
+        for c in ["0", "O", "1", "I", "L", "U", "V"] {
+            assert!(!CODE_ALPHABET.contains(&c.as_bytes()[0]), "{c}");
+        }
+        assert_eq!(normalize_code(" abc234 "), Some("ABC234".into()));
+        assert_eq!(normalize_code("ABC23"), None);
+        assert_eq!(normalize_code("ABC2340O"), None);
+        assert_eq!(normalize_code("ABCDEFGHJ"), None);
+    }
+}

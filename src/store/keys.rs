@@ -1,0 +1,148 @@
+//! The Redis key layout. Every key and channel name is built here.
+//!
+//! All keys carry the configured prefix (default `huddle:`). Keys that belong
+//! to one room hold the room id in braces, a Redis Cluster hash tag, so all of
+//! a room's keys live in one slot and one script may touch them all.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `room:{R}` | hash | room fields, `seq`, `last_activity` |
+//! | `room_code:CODE` | string | room id |
+//! | `room_members:{R}` | hash | user id → user (JSON) |
+//! | `member_conns:{R}:USER` | set | connection ids of that user in the room |
+//! | `room_messages:{R}` | sorted set | message id by seq |
+//! | `message:{R}:M` | string | envelope of the message's latest event; expires with `message_ttl` |
+//! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
+//! | `dedupe:{R}:USER:CLIENT_MSG_ID` | string | message id, 24 h |
+//! | `active_rooms` | sorted set | room id by last activity (ms) |
+//! | `session:CONN` | hash | user, node, connected_at; TTL `session_ttl` |
+//! | `user_sessions:USER` | set | connection ids of a user |
+//! | `presence:{R}` | sorted set | `USER:CONN` by last heartbeat (ms) |
+//! | `cache:K` | string | general cache with TTL |
+//!
+//! Channel: `events:{R}` per room, carrying `crate::codec` envelopes.
+
+/// Builds key names under a prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `room:{R}`.
+    pub fn room(&self, room: &str) -> String {
+        format!("{}room:{{{room}}}", self.prefix)
+    }
+    /// `room_code:CODE`.
+    pub fn room_code(&self, code: &str) -> String {
+        format!("{}room_code:{code}", self.prefix)
+    }
+    /// `room_members:{R}`.
+    pub fn room_members(&self, room: &str) -> String {
+        format!("{}room_members:{{{room}}}", self.prefix)
+    }
+    /// `member_conns:{R}:USER`.
+    pub fn member_conns(&self, room: &str, user: &str) -> String {
+        format!("{}member_conns:{{{room}}}:{user}", self.prefix)
+    }
+    /// `room_messages:{R}`.
+    pub fn room_messages(&self, room: &str) -> String {
+        format!("{}room_messages:{{{room}}}", self.prefix)
+    }
+    /// `message:{R}:M`.
+    pub fn message(&self, room: &str, message: &str) -> String {
+        format!("{}message:{{{room}}}:{message}", self.prefix)
+    }
+    /// `room_events:{R}`.
+    pub fn room_events(&self, room: &str) -> String {
+        format!("{}room_events:{{{room}}}", self.prefix)
+    }
+    /// `dedupe:{R}:USER:CLIENT_MSG_ID`.
+    pub fn dedupe(&self, room: &str, user: &str, client_msg_id: &str) -> String {
+        format!("{}dedupe:{{{room}}}:{user}:{client_msg_id}", self.prefix)
+    }
+    /// `active_rooms`.
+    pub fn active_rooms(&self) -> String {
+        format!("{}active_rooms", self.prefix)
+    }
+    /// `session:CONN`.
+    pub fn session(&self, conn: &str) -> String {
+        format!("{}session:{conn}", self.prefix)
+    }
+    /// `user_sessions:USER`.
+    pub fn user_sessions(&self, user: &str) -> String {
+        format!("{}user_sessions:{user}", self.prefix)
+    }
+    /// `presence:{R}`.
+    pub fn presence(&self, room: &str) -> String {
+        format!("{}presence:{{{room}}}", self.prefix)
+    }
+    /// `cache:K`.
+    pub fn cache(&self, key: &str) -> String {
+        format!("{}cache:{key}", self.prefix)
+    }
+    /// The room's pub/sub channel, `events:{R}`.
+    pub fn channel(&self, room: &str) -> String {
+        format!("{}events:{{{room}}}", self.prefix)
+    }
+    /// The room id of a channel name, if it is one of ours.
+    pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("events:{")?
+            .strip_suffix('}')
+    }
+}
+
+/// The hash tag of a key: the part between the first `{` and the next `}`.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')? + open + 1;
+    (close > open + 1).then(|| &key[open + 1..close])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_keys_share_the_room_hash_tag() {
+        let k = Keys::new("huddle:");
+        let r = "0190a1b2-c3d4";
+        for key in [
+            k.room(r),
+            k.room_members(r),
+            k.member_conns(r, "u1"),
+            k.room_messages(r),
+            k.message(r, "m1"),
+            k.room_events(r),
+            k.dedupe(r, "u1", "weird{}id"),
+            k.presence(r),
+            k.channel(r),
+        ] {
+            assert!(key.starts_with("huddle:"), "{key}");
+            assert_eq!(hash_tag(&key), Some(r), "{key}");
+        }
+        assert_eq!(k.room(r), "huddle:room:{0190a1b2-c3d4}");
+        assert_eq!(k.message(r, "m1"), "huddle:message:{0190a1b2-c3d4}:m1");
+        assert_eq!(hash_tag(&k.active_rooms()), None);
+        assert_eq!(hash_tag(&k.session("c1")), None);
+    }
+
+    #[test]
+    fn channel_names_round_trip() {
+        let k = Keys::new("t1:");
+        let ch = k.channel("abc");
+        assert_eq!(ch, "t1:events:{abc}");
+        assert_eq!(k.room_of_channel(&ch), Some("abc"));
+        assert_eq!(k.room_of_channel("other:events:{abc}"), None);
+        assert_eq!(k.room_of_channel("t1:room:{abc}"), None);
+    }
+}

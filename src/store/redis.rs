@@ -1,0 +1,824 @@
+//! The Redis engine: every repository on one Redis (or a Redis Cluster, as
+//! the key layout allows), through a bb8 pool of multiplexed connections.
+//!
+//! Every call is bounded by the configured timeout; a timeout or connection
+//! failure is `StoreError::Unavailable`. Operations that append a durable
+//! event run as one Lua script (`EVALSHA`, loaded on first use), so the
+//! membership and idempotency checks, `seq` assignment, the writes, the
+//! event-log trim and the `PUBLISH` happen atomically and in seq order.
+//!
+//! ## Script contracts
+//!
+//! All scripts share `COMMON`: `append_event(room, events, channel, tail,
+//! log_len, now)` increments `room.seq`, builds the envelope as
+//! `0x01 ‖ seq (u64 BE) ‖ tail` (see `crate::codec`), adds it to the event log
+//! scored by seq, trims the log to `log_len`, sets `last_activity` and
+//! publishes it; `write_message` stores the envelope as the message's state
+//! with its TTL and indexes the id by seq. Each script returns a status
+//! string first (`ok`, `no_room`, `not_member`, `duplicate`, `full`,
+//! `not_joined`, `exists`) and then its data.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bb8::{Pool, PooledConnection};
+use bb8_redis::RedisConnectionManager;
+use redis::{AsyncCommands, RedisError, Script, Value};
+
+use super::keys::Keys;
+use super::{
+    AppendOutcome, CacheStore, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, MessageStore,
+    Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreHealth, StoreResult,
+    StoreSettings,
+};
+use crate::codec;
+use crate::metrics::Metrics;
+use crate::model::{Event, Message, Room, User, now_ms, now_us};
+
+const COMMON: &str = r#"
+local function be64(n)
+  local out = {}
+  for i = 8, 1, -1 do
+    local b = n % 256
+    out[i] = string.char(b)
+    n = (n - b) / 256
+  end
+  return table.concat(out)
+end
+local function append_event(room_key, events_key, channel, tail, log_len, now)
+  local seq = redis.call('HINCRBY', room_key, 'seq', 1)
+  local env = string.char(1) .. be64(seq) .. tail
+  redis.call('ZADD', events_key, seq, env)
+  redis.call('ZREMRANGEBYRANK', events_key, 0, -(tonumber(log_len) + 1))
+  redis.call('HSET', room_key, 'last_activity', now)
+  redis.call('PUBLISH', channel, env)
+  return seq, env
+end
+local function write_message(msg_key, messages_key, msg_id, seq, env, ttl)
+  redis.call('SET', msg_key, env, 'PX', ttl)
+  redis.call('ZADD', messages_key, seq, msg_id)
+end
+"#;
+
+// KEYS: room, members, messages, events, message, dedupe
+// ARGV: user, msg_id, tail, ttl_ms, log_len, now, channel, dedupe_mode, dedupe_ttl_ms
+// dedupe_mode: 0 none, 1 check then remember, 2 remember (the original expired)
+const SEND: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'not_member'} end
+if ARGV[8] == '1' then
+  local prior = redis.call('GET', KEYS[6])
+  if prior then return {'duplicate', prior} end
+end
+local seq, env = append_event(KEYS[1], KEYS[4], ARGV[7], ARGV[3], ARGV[5], ARGV[6])
+write_message(KEYS[5], KEYS[3], ARGV[2], seq, env, ARGV[4])
+if ARGV[8] ~= '0' then redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[9]) end
+return {'ok', seq}
+"#;
+
+// KEYS: room, members, member_conns, presence, messages, events, message
+// ARGV: id, code, name, created_by, created_at, max, private, user_id,
+//       user_json, conn, presence_member, msg_id, tail, ttl_ms, log_len, now, channel
+const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'code', ARGV[2], 'name', ARGV[3],
+  'created_by', ARGV[4], 'created_at', ARGV[5], 'max_participants', ARGV[6],
+  'private', ARGV[7], 'seq', 0, 'last_activity', ARGV[16])
+redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
+redis.call('SADD', KEYS[3], ARGV[10])
+redis.call('ZADD', KEYS[4], ARGV[16], ARGV[11])
+local seq, env = append_event(KEYS[1], KEYS[6], ARGV[17], ARGV[13], ARGV[15], ARGV[16])
+write_message(KEYS[7], KEYS[5], ARGV[12], seq, env, ARGV[14])
+return {'ok', seq}
+"#;
+
+// KEYS: room, members, member_conns, presence, messages, events, message
+// ARGV: user_id, user_json, conn, presence_member, now, msg_id, tail, ttl_ms, log_len, channel
+const JOIN: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
+local first = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
+if first then
+  local max = tonumber(redis.call('HGET', KEYS[1], 'max_participants'))
+  if redis.call('HLEN', KEYS[2]) >= max then return {'full'} end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+if first then
+  local seq, env = append_event(KEYS[1], KEYS[6], ARGV[10], ARGV[7], ARGV[9], ARGV[5])
+  write_message(KEYS[7], KEYS[5], ARGV[6], seq, env, ARGV[8])
+  return {'ok', 1}
+end
+return {'ok', 0}
+"#;
+
+// KEYS: room, members, member_conns, presence, messages, events, message
+// ARGV: user_id, conn, presence_member, now, msg_id, tail, ttl_ms, log_len, channel
+const LEAVE: &str = r#"
+redis.call('ZREM', KEYS[4], ARGV[3])
+if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return {'not_joined'} end
+if redis.call('SCARD', KEYS[3]) > 0 then return {'ok', 0} end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local seq, env = append_event(KEYS[1], KEYS[6], ARGV[9], ARGV[6], ARGV[8], ARGV[4])
+  write_message(KEYS[7], KEYS[5], ARGV[5], seq, env, ARGV[7])
+end
+return {'ok', 1}
+"#;
+
+// KEYS: room, events   ARGV: since
+// Reads the room's seq and the retained events after `since` consistently.
+const SINCE: &str = r#"
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local evs = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
+return {seq, evs}
+"#;
+
+struct Scripts {
+    send: Script,
+    create: Script,
+    join: Script,
+    leave: Script,
+    since: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            send: with_common(SEND),
+            create: with_common(CREATE),
+            join: with_common(JOIN),
+            leave: with_common(LEAVE),
+            since: Script::new(SINCE),
+        }
+    }
+}
+
+/// The Redis engine. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool<RedisConnectionManager>,
+    keys: Keys,
+    settings: StoreSettings,
+    timeout: Duration,
+    scripts: Scripts,
+    metrics: Arc<Metrics>,
+}
+
+type Conn<'a> = PooledConnection<'a, RedisConnectionManager>;
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+impl RedisStore {
+    /// Connects a pool of `pool_size` connections to `url`. Fails when the
+    /// URL is invalid; an unreachable Redis is not an error here (the pool
+    /// connects lazily, readiness reports it).
+    pub fn connect(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+        keys: Keys,
+        settings: StoreSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisStore, StoreError> {
+        let manager = RedisConnectionManager::new(url).map_err(unavailable)?;
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(timeout)
+            .build_unchecked(manager);
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                pool,
+                keys,
+                settings,
+                timeout,
+                scripts: Scripts::new(),
+                metrics,
+            }),
+        })
+    }
+
+    /// The key layout in use.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// Connections of the pool: (in use, idle).
+    pub fn pool_state(&self) -> (u32, u32) {
+        let s = self.inner.pool.state();
+        (s.connections - s.idle_connections, s.idle_connections)
+    }
+
+    async fn conn(&self) -> StoreResult<Conn<'_>> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("no Redis connection: {e}")))
+    }
+
+    /// Runs one Redis round trip with the timeout, recording its latency.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> StoreResult<T> {
+        let start = Instant::now();
+        let out = match tokio::time::timeout(self.inner.timeout, fut).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "Redis did not answer {op} within {:?}",
+                self.inner.timeout
+            ))),
+        };
+        self.inner
+            .metrics
+            .redis_latency(op, start.elapsed().as_secs_f64());
+        out
+    }
+
+    fn k(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.inner.settings.message_ttl.as_millis() as u64
+    }
+
+    async fn read_rooms(&self, c: &mut Conn<'_>, ids: &[String]) -> StoreResult<Vec<Option<Room>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.k().room(id))
+                .hlen(self.k().room_members(id));
+        }
+        let raw: Vec<Value> = self.timed("room_read", pipe.query_async(&mut **c)).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for pair in raw.chunks(2) {
+            let fields: HashMap<String, String> =
+                redis::from_redis_value_ref(&pair[0]).map_err(corrupt)?;
+            let count: u32 = redis::from_redis_value_ref(&pair[1]).map_err(corrupt)?;
+            out.push(parse_room(&fields, count)?);
+        }
+        Ok(out)
+    }
+}
+
+fn parse_room(fields: &HashMap<String, String>, count: u32) -> StoreResult<Option<Room>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .ok_or_else(|| corrupt(format!("room hash has no {k}")))
+    };
+    let num = |k: &str| -> StoreResult<u64> {
+        get(k)?
+            .parse::<u64>()
+            .map_err(|e| corrupt(format!("room field {k}: {e}")))
+    };
+    Ok(Some(Room {
+        id: get("id")?.clone(),
+        code: get("code")?.clone(),
+        name: get("name")?.clone(),
+        created_by: get("created_by")?.clone(),
+        created_at: num("created_at")?,
+        max_participants: num("max_participants")? as u32,
+        private: get("private")? == "1",
+        participant_count: count,
+        last_seq: num("seq")?,
+    }))
+}
+
+/// Splits a script reply into its status and data.
+fn status(value: Value) -> StoreResult<(String, Vec<Value>)> {
+    let mut items: Vec<Value> = redis::from_redis_value(value).map_err(corrupt)?;
+    if items.is_empty() {
+        return Err(corrupt("empty script reply"));
+    }
+    let head: String = redis::from_redis_value(items.remove(0)).map_err(corrupt)?;
+    Ok((head, items))
+}
+
+fn user_json(user: &User) -> String {
+    serde_json::to_string(user).unwrap_or_default()
+}
+
+fn presence_member(user: &str, conn: &str) -> String {
+    format!("{user}:{conn}")
+}
+
+fn note_tail(note: &Message) -> Vec<u8> {
+    let mut stored = note.clone();
+    stored.seq = 0;
+    codec::encode_tail(&Event::MessageCreated(stored), now_us())
+}
+
+#[async_trait]
+impl RoomStore for RedisStore {
+    async fn create_room(
+        &self,
+        room: &Room,
+        creator: &User,
+        conn: &str,
+        note: &Message,
+    ) -> StoreResult<CreateOutcome> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let claimed: Option<String> = self
+            .timed(
+                "room_code_claim",
+                redis::cmd("SET")
+                    .arg(k.room_code(&room.code))
+                    .arg(&room.id)
+                    .arg("NX")
+                    .query_async(&mut *c),
+            )
+            .await?;
+        if claimed.is_none() {
+            return Ok(CreateOutcome::CodeTaken);
+        }
+        let now = now_ms();
+        let mut inv = self.inner.scripts.create.prepare_invoke();
+        inv.key(k.room(&room.id))
+            .key(k.room_members(&room.id))
+            .key(k.member_conns(&room.id, &creator.id))
+            .key(k.presence(&room.id))
+            .key(k.room_messages(&room.id))
+            .key(k.room_events(&room.id))
+            .key(k.message(&room.id, &note.id))
+            .arg(&room.id)
+            .arg(&room.code)
+            .arg(&room.name)
+            .arg(&room.created_by)
+            .arg(room.created_at)
+            .arg(room.max_participants)
+            .arg(if room.private { "1" } else { "0" })
+            .arg(&creator.id)
+            .arg(user_json(creator))
+            .arg(conn)
+            .arg(presence_member(&creator.id, conn))
+            .arg(&note.id)
+            .arg(note_tail(note))
+            .arg(self.ttl_ms())
+            .arg(self.inner.settings.event_log_len)
+            .arg(now)
+            .arg(k.channel(&room.id));
+        let reply: Value = self.timed("room_create", inv.invoke_async(&mut *c)).await?;
+        let (st, data) = status(reply)?;
+        if st != "ok" {
+            return Err(corrupt(format!("room create script said {st}")));
+        }
+        let seq: u64 = data
+            .first()
+            .map(redis::from_redis_value_ref)
+            .transpose()
+            .map_err(corrupt)?
+            .unwrap_or(0);
+        let _: () = self
+            .timed("active_rooms", c.zadd(k.active_rooms(), &room.id, now))
+            .await?;
+        let mut created = room.clone();
+        created.last_seq = seq;
+        created.participant_count = 1;
+        Ok(CreateOutcome::Created(created))
+    }
+
+    async fn room(&self, id: &str) -> StoreResult<Option<Room>> {
+        let mut c = self.conn().await?;
+        Ok(self
+            .read_rooms(&mut c, &[id.to_owned()])
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    async fn room_id_by_code(&self, code: &str) -> StoreResult<Option<String>> {
+        let mut c = self.conn().await?;
+        let key = self.k().room_code(code);
+        self.timed("room_code_get", c.get(key)).await
+    }
+
+    async fn join(
+        &self,
+        room: &str,
+        user: &User,
+        conn: &str,
+        note: &Message,
+    ) -> StoreResult<JoinOutcome> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let mut inv = self.inner.scripts.join.prepare_invoke();
+        inv.key(k.room(room))
+            .key(k.room_members(room))
+            .key(k.member_conns(room, &user.id))
+            .key(k.presence(room))
+            .key(k.room_messages(room))
+            .key(k.room_events(room))
+            .key(k.message(room, &note.id))
+            .arg(&user.id)
+            .arg(user_json(user))
+            .arg(conn)
+            .arg(presence_member(&user.id, conn))
+            .arg(now_ms())
+            .arg(&note.id)
+            .arg(note_tail(note))
+            .arg(self.ttl_ms())
+            .arg(self.inner.settings.event_log_len)
+            .arg(k.channel(room));
+        let reply: Value = self.timed("room_join", inv.invoke_async(&mut *c)).await?;
+        match status(reply)? {
+            (s, _) if s == "no_room" => Ok(JoinOutcome::NoRoom),
+            (s, _) if s == "full" => Ok(JoinOutcome::Full),
+            (s, data) if s == "ok" => {
+                let first: i64 = data
+                    .first()
+                    .map(redis::from_redis_value_ref)
+                    .transpose()
+                    .map_err(corrupt)?
+                    .unwrap_or(0);
+                Ok(JoinOutcome::Joined { first: first == 1 })
+            }
+            (s, _) => Err(corrupt(format!("join script said {s}"))),
+        }
+    }
+
+    async fn leave(
+        &self,
+        room: &str,
+        user: &User,
+        conn: &str,
+        note: &Message,
+    ) -> StoreResult<LeaveOutcome> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let mut inv = self.inner.scripts.leave.prepare_invoke();
+        inv.key(k.room(room))
+            .key(k.room_members(room))
+            .key(k.member_conns(room, &user.id))
+            .key(k.presence(room))
+            .key(k.room_messages(room))
+            .key(k.room_events(room))
+            .key(k.message(room, &note.id))
+            .arg(&user.id)
+            .arg(conn)
+            .arg(presence_member(&user.id, conn))
+            .arg(now_ms())
+            .arg(&note.id)
+            .arg(note_tail(note))
+            .arg(self.ttl_ms())
+            .arg(self.inner.settings.event_log_len)
+            .arg(k.channel(room));
+        let reply: Value = self.timed("room_leave", inv.invoke_async(&mut *c)).await?;
+        match status(reply)? {
+            (s, _) if s == "not_joined" => Ok(LeaveOutcome::NotJoined),
+            (s, data) if s == "ok" => {
+                let last: i64 = data
+                    .first()
+                    .map(redis::from_redis_value_ref)
+                    .transpose()
+                    .map_err(corrupt)?
+                    .unwrap_or(0);
+                Ok(LeaveOutcome::Left { last: last == 1 })
+            }
+            (s, _) => Err(corrupt(format!("leave script said {s}"))),
+        }
+    }
+
+    async fn participants(&self, room: &str) -> StoreResult<Vec<User>> {
+        let mut c = self.conn().await?;
+        let raw: Vec<String> = self
+            .timed("participants", c.hvals(self.k().room_members(room)))
+            .await?;
+        let mut users = raw
+            .iter()
+            .map(|j| serde_json::from_str::<User>(j).map_err(corrupt))
+            .collect::<StoreResult<Vec<User>>>()?;
+        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(users)
+    }
+
+    async fn is_participant(&self, room: &str, user: &str) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        self.timed(
+            "is_participant",
+            c.hexists(self.k().room_members(room), user),
+        )
+        .await
+    }
+
+    async fn list_public(&self, limit: usize) -> StoreResult<Vec<Room>> {
+        // Private rooms share `active_rooms`, so read in pages until `limit`
+        // public ones are found; bounded so a node full of private rooms
+        // cannot make one request scan everything.
+        const MAX_PAGES: usize = 20;
+        let page = (limit * 2).max(20);
+        let mut c = self.conn().await?;
+        let mut out = Vec::with_capacity(limit);
+        for p in 0..MAX_PAGES {
+            let start = (p * page) as isize;
+            let ids: Vec<String> = self
+                .timed(
+                    "active_rooms",
+                    c.zrevrange(self.k().active_rooms(), start, start + page as isize - 1),
+                )
+                .await?;
+            let done = ids.len() < page;
+            for room in self.read_rooms(&mut c, &ids).await?.into_iter().flatten() {
+                if !room.private && out.len() < limit {
+                    out.push(room);
+                }
+            }
+            if done || out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl MessageStore for RedisStore {
+    async fn append(
+        &self,
+        message: &Message,
+        client_msg_id: Option<&str>,
+    ) -> StoreResult<AppendOutcome> {
+        let k = self.k();
+        let room = &message.room;
+        let mut stored = message.clone();
+        stored.seq = 0;
+        let tail = codec::encode_tail(&Event::MessageCreated(stored.clone()), now_us());
+        let dedupe_key = k.dedupe(room, &message.user.id, client_msg_id.unwrap_or(""));
+        let mut mode = if client_msg_id.is_some() { "1" } else { "0" };
+        let mut c = self.conn().await?;
+        loop {
+            let now = now_ms();
+            let mut inv = self.inner.scripts.send.prepare_invoke();
+            inv.key(k.room(room))
+                .key(k.room_members(room))
+                .key(k.room_messages(room))
+                .key(k.room_events(room))
+                .key(k.message(room, &message.id))
+                .key(&dedupe_key)
+                .arg(&message.user.id)
+                .arg(&message.id)
+                .arg(&tail)
+                .arg(self.ttl_ms())
+                .arg(self.inner.settings.event_log_len)
+                .arg(now)
+                .arg(k.channel(room))
+                .arg(mode)
+                .arg(self.inner.settings.dedupe_ttl.as_millis() as u64);
+            // Bump the room in `active_rooms` in the same round trip (the
+            // multiplexed connection pipelines both); `XX GT` only moves an
+            // existing room forward, so a refused send leaves no trace.
+            let mut bump = redis::cmd("ZADD");
+            bump.arg(k.active_rooms())
+                .arg("XX")
+                .arg("GT")
+                .arg(now)
+                .arg(room);
+            let mut c2 = (*c).clone();
+            let (reply, ()) = tokio::try_join!(
+                self.timed("message_send", inv.invoke_async::<Value>(&mut *c)),
+                self.timed("active_rooms", bump.query_async::<()>(&mut c2)),
+            )?;
+            let (st, data) = status(reply)?;
+            return match st.as_str() {
+                "no_room" => Ok(AppendOutcome::NoRoom),
+                "not_member" => Ok(AppendOutcome::NotMember),
+                "ok" => {
+                    let seq: u64 = data
+                        .first()
+                        .map(redis::from_redis_value_ref)
+                        .transpose()
+                        .map_err(corrupt)?
+                        .unwrap_or(0);
+                    stored.seq = seq;
+                    Ok(AppendOutcome::Appended(stored))
+                }
+                "duplicate" => {
+                    let prior_id: String = data
+                        .first()
+                        .map(redis::from_redis_value_ref)
+                        .transpose()
+                        .map_err(corrupt)?
+                        .unwrap_or_default();
+                    let raw: Option<Vec<u8>> = self
+                        .timed("message_get", c.get(k.message(room, &prior_id)))
+                        .await?;
+                    match raw {
+                        Some(bytes) => Ok(AppendOutcome::Duplicate(
+                            codec::decode_message(&bytes).map_err(corrupt)?,
+                        )),
+                        None => {
+                            // The original expired before its dedupe key:
+                            // write this one and let it take the key over.
+                            mode = "2";
+                            continue;
+                        }
+                    }
+                }
+                other => Err(corrupt(format!("send script said {other}"))),
+            };
+        }
+    }
+
+    async fn history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let max = match before {
+            Some(b) => format!("({b}"),
+            None => "+inf".to_owned(),
+        };
+        let ids: Vec<String> = self
+            .timed(
+                "history_index",
+                redis::cmd("ZREVRANGEBYSCORE")
+                    .arg(k.room_messages(room))
+                    .arg(max)
+                    .arg("-inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit + 1)
+                    .query_async(&mut *c),
+            )
+            .await?;
+        let has_more = ids.len() > limit;
+        let ids = &ids[..ids.len().min(limit)];
+        if ids.is_empty() {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                has_more,
+            });
+        }
+        let keys: Vec<String> = ids.iter().map(|id| k.message(room, id)).collect();
+        let raw: Vec<Option<Vec<u8>>> = self
+            .timed(
+                "history_read",
+                redis::cmd("MGET").arg(&keys).query_async(&mut *c),
+            )
+            .await?;
+        let mut messages = raw
+            .iter()
+            .flatten()
+            .map(|b| codec::decode_message(b).map_err(corrupt))
+            .collect::<StoreResult<Vec<Message>>>()?;
+        messages.reverse();
+        Ok(HistoryPage { messages, has_more })
+    }
+
+    async fn events_since(&self, room: &str, since: u64) -> StoreResult<Replay> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let mut inv = self.inner.scripts.since.prepare_invoke();
+        inv.key(k.room(room)).key(k.room_events(room)).arg(since);
+        let (last_seq, events): (u64, Vec<Vec<u8>>) = self
+            .timed("events_since", inv.invoke_async(&mut *c))
+            .await?;
+        let first = events
+            .first()
+            .map(|e| codec::peek_seq(e))
+            .transpose()
+            .map_err(corrupt)?;
+        let complete = since >= last_seq || first == Some(since + 1);
+        Ok(Replay {
+            events,
+            last_seq,
+            complete,
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn open(&self, session: &SessionRecord, ttl: Duration) -> StoreResult<()> {
+        let k = self.k();
+        let ttl_ms = ttl.as_millis() as i64;
+        let mut c = self.conn().await?;
+        let key = k.session(&session.conn);
+        let users = k.user_sessions(&session.user.id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("user", user_json(&session.user)),
+                    ("node", session.node.clone()),
+                    ("connected_at", session.connected_at.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, ttl_ms)
+            .ignore()
+            .sadd(&users, &session.conn)
+            .ignore()
+            .pexpire(&users, ttl_ms)
+            .ignore();
+        self.timed("session_open", pipe.query_async(&mut *c)).await
+    }
+
+    async fn session(&self, conn: &str) -> StoreResult<Option<SessionRecord>> {
+        let mut c = self.conn().await?;
+        let fields: HashMap<String, String> = self
+            .timed("session_get", c.hgetall(self.k().session(conn)))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let user = fields
+            .get("user")
+            .map(|j| serde_json::from_str::<User>(j))
+            .transpose()
+            .map_err(corrupt)?
+            .ok_or_else(|| corrupt("session has no user"))?;
+        Ok(Some(SessionRecord {
+            conn: conn.to_owned(),
+            user,
+            node: fields.get("node").cloned().unwrap_or_default(),
+            connected_at: fields
+                .get("connected_at")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }))
+    }
+
+    async fn user_sessions(&self, user: &str) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        let mut conns: Vec<String> = self
+            .timed("user_sessions", c.smembers(self.k().user_sessions(user)))
+            .await?;
+        conns.sort();
+        Ok(conns)
+    }
+
+    async fn close(&self, conn: &str, user: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(self.k().session(conn))
+            .ignore()
+            .srem(self.k().user_sessions(user), conn)
+            .ignore();
+        self.timed("session_close", pipe.query_async(&mut *c)).await
+    }
+}
+
+#[async_trait]
+impl CacheStore for RedisStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let mut c = self.conn().await?;
+        self.timed("cache_get", c.get(self.k().cache(key))).await
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let ms = (ttl.as_millis() as u64).max(1);
+        self.timed("cache_set", c.pset_ex(self.k().cache(key), value, ms))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        self.timed("cache_delete", c.del(self.k().cache(key))).await
+    }
+}
+
+#[async_trait]
+impl StoreHealth for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let pong: String = self
+            .timed("ping", redis::cmd("PING").query_async(&mut *c))
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(corrupt(format!("PING answered {pong}")))
+        }
+    }
+}
