@@ -17,7 +17,7 @@ use crate::bus::{EventBus, EventSink, MemoryBus, RedisBus};
 use crate::config::Config;
 use crate::gateway::Hub;
 use crate::metrics::{Metrics, StateLabel};
-use crate::service::{MessageService, RoomService, SessionService};
+use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
 use crate::store::keys::Keys;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError, StoreSettings};
 
@@ -111,6 +111,7 @@ impl App {
             message_ttl: config.message_ttl,
             event_log_len: config.event_log_len,
             dedupe_ttl: Duration::from_secs(86_400),
+            session_ttl: config.session_ttl,
         };
         let stop = CancellationToken::new();
         let (store, redis, bus): (Arc<dyn Store>, Option<RedisStore>, Arc<dyn EventBus>) =
@@ -145,14 +146,37 @@ impl App {
                     (Arc::new(store.clone()), Some(store), Arc::new(bus))
                 }
             };
-        let rooms = RoomService::new(store.clone(), store.clone(), bus.clone());
-        let messages = MessageService::new(store.clone(), store.clone());
+        // A node restarted with the same id is a new instance: the janitor
+        // must still clean up after the old one.
+        let instance = format!(
+            "{node_id}/{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let rooms = RoomService::new(store.clone(), store.clone(), store.clone(), bus.clone());
+        let messages = MessageService::new(store.clone(), store.clone(), config.edit_window);
         let sessions = SessionService::new(
             store.clone(),
             config.jwt_secret.clone(),
             node_id.clone(),
+            instance.clone(),
             config.session_ttl,
         );
+        let janitor = Janitor::new(
+            instance.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            rooms.clone(),
+            JanitorSettings {
+                heartbeat_interval: config.heartbeat_interval,
+                node_timeout: config.node_timeout,
+                janitor_interval: config.janitor_interval,
+                session_ttl: config.session_ttl,
+                room_idle_ttl: config.room_idle_ttl,
+            },
+        );
+        tokio::spawn(janitor.run(stop.clone()));
+        tracing::info!(node = %node_id, %instance, "node instance");
         Ok(App {
             inner: Arc::new(Inner {
                 config,

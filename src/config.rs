@@ -118,6 +118,29 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
+    /// Rooms with no activity and nobody connected for this long are closed.
+    #[arg(long, env = "HUDDLE_ROOM_IDLE_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub room_idle_ttl: Duration,
+
+    /// Browser origins allowed to open WebSockets, comma-separated, or `*`
+    /// for any. Same-origin pages and clients without `Origin` are always
+    /// allowed.
+    #[arg(long, env = "HUDDLE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// How often the node records its heartbeat in `nodes`.
+    #[arg(long, env = "HUDDLE_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A node whose heartbeat is older than this is dead: its sessions and
+    /// presence are removed and its users announced as left.
+    #[arg(long, env = "HUDDLE_NODE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+
+    /// How often the janitor runs (on one node at a time, under a lock).
+    #[arg(long, env = "HUDDLE_JANITOR_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub janitor_interval: Duration,
+
     /// Log format.
     #[arg(long, env = "HUDDLE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -173,6 +196,19 @@ impl Config {
         positive("session-ttl", !self.session_ttl.is_zero())?;
         positive("ping-interval", !self.ping_interval.is_zero())?;
         positive("idle-timeout", !self.idle_timeout.is_zero())?;
+        positive("room-idle-ttl", !self.room_idle_ttl.is_zero())?;
+        positive("heartbeat-interval", !self.heartbeat_interval.is_zero())?;
+        positive("janitor-interval", !self.janitor_interval.is_zero())?;
+        if self.node_timeout < self.heartbeat_interval * 2 {
+            return Err("--node-timeout must be at least twice --heartbeat-interval".into());
+        }
+        for origin in &self.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--allowed-origins: {origin:?} is not an origin like https://chat.example.com or *"
+                ));
+            }
+        }
         if self.rate_burst < self.rate_limit {
             return Err("--rate-burst must be at least --rate-limit".into());
         }

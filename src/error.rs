@@ -50,6 +50,21 @@ impl ErrorCode {
         }
     }
 
+    /// The HTTP status for this code (REST endpoints).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
     /// Every code, for pre-registering metrics.
     pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadRequest,

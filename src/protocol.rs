@@ -133,6 +133,49 @@ pub enum Request {
         #[serde(default)]
         client_msg_id: Option<String>,
     },
+    /// Edit one's own message.
+    #[serde(rename = "message.edit")]
+    MessageEdit {
+        /// Room id.
+        room: String,
+        /// Message id.
+        message: String,
+        /// New text or caption.
+        content: String,
+    },
+    /// Delete a message (leaves a tombstone).
+    #[serde(rename = "message.delete")]
+    MessageDelete {
+        /// Room id.
+        room: String,
+        /// Message id.
+        message: String,
+    },
+    /// Search a room's messages.
+    #[serde(rename = "message.search")]
+    MessageSearch {
+        /// Room id.
+        room: String,
+        /// Words that must all appear.
+        query: String,
+        /// How many, 1–100.
+        #[serde(default)]
+        limit: Option<i64>,
+    },
+    /// Typing indicator on or off.
+    #[serde(rename = "typing")]
+    Typing {
+        /// Room id.
+        room: String,
+        /// On or off.
+        active: bool,
+    },
+    /// Who is online in a room.
+    #[serde(rename = "presence")]
+    Presence {
+        /// Room id.
+        room: String,
+    },
     /// Read older messages.
     #[serde(rename = "message.history")]
     MessageHistory {
@@ -160,12 +203,22 @@ impl Request {
             Request::RoomList { .. } => "room.list",
             Request::MessageSend { .. } => "message.send",
             Request::MessageHistory { .. } => "message.history",
+            Request::MessageEdit { .. } => "message.edit",
+            Request::MessageDelete { .. } => "message.delete",
+            Request::MessageSearch { .. } => "message.search",
+            Request::Typing { .. } => "typing",
+            Request::Presence { .. } => "presence",
         }
     }
 }
 
 /// Every verb name, for pre-registering metrics.
-pub const VERBS: [&str; 9] = [
+pub const VERBS: [&str; 14] = [
+    "message.edit",
+    "message.delete",
+    "message.search",
+    "typing",
+    "presence",
     "hello",
     "ping",
     "room.create",
@@ -474,5 +527,131 @@ mod tests {
         assert!(v.get("seq").is_none());
         assert_eq!(v["active"], true);
         assert_eq!(v["user"]["name"], "Ann");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::error::ErrorCode;
+
+    const TYPES: &[&str] = &[
+        "hello",
+        "ping",
+        "room.create",
+        "room.join",
+        "room.leave",
+        "room.get",
+        "room.list",
+        "message.send",
+        "message.edit",
+        "message.delete",
+        "message.history",
+        "message.search",
+        "typing",
+        "presence",
+        "nope",
+    ];
+    const FIELDS: &[&str] = &[
+        "id",
+        "room",
+        "code",
+        "since",
+        "name",
+        "max_participants",
+        "private",
+        "limit",
+        "kind",
+        "content",
+        "attachment",
+        "client_msg_id",
+        "message",
+        "before",
+        "query",
+        "active",
+        "token",
+        "image",
+        "url",
+        "size",
+    ];
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(FIELDS), inner), 0..4).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn frame() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(TYPES),
+            prop::collection::vec((prop::sample::select(FIELDS), value()), 0..6),
+        )
+            .prop_map(|(ty, fields)| {
+                let mut map: serde_json::Map<String, Value> =
+                    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                map.insert("type".into(), json!(ty));
+                Value::Object(map)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary text never panics the parser; a refusal is always
+        /// `bad_request` and renders as valid JSON.
+        #[test]
+        fn any_text_parses_or_is_refused(text in ".{0,200}") {
+            if let Err(bad) = parse(&text) {
+                prop_assert_eq!(bad.error.code, ErrorCode::BadRequest);
+                let rendered: Value = serde_json::from_str(&failure(bad.id.as_ref(), &bad.error))
+                    .expect("valid JSON");
+                prop_assert_eq!(&rendered["error"]["code"], "bad_request");
+            }
+        }
+
+        /// Frames shaped like requests, with fields of any type: parsing
+        /// never panics, the id is echoed whenever it is an integer, and a
+        /// refusal says what is wrong.
+        #[test]
+        fn request_shaped_frames(v in frame()) {
+            let text = v.to_string();
+            let id_is_int = v.get("id").is_some_and(|i| i.is_i64() || i.is_u64());
+            match parse(&text) {
+                Ok(frame) => {
+                    prop_assert_eq!(frame.id.is_some(), id_is_int);
+                    prop_assert_ne!(frame.request.verb(), "");
+                }
+                Err(bad) => {
+                    prop_assert_eq!(bad.error.code, ErrorCode::BadRequest);
+                    prop_assert!(!bad.error.message.is_empty());
+                    if id_is_int {
+                        prop_assert_eq!(bad.id.as_ref().map(|n| n.to_string()), v.get("id").map(|i| i.to_string()));
+                    }
+                    let rendered: Value = serde_json::from_str(&failure(bad.id.as_ref(), &bad.error))
+                        .expect("valid JSON");
+                    prop_assert!(rendered.is_object());
+                }
+            }
+        }
     }
 }

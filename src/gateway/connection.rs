@@ -98,6 +98,8 @@ pub async fn run(app: App, socket: Socket, id: u64, peer: SocketAddr, shutdown: 
             kill: kill.clone(),
             limiter: RateLimiter::direct(quota),
             abuse: AbuseMeter::new(config.rate_limit.saturating_mul(5)),
+            typing: HashMap::new(),
+            messages_sent: 0,
         };
         conn.read_loop(stream, config.idle_timeout).await;
         conn.cleanup().await;
@@ -120,6 +122,11 @@ struct Connection {
     kill: Arc<Kill>,
     limiter: DefaultDirectRateLimiter,
     abuse: AbuseMeter,
+    /// Rooms where this connection's typing indicator is on, and when it
+    /// lapses unless repeated.
+    typing: HashMap<Arc<str>, tokio::time::Instant>,
+    /// Messages sent, for the user's activity record.
+    messages_sent: u64,
 }
 
 /// Whether the reader goes on.
@@ -170,6 +177,16 @@ struct HistoryData<'a> {
 }
 
 #[derive(Serialize)]
+struct SearchData<'a> {
+    messages: &'a [Message],
+}
+
+#[derive(Serialize)]
+struct PresenceData<'a> {
+    online: &'a [User],
+}
+
+#[derive(Serialize)]
 struct RoomsData<'a> {
     rooms: &'a [Room],
 }
@@ -194,9 +211,14 @@ impl Connection {
         idle_timeout: Duration,
     ) {
         loop {
+            let lapse = self.typing.values().min().copied();
             let next = tokio::select! {
                 biased;
                 _ = self.kill.killed() => return,
+                _ = sleep_until_some(lapse) => {
+                    self.lapse_typing().await;
+                    continue;
+                }
                 next = tokio::time::timeout(idle_timeout, stream.next()) => next,
             };
             let msg = match next {
@@ -349,14 +371,17 @@ impl Connection {
                 .await
                 .map(Some);
         }
+        let Some(user) = self.user.clone() else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "the first frame must be hello",
+            ));
+        };
         if let Request::Ping = request {
             return Ok(Some(data(&PingData {
                 server_time: now_ms(),
             })));
         }
-        let Some(user) = self.user.clone() else {
-            return Err(ApiError::new(ErrorCode::Unauthorized, "say hello first"));
-        };
         let app = self.app.clone();
         let result: Result<Option<Box<RawValue>>, ServiceError> = match request {
             Request::Hello { .. } | Request::Ping => Ok(None),
@@ -406,6 +431,7 @@ impl Connection {
                 .map(|sent| {
                     if !sent.duplicate {
                         app.metrics().messages_sent.inc();
+                        self.messages_sent += 1;
                     }
                     Some(data(&MessageData {
                         message: &sent.message,
@@ -425,8 +451,90 @@ impl Connection {
                         has_more: page.has_more,
                     }))
                 }),
+            Request::MessageEdit {
+                room,
+                message,
+                content,
+            } => app
+                .messages()
+                .edit(&user, &room, &message, &content)
+                .await
+                .map(|m| Some(data(&MessageData { message: &m }))),
+            Request::MessageDelete { room, message } => app
+                .messages()
+                .delete(&user, &room, &message)
+                .await
+                .map(|m| Some(data(&MessageData { message: &m }))),
+            Request::MessageSearch { room, query, limit } => app
+                .messages()
+                .search(&user, &room, &query, limit)
+                .await
+                .map(|messages| {
+                    Some(data(&SearchData {
+                        messages: &messages,
+                    }))
+                }),
+            Request::Presence { room } => app
+                .rooms()
+                .presence(&user, &room)
+                .await
+                .map(|online| Some(data(&PresenceData { online: &online }))),
+            Request::Typing { room, active } => return self.typing(&user, &room, active).await,
         };
         result.map_err(ApiError::from)
+    }
+
+    async fn typing(
+        &mut self,
+        user: &User,
+        room: &str,
+        active: bool,
+    ) -> Result<Option<Box<RawValue>>, ApiError> {
+        let Some(key) = self.rooms.get(room).cloned() else {
+            return Err(ServiceError::Forbidden("join the room before typing in it".into()).into());
+        };
+        let was_active = self.typing.contains_key(&key);
+        if active {
+            self.typing.insert(
+                key.clone(),
+                tokio::time::Instant::now() + crate::service::rooms::TYPING_TTL,
+            );
+        } else {
+            self.typing.remove(&key);
+        }
+        // Repeating "still typing" only extends the lapse; tell the room
+        // about changes, and refresh others' 5 s windows on repeats too.
+        if active || was_active {
+            self.app.rooms().typing(user, &key, active).await?;
+        }
+        Ok(Some(data(&serde_json::json!({}))))
+    }
+
+    /// Turns off typing indicators whose 5 s have passed without a repeat.
+    async fn lapse_typing(&mut self) {
+        let now = tokio::time::Instant::now();
+        let lapsed: Vec<Arc<str>> = self
+            .typing
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in lapsed {
+            self.stop_typing(&room).await;
+        }
+    }
+
+    /// Clears this connection's typing indicator in a room, if on.
+    async fn stop_typing(&mut self, room: &Arc<str>) {
+        if self.typing.remove(room).is_none() {
+            return;
+        }
+        let Some(user) = self.user.clone() else {
+            return;
+        };
+        if let Err(e) = self.app.rooms().typing(&user, room, false).await {
+            tracing::debug!(room = %room, error = %e, "could not clear typing");
+        }
     }
 
     async fn hello(
@@ -564,6 +672,9 @@ impl Connection {
 
     async fn leave(&mut self, user: &User, room: &str) -> Result<Option<Box<RawValue>>, ApiError> {
         let app = self.app.clone();
+        if let Some(key) = self.rooms.get(room).cloned() {
+            self.stop_typing(&key).await;
+        }
         app.rooms().leave(user, &self.conn_id, room).await?;
         if let Some(key) = self.rooms.take(room) {
             app.hub().detach(&key, self.id);
@@ -575,6 +686,10 @@ impl Connection {
 
     /// Leaves every room and removes the session; runs when the socket ends.
     async fn cleanup(&mut self) {
+        let typing: Vec<Arc<str>> = self.typing.keys().cloned().collect();
+        for room in typing {
+            self.stop_typing(&room).await;
+        }
         let Some(user) = self.user.take() else {
             return;
         };
@@ -586,7 +701,11 @@ impl Connection {
                 tracing::warn!(room = %room, error = %e, "could not leave on disconnect");
             }
         }
-        if let Err(e) = app.sessions().close(&self.conn_id, &user).await {
+        if let Err(e) = app
+            .sessions()
+            .close(&self.conn_id, &user, self.messages_sent)
+            .await
+        {
             tracing::warn!(error = %e, "could not remove session");
         }
     }
@@ -638,6 +757,14 @@ fn join_reply(joined: &Joined) -> Box<RawValue> {
                 .collect(),
             complete: *complete,
         }),
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

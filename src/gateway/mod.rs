@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::App;
+use crate::error::{ApiError, ErrorCode};
 
 pub mod connection;
 pub mod hub;
@@ -190,6 +191,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Res
             };
             json(status, &report)
         }
+        p if p.starts_with("/api/rooms/") => rest_history(app, &req).await,
         "/metrics" => {
             let mut res = text(StatusCode::OK, app.render_metrics());
             res.headers_mut().insert(
@@ -202,6 +204,116 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Res
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `GET /api/rooms/{id}/messages?before=&limit=`: `message.history` over
+/// HTTP. With a JWT secret it needs `Authorization: Bearer <token>` and
+/// participation, like the WebSocket verb; in guest mode it is open for
+/// public rooms.
+async fn rest_history(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    #[derive(Serialize)]
+    struct ErrorBody<'a> {
+        error: &'a ApiError,
+    }
+    #[derive(Serialize)]
+    struct Page<'a> {
+        messages: &'a [crate::model::Message],
+        has_more: bool,
+    }
+    let fail = |err: ApiError| {
+        let status = StatusCode::from_u16(err.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        app.metrics().error(err.code);
+        json(status, &ErrorBody { error: &err })
+    };
+    let path = req.uri().path();
+    let Some(room) = path
+        .strip_prefix("/api/rooms/")
+        .and_then(|rest| rest.strip_suffix("/messages"))
+        .filter(|r| !r.is_empty() && !r.contains('/'))
+    else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let mut before = None;
+    let mut limit = None;
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "before" if !value.is_empty() => match value.parse::<u64>() {
+                Ok(v) => before = Some(v),
+                Err(_) => {
+                    return fail(ApiError::bad_request(
+                        "`before` must be a seq (an unsigned integer)",
+                    ));
+                }
+            },
+            "limit" if !value.is_empty() => match value.parse::<i64>() {
+                Ok(v) => limit = Some(v),
+                Err(_) => return fail(ApiError::bad_request("`limit` must be an integer")),
+            },
+            _ => {}
+        }
+    }
+    let page = if app.sessions().requires_token() {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = token else {
+            return fail(ApiError::new(
+                ErrorCode::Unauthorized,
+                "send Authorization: Bearer <token>",
+            ));
+        };
+        match app.sessions().authenticate(Some(token), None, None) {
+            Ok(user) => app.messages().history(&user, room, before, limit).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        app.messages().history_public(room, before, limit).await
+    };
+    match page {
+        Ok(page) => json(
+            StatusCode::OK,
+            &Page {
+                messages: &page.messages,
+                has_more: page.has_more,
+            },
+        ),
+        Err(e) => fail(e.into()),
+    }
+}
+
+/// Whether a browser page from this `Origin` may open a socket: always for
+/// clients that send none (not browsers) and for same-origin pages, else
+/// only origins listed in `--allowed-origins` (or `*`).
+fn origin_allowed(req: &Request<Incoming>, allowed: &[String]) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
@@ -234,6 +346,12 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
+    if !origin_allowed(&req, &app.config().allowed_origins) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "this origin may not open a socket here\n",
+        );
+    }
     if app.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "node is draining\n");
     }

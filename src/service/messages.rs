@@ -7,17 +7,26 @@
 //! user for 24 hours.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{int_field, room_id, text_field, url_field};
 use crate::error::ServiceError;
-use crate::model::{Attachment, Message, MessageKind, User, now_ms};
+use crate::model::{Attachment, Event, Message, MessageKind, User, now_ms};
 use crate::protocol::AttachmentInput;
-use crate::store::{AppendOutcome, HistoryPage, MessageStore, RoomStore};
+use crate::store::{
+    AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, RoomStore, StoredMessage,
+};
 
 /// Longest message text.
 pub const MAX_CONTENT_CHARS: usize = 4000;
 /// Longest `client_msg_id`.
 pub const MAX_CLIENT_MSG_ID: usize = 64;
+/// Longest search query.
+pub const MAX_QUERY_CHARS: usize = 200;
+/// Most messages one search reads, newest first: the bound on its cost.
+pub const SEARCH_SCAN_CAP: usize = 2000;
+/// Attempts at a compare-and-set edit or delete racing other changes.
+const REPLACE_ATTEMPTS: usize = 3;
 
 /// The result of a send.
 #[derive(Debug, Clone)]
@@ -33,6 +42,7 @@ pub struct Sent {
 pub struct MessageService {
     messages: Arc<dyn MessageStore>,
     rooms: Arc<dyn RoomStore>,
+    edit_window: Duration,
 }
 
 /// Parses a client-sent kind; `system` is refused.
@@ -114,8 +124,16 @@ pub fn validate_body(
 
 impl MessageService {
     /// Rules over the given stores.
-    pub fn new(messages: Arc<dyn MessageStore>, rooms: Arc<dyn RoomStore>) -> MessageService {
-        MessageService { messages, rooms }
+    pub fn new(
+        messages: Arc<dyn MessageStore>,
+        rooms: Arc<dyn RoomStore>,
+        edit_window: Duration,
+    ) -> MessageService {
+        MessageService {
+            messages,
+            rooms,
+            edit_window,
+        }
     }
 
     /// Sends a message.
@@ -187,6 +205,165 @@ impl MessageService {
         Ok(self.messages.history(room, before, limit as usize).await?)
     }
 
+    /// History without a user, for the open REST endpoint in guest mode:
+    /// public rooms only.
+    pub async fn history_public(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: Option<i64>,
+    ) -> Result<HistoryPage, ServiceError> {
+        let room = room_id(room)?;
+        let limit = int_field("limit", limit, 50, 1, 100)?;
+        match self.rooms.room(room).await? {
+            None => Err(ServiceError::NotFound(format!(
+                "room {room} does not exist"
+            ))),
+            Some(r) if r.private => Err(ServiceError::Forbidden(
+                "this room is private: join it to read its history".into(),
+            )),
+            Some(_) => Ok(self.messages.history(room, before, limit as usize).await?),
+        }
+    }
+
+    /// Edits a message: its author only, within the edit window.
+    pub async fn edit(
+        &self,
+        user: &User,
+        room: &str,
+        message: &str,
+        content: &str,
+    ) -> Result<Message, ServiceError> {
+        let room = room_id(room)?;
+        let message = message_id(message)?;
+        self.require_participant(user, room).await?;
+        for _ in 0..REPLACE_ATTEMPTS {
+            let stored = self.existing(room, message).await?;
+            let m = &stored.message;
+            if m.kind == MessageKind::System {
+                return Err(ServiceError::Forbidden(
+                    "system messages cannot be edited".into(),
+                ));
+            }
+            if m.user.id != user.id {
+                return Err(ServiceError::Forbidden(
+                    "only the author may edit a message".into(),
+                ));
+            }
+            if m.deleted {
+                return Err(ServiceError::Conflict("the message was deleted".into()));
+            }
+            let now = now_ms();
+            if now.saturating_sub(m.created_at) > self.edit_window.as_millis() as u64 {
+                return Err(ServiceError::Conflict(format!(
+                    "the edit window of {} s has passed",
+                    self.edit_window.as_secs()
+                )));
+            }
+            let content = match m.kind {
+                MessageKind::Text => text_field("content", content, MAX_CONTENT_CHARS)?,
+                _ if content.trim().is_empty() => String::new(),
+                _ => text_field("content", content, MAX_CONTENT_CHARS)?,
+            };
+            let mut edited = m.clone();
+            edited.content = content;
+            edited.edited_at = Some(now);
+            match self
+                .messages
+                .replace(room, &stored.raw, &Event::MessageUpdated(edited.clone()))
+                .await?
+            {
+                ReplaceOutcome::Replaced(_) => return Ok(edited),
+                ReplaceOutcome::Changed => continue,
+                ReplaceOutcome::Gone => return Err(message_not_found(message)),
+            }
+        }
+        Err(ServiceError::Conflict(
+            "the message is changing under us; try again".into(),
+        ))
+    }
+
+    /// Deletes a message, leaving a tombstone: its author or the room's
+    /// creator. Deleting a tombstone again returns it unchanged.
+    pub async fn delete(
+        &self,
+        user: &User,
+        room: &str,
+        message: &str,
+    ) -> Result<Message, ServiceError> {
+        let room = room_id(room)?;
+        let message = message_id(message)?;
+        self.require_participant(user, room).await?;
+        let creator = self
+            .rooms
+            .room(room)
+            .await?
+            .map(|r| r.created_by)
+            .unwrap_or_default();
+        for _ in 0..REPLACE_ATTEMPTS {
+            let stored = self.existing(room, message).await?;
+            let m = &stored.message;
+            if m.kind == MessageKind::System {
+                return Err(ServiceError::Forbidden(
+                    "system messages cannot be deleted".into(),
+                ));
+            }
+            if m.user.id != user.id && creator != user.id {
+                return Err(ServiceError::Forbidden(
+                    "only the author or the room's creator may delete a message".into(),
+                ));
+            }
+            if m.deleted {
+                return Ok(m.clone());
+            }
+            let mut tombstone = m.clone();
+            tombstone.deleted = true;
+            tombstone.content = String::new();
+            tombstone.attachment = None;
+            match self
+                .messages
+                .replace(room, &stored.raw, &Event::MessageDeleted(tombstone.clone()))
+                .await?
+            {
+                ReplaceOutcome::Replaced(_) => return Ok(tombstone),
+                ReplaceOutcome::Changed => continue,
+                ReplaceOutcome::Gone => return Err(message_not_found(message)),
+            }
+        }
+        Err(ServiceError::Conflict(
+            "the message is changing under us; try again".into(),
+        ))
+    }
+
+    /// Case-insensitive search for messages containing every query word,
+    /// newest first. Reads at most `SEARCH_SCAN_CAP` of the newest messages.
+    pub async fn search(
+        &self,
+        user: &User,
+        room: &str,
+        query: &str,
+        limit: Option<i64>,
+    ) -> Result<Vec<Message>, ServiceError> {
+        let room = room_id(room)?;
+        let query = text_field("query", query, MAX_QUERY_CHARS)?;
+        let limit = int_field("limit", limit, 20, 1, 100)?;
+        self.require_participant(user, room).await?;
+        let mut words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+        words.sort();
+        words.dedup();
+        Ok(self
+            .messages
+            .search(room, &words, limit as usize, SEARCH_SCAN_CAP)
+            .await?)
+    }
+
+    async fn existing(&self, room: &str, message: &str) -> Result<StoredMessage, ServiceError> {
+        self.messages
+            .message(room, message)
+            .await?
+            .ok_or_else(|| message_not_found(message))
+    }
+
     async fn require_participant(&self, user: &User, room: &str) -> Result<(), ServiceError> {
         if self.rooms.is_participant(room, &user.id).await? {
             return Ok(());
@@ -200,6 +377,16 @@ impl MessageService {
             "join the room before reading it".into(),
         ))
     }
+}
+
+fn message_not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("message {id} does not exist (or has expired)"))
+}
+
+/// Checks a message id's shape (same rule as room ids).
+fn message_id(value: &str) -> Result<&str, ServiceError> {
+    room_id(value)
+        .map_err(|_| ServiceError::BadRequest(format!("`message` {value:?} is not a message id")))
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 
 use crate::error::ServiceError;
 
+pub mod janitor;
 pub mod messages;
 pub mod rooms;
 pub mod sessions;
 
+pub use janitor::{Janitor, JanitorSettings};
 pub use messages::MessageService;
 pub use rooms::{JoinHistory, Joined, RoomService};
 pub use sessions::{Claims, SessionService};
@@ -173,6 +175,58 @@ mod tests {
         assert!(room_id("nope").is_ok());
         for bad in ["", "a}b", "a:b", "a b", &"a".repeat(65)] {
             assert!(room_id(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::model::MessageKind;
+    use crate::protocol::AttachmentInput;
+    use crate::service::messages::{parse_kind, validate_body};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Validators never panic and refuse only with the documented codes.
+        #[test]
+        fn validators_refuse_cleanly(
+            text in "\\PC{0,120}|.{0,5000}",
+            n in any::<i64>(),
+            kind in ".{0,10}",
+        ) {
+            let allowed = [ErrorCode::BadRequest, ErrorCode::TooLarge];
+            for r in [text_field("f", &text, 100).map(|_| ()), url_field("u", &text).map(|_| ()),
+                      room_id(&text).map(|_| ()), int_field("n", Some(n), 1, 1, 100).map(|_| ())] {
+                if let Err(e) = r {
+                    prop_assert!(allowed.contains(&e.code()), "{e}");
+                }
+            }
+            if let Err(e) = parse_kind(Some(&kind)) {
+                prop_assert!([ErrorCode::BadRequest, ErrorCode::Forbidden].contains(&e.code()));
+            }
+            let att = AttachmentInput { url: text.clone(), name: Some(text.clone()), size: None, mime: None };
+            for k in [MessageKind::Text, MessageKind::Image, MessageKind::File] {
+                for a in [None, Some(&att)] {
+                    if let Err(e) = validate_body(k, Some(&text), a) {
+                        prop_assert!(allowed.contains(&e.code()), "{e}");
+                    }
+                }
+            }
+        }
+
+        /// What a validator accepts is within its limits.
+        #[test]
+        fn accepted_text_is_within_limits(text in "\\PC{0,150}") {
+            if let Ok(v) = text_field("f", &text, 100) {
+                let chars = v.chars().count();
+                prop_assert!((1..=100).contains(&chars));
+                prop_assert_eq!(v.trim(), v.as_str());
+            }
         }
     }
 }

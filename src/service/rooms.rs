@@ -15,12 +15,16 @@ use crate::bus::EventBus;
 use crate::codec::{self, Envelope};
 use crate::error::ServiceError;
 use crate::model::{Event, Message, MessageKind, Room, User, now_ms, system_user};
-use crate::store::{CreateOutcome, JoinOutcome, LeaveOutcome, MessageStore, RoomStore};
+use crate::store::{
+    CreateOutcome, JoinOutcome, LeaveOutcome, MessageStore, RoomStore, SessionStore,
+};
 
 /// Join codes use an alphabet without look-alikes (no 0/O, 1/I/L, U/V).
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTWXYZ";
 /// Messages in a join snapshot without `since`.
 pub const JOIN_MESSAGES: usize = 50;
+/// A typing indicator lapses this long after its last `active: true`.
+pub const TYPING_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a join returns.
 #[derive(Debug, Clone)]
@@ -55,6 +59,7 @@ pub enum JoinHistory {
 pub struct RoomService {
     rooms: Arc<dyn RoomStore>,
     messages: Arc<dyn MessageStore>,
+    sessions: Arc<dyn SessionStore>,
     bus: Arc<dyn EventBus>,
 }
 
@@ -94,11 +99,13 @@ impl RoomService {
     pub fn new(
         rooms: Arc<dyn RoomStore>,
         messages: Arc<dyn MessageStore>,
+        sessions: Arc<dyn SessionStore>,
         bus: Arc<dyn EventBus>,
     ) -> RoomService {
         RoomService {
             rooms,
             messages,
+            sessions,
             bus,
         }
     }
@@ -138,7 +145,10 @@ impl RoomService {
                 last_seq: 0,
             };
             match self.rooms.create_room(&room, user, conn, &note).await? {
-                CreateOutcome::Created(room) => return Ok(room),
+                CreateOutcome::Created(room) => {
+                    self.track(conn, &room.id, true).await;
+                    return Ok(room);
+                }
                 CreateOutcome::CodeTaken => continue,
             }
         }
@@ -197,6 +207,7 @@ impl RoomService {
                 return Err(ServiceError::Conflict("the room is full".into()));
             }
             JoinOutcome::Joined { first } => {
+                self.track(conn, room_id, true).await;
                 if first {
                     self.announce(room_id, Event::ParticipantJoined(user.clone()))
                         .await;
@@ -215,12 +226,13 @@ impl RoomService {
             }
             Some(since) => {
                 let replay = self.messages.events_since(room_id, since).await?;
-                let events = replay
+                let mut events = replay
                     .events
                     .iter()
                     .map(|e| codec::decode(e))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                redact_deleted(&mut events);
                 let floor = events
                     .last()
                     .map(|e| e.seq)
@@ -248,7 +260,9 @@ impl RoomService {
     /// no-op (leave is idempotent), but the room must exist.
     pub async fn leave(&self, user: &User, conn: &str, room_id: &str) -> Result<(), ServiceError> {
         let note = system_message(room_id, format!("{} left", user.name));
-        match self.rooms.leave(room_id, user, conn, &note).await? {
+        let outcome = self.rooms.leave(room_id, user, conn, &note).await?;
+        self.track(conn, room_id, false).await;
+        match outcome {
             LeaveOutcome::Left { last: true } => {
                 self.announce(room_id, Event::ParticipantLeft(user.clone()))
                     .await;
@@ -278,6 +292,45 @@ impl RoomService {
         Ok(self.rooms.list_public(limit as usize).await?)
     }
 
+    /// Users with a live connection in the room, on any node. For
+    /// participants only.
+    pub async fn presence(&self, user: &User, room_id: &str) -> Result<Vec<User>, ServiceError> {
+        let room = self.existing(room_id).await?;
+        if !self.rooms.is_participant(&room.id, &user.id).await? {
+            return Err(ServiceError::Forbidden(
+                "join the room to see who is online".into(),
+            ));
+        }
+        Ok(self.rooms.online(&room.id).await?)
+    }
+
+    /// Sets or clears `user`'s typing indicator and tells the room. The
+    /// caller checks that the connection has joined the room.
+    pub async fn typing(&self, user: &User, room: &str, active: bool) -> Result<(), ServiceError> {
+        let room_id = room_id(room)?;
+        self.rooms
+            .set_typing(room_id, &user.id, active, TYPING_TTL)
+            .await?;
+        self.bus
+            .publish(
+                room_id,
+                &Event::Typing {
+                    user: user.clone(),
+                    active,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records which rooms a session joined, for the janitor. Losing this
+    /// record costs only a slower cleanup after a crash, so it is logged.
+    async fn track(&self, conn: &str, room: &str, joined: bool) {
+        if let Err(e) = self.sessions.track_room(conn, room, joined).await {
+            tracing::warn!(room, error = %e, "could not record the session's rooms");
+        }
+    }
+
     async fn existing(&self, id: &str) -> Result<Room, ServiceError> {
         let id = room_id(id)?;
         self.rooms.room(id).await?.ok_or_else(|| not_found(id))
@@ -293,6 +346,31 @@ impl RoomService {
     }
 }
 
+/// A replay must not hand out what was deleted since: every earlier event of
+/// a message that the replay also deletes carries the tombstone's empty
+/// content and no attachment. (A deletion always follows its creation in the
+/// log, so the replay holds it whenever it holds the creation.)
+pub fn redact_deleted(events: &mut [Envelope]) {
+    let deleted: std::collections::HashSet<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::MessageDeleted(m) => Some(m.id.clone()),
+            _ => None,
+        })
+        .collect();
+    if deleted.is_empty() {
+        return;
+    }
+    for env in events.iter_mut() {
+        if let Event::MessageCreated(m) | Event::MessageUpdated(m) = &mut env.event
+            && deleted.contains(&m.id)
+        {
+            m.content.clear();
+            m.attachment = None;
+        }
+    }
+}
+
 fn not_found(room: &str) -> ServiceError {
     ServiceError::NotFound(format!("room {room} does not exist"))
 }
@@ -300,6 +378,42 @@ fn not_found(room: &str) -> ServiceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replays_do_not_reveal_deleted_content() {
+        let user = system_user();
+        let msg = |id: &str, text: &str| Message {
+            id: id.into(),
+            room: "r".into(),
+            seq: 1,
+            user: user.clone(),
+            kind: MessageKind::Text,
+            content: text.into(),
+            attachment: None,
+            created_at: 0,
+            edited_at: None,
+            deleted: false,
+        };
+        let env = |seq, event| Envelope {
+            seq,
+            published_us: 0,
+            event,
+        };
+        let mut tomb = msg("a", "");
+        tomb.deleted = true;
+        let mut events = vec![
+            env(1, Event::MessageCreated(msg("a", "secret"))),
+            env(2, Event::MessageCreated(msg("b", "kept"))),
+            env(3, Event::MessageUpdated(msg("a", "secret 2"))),
+            env(4, Event::MessageDeleted(tomb)),
+        ];
+        redact_deleted(&mut events);
+        let contents: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.event.message().map(|m| m.content.as_str()))
+            .collect();
+        assert_eq!(contents, ["", "kept", "", ""]);
+    }
 
     #[test]
     fn codes_use_the_unambiguous_alphabet() {

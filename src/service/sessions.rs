@@ -37,6 +37,7 @@ pub struct SessionService {
     sessions: Arc<dyn SessionStore>,
     secret: Option<Arc<str>>,
     node: Arc<str>,
+    instance: Arc<str>,
     ttl: Duration,
 }
 
@@ -56,12 +57,14 @@ impl SessionService {
         sessions: Arc<dyn SessionStore>,
         secret: Option<String>,
         node: String,
+        instance: String,
         ttl: Duration,
     ) -> SessionService {
         SessionService {
             sessions,
             secret: secret.map(Arc::from),
             node: Arc::from(node),
+            instance: Arc::from(instance),
             ttl,
         }
     }
@@ -127,13 +130,30 @@ impl SessionService {
             conn: conn.to_owned(),
             user: user.clone(),
             node: self.node.to_string(),
+            instance: self.instance.to_string(),
             connected_at: now_ms(),
         };
-        Ok(self.sessions.open(&record, self.ttl).await?)
+        self.sessions.open(&record, self.ttl).await?;
+        self.record_activity(user, 0).await;
+        Ok(())
     }
 
-    /// Removes a connection's session.
-    pub async fn close(&self, conn: &str, user: &User) -> Result<(), ServiceError> {
+    /// Updates the user's activity record; a failure is only logged, it
+    /// must not fail the request that caused it.
+    pub async fn record_activity(&self, user: &User, messages_sent: u64) {
+        if let Err(e) = self.sessions.record_activity(&user.id, messages_sent).await {
+            tracing::debug!(user = %user.id, error = %e, "could not record activity");
+        }
+    }
+
+    /// Removes a connection's session, recording the user's activity.
+    pub async fn close(
+        &self,
+        conn: &str,
+        user: &User,
+        messages_sent: u64,
+    ) -> Result<(), ServiceError> {
+        self.record_activity(user, messages_sent).await;
         Ok(self.sessions.close(conn, &user.id).await?)
     }
 }
@@ -157,6 +177,7 @@ mod tests {
             store,
             secret.map(str::to_owned),
             "n1".into(),
+            "n1/test".into(),
             Duration::from_secs(60),
         )
     }

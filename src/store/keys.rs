@@ -17,8 +17,14 @@
 //! | `active_rooms` | sorted set | room id by last activity (ms) |
 //! | `session:CONN` | hash | user, node, connected_at; TTL `session_ttl` |
 //! | `user_sessions:USER` | set | connection ids of a user |
-//! | `presence:{R}` | sorted set | `USER:CONN` by last heartbeat (ms) |
+//! | `presence:{R}` | sorted set | `USER:CONN` by join time (ms) |
+//! | `session_rooms:CONN` | set | rooms a connection joined (for the janitor) |
+//! | `node_sessions:INSTANCE` | set | connection ids held by a node instance |
+//! | `nodes` | sorted set | node instance (`id/boot`) by last heartbeat (ms) |
+//! | `typing:{R}:USER` | string | set while typing; 5 s TTL |
+//! | `activity:USER` | hash | `last_seen` (ms), `messages` (count) |
 //! | `cache:K` | string | general cache with TTL |
+//! | `lock:NAME` | string | short lock (the janitor's) |
 //!
 //! Channel: `events:{R}` per room, carrying `crate::codec` envelopes.
 
@@ -84,6 +90,38 @@ impl Keys {
     pub fn presence(&self, room: &str) -> String {
         format!("{}presence:{{{room}}}", self.prefix)
     }
+    /// `session_rooms:CONN`.
+    pub fn session_rooms(&self, conn: &str) -> String {
+        format!("{}session_rooms:{conn}", self.prefix)
+    }
+    /// `node_sessions:INSTANCE`.
+    pub fn node_sessions(&self, instance: &str) -> String {
+        format!("{}node_sessions:{instance}", self.prefix)
+    }
+    /// `nodes`.
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+    /// `typing:{R}:USER`.
+    pub fn typing(&self, room: &str, user: &str) -> String {
+        format!("{}typing:{{{room}}}:{user}", self.prefix)
+    }
+    /// `activity:USER`.
+    pub fn activity(&self, user: &str) -> String {
+        format!("{}activity:{user}", self.prefix)
+    }
+    /// `lock:NAME`.
+    pub fn lock(&self, name: &str) -> String {
+        format!("{}lock:{name}", self.prefix)
+    }
+    /// The prefix of a room's message keys (`message:{R}:`), for scripts.
+    pub fn message_prefix(&self, room: &str) -> String {
+        format!("{}message:{{{room}}}:", self.prefix)
+    }
+    /// The prefix of a room's member connection sets, for scripts.
+    pub fn member_conns_prefix(&self, room: &str) -> String {
+        format!("{}member_conns:{{{room}}}:", self.prefix)
+    }
     /// `cache:K`.
     pub fn cache(&self, key: &str) -> String {
         format!("{}cache:{key}", self.prefix)
@@ -125,6 +163,7 @@ mod tests {
             k.room_events(r),
             k.dedupe(r, "u1", "weird{}id"),
             k.presence(r),
+            k.typing(r, "u1"),
             k.channel(r),
         ] {
             assert!(key.starts_with("huddle:"), "{key}");

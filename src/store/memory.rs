@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 use super::{
     AppendOutcome, CacheStore, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, MessageStore,
-    Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreHealth, StoreResult,
-    StoreSettings,
+    ReplaceOutcome, Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreHealth,
+    StoreResult, StoreSettings, StoredMessage,
 };
 use crate::bus::EventSink;
 use crate::codec;
@@ -41,15 +41,20 @@ struct State {
     codes: HashMap<String, String>,
     sessions: HashMap<String, (SessionRecord, u64)>,
     user_sessions: HashMap<String, HashSet<String>>,
+    session_rooms: HashMap<String, HashSet<String>>,
+    nodes: HashMap<String, u64>,
+    node_sessions: HashMap<String, HashSet<String>>,
+    activity: HashMap<String, (u64, u64)>,
+    typing: HashMap<(String, String), u64>,
     cache: HashMap<String, (Vec<u8>, u64)>,
+    locks: HashMap<String, u64>,
 }
 
 struct RoomState {
     room: Room,
     last_activity: u64,
-    /// user id → (user, connections, join order)
+    /// user id → the user and their connections in the room
     members: HashMap<String, Member>,
-    joins: u64,
     /// seq → message id
     by_seq: BTreeMap<u64, String>,
     /// message id → (envelope of the latest event, expires at ms)
@@ -61,7 +66,6 @@ struct RoomState {
 struct Member {
     user: User,
     conns: HashSet<String>,
-    order: u64,
 }
 
 impl MemoryStore {
@@ -92,7 +96,13 @@ impl Inner {
         let seq = rs.room.last_seq;
         let env = codec::encode(seq, &event, now_us());
         if let Some(m) = event.message() {
-            let expires = now + self.settings.message_ttl.as_millis() as u64;
+            // A message keeps the expiry of its creation through edits.
+            let expires = match (&event, rs.messages.get(&m.id)) {
+                (Event::MessageCreated(_), _) | (_, None) => {
+                    now + self.settings.message_ttl.as_millis() as u64
+                }
+                (_, Some((_, expires))) => *expires,
+            };
             if matches!(event, Event::MessageCreated(_)) {
                 rs.by_seq.insert(seq, m.id.clone());
             }
@@ -106,6 +116,34 @@ impl Inner {
         self.sink.deliver(&rs.room.id, &env);
         seq
     }
+}
+
+/// Drops expired messages and every event older than the oldest message
+/// still alive (those events are all about expired messages).
+fn trim_expired(rs: &mut RoomState, now: u64) {
+    let mut oldest_alive = None;
+    let mut expired = Vec::new();
+    for (seq, id) in &rs.by_seq {
+        match rs.messages.get(id) {
+            Some((_, exp)) if *exp > now => {
+                oldest_alive = Some(*seq);
+                break;
+            }
+            _ => expired.push((*seq, id.clone())),
+        }
+    }
+    for (seq, id) in expired {
+        rs.by_seq.remove(&seq);
+        rs.messages.remove(&id);
+    }
+    let keep_from = oldest_alive.unwrap_or(u64::MAX);
+    while rs.events.front().is_some_and(|(seq, _)| *seq < keep_from) {
+        rs.events.pop_front();
+    }
+}
+
+fn decode_stored(env: &[u8]) -> StoreResult<Message> {
+    codec::decode_message(env).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn room_view(rs: &RoomState) -> Room {
@@ -134,7 +172,6 @@ impl RoomStore for MemoryStore {
             room: stored,
             last_activity: now_ms(),
             members: HashMap::new(),
-            joins: 1,
             by_seq: BTreeMap::new(),
             messages: HashMap::new(),
             events: VecDeque::new(),
@@ -145,7 +182,6 @@ impl RoomStore for MemoryStore {
             Member {
                 user: creator.clone(),
                 conns: HashSet::from([conn.to_owned()]),
-                order: 0,
             },
         );
         self.inner
@@ -182,14 +218,11 @@ impl RoomStore for MemoryStore {
         if rs.members.len() >= rs.room.max_participants as usize {
             return Ok(JoinOutcome::Full);
         }
-        rs.joins += 1;
-        let order = rs.joins;
         rs.members.insert(
             user.id.clone(),
             Member {
                 user: user.clone(),
                 conns: HashSet::from([conn.to_owned()]),
-                order,
             },
         );
         self.inner
@@ -228,9 +261,10 @@ impl RoomStore for MemoryStore {
         let Some(rs) = st.rooms.get(room) else {
             return Ok(Vec::new());
         };
-        let mut members: Vec<&Member> = rs.members.values().collect();
-        members.sort_by_key(|m| m.order);
-        Ok(members.into_iter().map(|m| m.user.clone()).collect())
+        // Same order as the Redis engine: by name, then id.
+        let mut users: Vec<User> = rs.members.values().map(|m| m.user.clone()).collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(users)
     }
 
     async fn is_participant(&self, room: &str, user: &str) -> StoreResult<bool> {
@@ -250,6 +284,68 @@ impl RoomStore for MemoryStore {
                 .then_with(|| b.room.last_seq.cmp(&a.room.last_seq))
         });
         Ok(rooms.into_iter().take(limit).map(room_view).collect())
+    }
+
+    async fn online(&self, room: &str) -> StoreResult<Vec<User>> {
+        let st = self.state();
+        let Some(rs) = st.rooms.get(room) else {
+            return Ok(Vec::new());
+        };
+        let mut users: Vec<User> = rs
+            .members
+            .values()
+            .filter(|m| !m.conns.is_empty())
+            .map(|m| m.user.clone())
+            .collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(users)
+    }
+
+    async fn set_typing(
+        &self,
+        room: &str,
+        user: &str,
+        active: bool,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let mut st = self.state();
+        st.typing.retain(|_, exp| *exp > now);
+        let key = (room.to_owned(), user.to_owned());
+        if active {
+            st.typing.insert(key, now + ttl.as_millis() as u64);
+        } else {
+            st.typing.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
+        let st = self.state();
+        let mut idle: Vec<(u64, String)> = st
+            .rooms
+            .values()
+            .filter(|r| r.last_activity < before_ms)
+            .map(|r| (r.last_activity, r.room.id.clone()))
+            .collect();
+        idle.sort();
+        Ok(idle.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn close_room(&self, room: &str, before_ms: u64) -> StoreResult<bool> {
+        let mut st = self.state();
+        let Some(rs) = st.rooms.get(room) else {
+            return Ok(false);
+        };
+        if rs.last_activity >= before_ms || rs.members.values().any(|m| !m.conns.is_empty()) {
+            return Ok(false);
+        }
+        let code = rs.room.code.clone();
+        st.rooms.remove(room);
+        if st.codes.get(&code).is_some_and(|id| id == room) {
+            st.codes.remove(&code);
+        }
+        Ok(true)
     }
 }
 
@@ -295,13 +391,14 @@ impl MessageStore for MemoryStore {
         limit: usize,
     ) -> StoreResult<HistoryPage> {
         let now = now_ms();
-        let st = self.state();
-        let Some(rs) = st.rooms.get(room) else {
+        let mut st = self.state();
+        let Some(rs) = st.rooms.get_mut(room) else {
             return Ok(HistoryPage {
                 messages: Vec::new(),
                 has_more: false,
             });
         };
+        trim_expired(rs, now);
         let upper = before.unwrap_or(u64::MAX);
         let mut newest_first = Vec::with_capacity(limit + 1);
         for (_, id) in rs.by_seq.range(..upper).rev() {
@@ -328,14 +425,15 @@ impl MessageStore for MemoryStore {
     }
 
     async fn events_since(&self, room: &str, since: u64) -> StoreResult<Replay> {
-        let st = self.state();
-        let Some(rs) = st.rooms.get(room) else {
+        let mut st = self.state();
+        let Some(rs) = st.rooms.get_mut(room) else {
             return Ok(Replay {
                 events: Vec::new(),
                 last_seq: 0,
                 complete: true,
             });
         };
+        trim_expired(rs, now_ms());
         let events: Vec<Vec<u8>> = rs
             .events
             .iter()
@@ -350,6 +448,79 @@ impl MessageStore for MemoryStore {
             last_seq,
             complete,
         })
+    }
+
+    async fn message(&self, room: &str, id: &str) -> StoreResult<Option<StoredMessage>> {
+        let now = now_ms();
+        let st = self.state();
+        let Some((raw, _)) = st
+            .rooms
+            .get(room)
+            .and_then(|rs| rs.messages.get(id))
+            .filter(|(_, exp)| *exp > now)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredMessage {
+            message: decode_stored(raw)?,
+            raw: raw.clone(),
+        }))
+    }
+
+    async fn replace(
+        &self,
+        room: &str,
+        expected: &[u8],
+        event: &Event,
+    ) -> StoreResult<ReplaceOutcome> {
+        let Some(m) = event.message() else {
+            return Err(StoreError::Corrupt(format!(
+                "replace takes a message event, not {}",
+                event.name()
+            )));
+        };
+        let now = now_ms();
+        let mut st = self.state();
+        let Some(rs) = st.rooms.get_mut(room) else {
+            return Ok(ReplaceOutcome::Gone);
+        };
+        match rs.messages.get(&m.id) {
+            None => return Ok(ReplaceOutcome::Gone),
+            Some((_, exp)) if *exp <= now => return Ok(ReplaceOutcome::Gone),
+            Some((raw, _)) if raw.as_slice() != expected => return Ok(ReplaceOutcome::Changed),
+            Some(_) => {}
+        }
+        let seq = self.inner.append_event(rs, event.clone());
+        Ok(ReplaceOutcome::Replaced(seq))
+    }
+
+    async fn search(
+        &self,
+        room: &str,
+        words: &[String],
+        limit: usize,
+        scan_cap: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let now = now_ms();
+        let mut st = self.state();
+        let Some(rs) = st.rooms.get_mut(room) else {
+            return Ok(Vec::new());
+        };
+        trim_expired(rs, now);
+        let mut found = Vec::new();
+        for (_, id) in rs.by_seq.iter().rev().take(scan_cap) {
+            let Some((env, _)) = rs.messages.get(id) else {
+                continue;
+            };
+            let m = decode_stored(env)?;
+            if super::matches_words(&m, words) {
+                found.push(m);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -387,6 +558,10 @@ impl SessionStore for MemoryStore {
             .entry(session.user.id.clone())
             .or_default()
             .insert(session.conn.clone());
+        st.node_sessions
+            .entry(session.instance.clone())
+            .or_default()
+            .insert(session.conn.clone());
         Ok(())
     }
 
@@ -417,7 +592,12 @@ impl SessionStore for MemoryStore {
 
     async fn close(&self, conn: &str, user: &str) -> StoreResult<()> {
         let mut st = self.state();
-        st.sessions.remove(conn);
+        if let Some((s, _)) = st.sessions.remove(conn)
+            && let Some(set) = st.node_sessions.get_mut(&s.instance)
+        {
+            set.remove(conn);
+        }
+        st.session_rooms.remove(conn);
         if let Some(set) = st.user_sessions.get_mut(user) {
             set.remove(conn);
             if set.is_empty() {
@@ -425,6 +605,97 @@ impl SessionStore for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn track_room(&self, conn: &str, room: &str, joined: bool) -> StoreResult<()> {
+        let mut st = self.state();
+        let rooms = st.session_rooms.entry(conn.to_owned()).or_default();
+        if joined {
+            rooms.insert(room.to_owned());
+        } else {
+            rooms.remove(room);
+        }
+        Ok(())
+    }
+
+    async fn session_rooms(&self, conn: &str) -> StoreResult<Vec<String>> {
+        let mut rooms: Vec<String> = self
+            .state()
+            .session_rooms
+            .get(conn)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    async fn heartbeat(&self, instance: &str, refresh: Option<Duration>) -> StoreResult<()> {
+        let now = now_ms();
+        let mut st = self.state();
+        st.nodes.insert(instance.to_owned(), now);
+        if let Some(ttl) = refresh {
+            let expires = now + ttl.as_millis() as u64;
+            let conns: Vec<String> = st
+                .node_sessions
+                .get(instance)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            for conn in conns {
+                if let Some((_, exp)) = st.sessions.get_mut(&conn) {
+                    *exp = expires;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_nodes(&self, before_ms: u64) -> StoreResult<Vec<String>> {
+        let mut dead: Vec<String> = self
+            .state()
+            .nodes
+            .iter()
+            .filter(|(_, beat)| **beat < before_ms)
+            .map(|(n, _)| n.clone())
+            .collect();
+        dead.sort();
+        Ok(dead)
+    }
+
+    async fn node_sessions(&self, instance: &str) -> StoreResult<Vec<String>> {
+        let mut conns: Vec<String> = self
+            .state()
+            .node_sessions
+            .get(instance)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        conns.sort();
+        Ok(conns)
+    }
+
+    async fn forget_node(&self, instance: &str) -> StoreResult<()> {
+        let mut st = self.state();
+        st.nodes.remove(instance);
+        st.node_sessions.remove(instance);
+        Ok(())
+    }
+
+    async fn record_activity(&self, user: &str, messages_sent: u64) -> StoreResult<()> {
+        let now = now_ms();
+        let mut st = self.state();
+        let entry = st.activity.entry(user.to_owned()).or_insert((0, 0));
+        entry.0 = now;
+        entry.1 += messages_sent;
+        Ok(())
+    }
+
+    async fn activity(&self, user: &str) -> StoreResult<Option<(u64, u64)>> {
+        Ok(self.state().activity.get(user).copied())
     }
 }
 
@@ -454,6 +725,17 @@ impl CacheStore for MemoryStore {
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.state().cache.remove(key);
         Ok(())
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut st = self.state();
+        if st.locks.get(name).is_some_and(|exp| *exp > now) {
+            return Ok(false);
+        }
+        st.locks
+            .insert(name.to_owned(), now + ttl.as_millis() as u64);
+        Ok(true)
     }
 }
 

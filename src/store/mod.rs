@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{Message, Room, User};
+use crate::model::{Event, Message, Room, User};
 
 pub mod keys;
 pub mod memory;
@@ -124,10 +124,33 @@ pub struct SessionRecord {
     pub conn: String,
     /// Who.
     pub user: User,
-    /// Which node holds the socket.
+    /// Which node holds the socket (its id, as shown to clients).
     pub node: String,
+    /// The node process holding the socket (`node id/boot id`): the key the
+    /// janitor uses to find a dead node's sessions.
+    pub instance: String,
     /// When, Unix ms.
     pub connected_at: u64,
+}
+
+/// Outcome of `MessageStore::replace`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplaceOutcome {
+    /// The new state is stored and its event published with this seq.
+    Replaced(u64),
+    /// The message changed since it was read; read it again.
+    Changed,
+    /// The message no longer exists (expired).
+    Gone,
+}
+
+/// A message as stored, with its raw record for compare-and-set updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    /// The decoded message.
+    pub message: Message,
+    /// The stored envelope, to pass back to `replace`.
+    pub raw: Vec<u8>,
 }
 
 /// Rooms, their members and connections.
@@ -177,6 +200,26 @@ pub trait RoomStore: Send + Sync {
 
     /// Public rooms, most recently active first.
     async fn list_public(&self, limit: usize) -> StoreResult<Vec<Room>>;
+
+    /// Distinct users with at least one connection joined to the room.
+    async fn online(&self, room: &str) -> StoreResult<Vec<User>>;
+
+    /// Sets (`active`) or clears a typing indicator, which lapses after `ttl`.
+    async fn set_typing(
+        &self,
+        room: &str,
+        user: &str,
+        active: bool,
+        ttl: Duration,
+    ) -> StoreResult<()>;
+
+    /// Rooms whose last activity is older than `before_ms`, oldest first.
+    async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>>;
+
+    /// Deletes a room that has nobody connected and no activity since
+    /// `before_ms`; returns whether it was deleted. Its messages expire on
+    /// their own.
+    async fn close_room(&self, room: &str, before_ms: u64) -> StoreResult<bool>;
 }
 
 /// Messages and the durable event log.
@@ -201,6 +244,31 @@ pub trait MessageStore: Send + Sync {
 
     /// Durable events after `since`.
     async fn events_since(&self, room: &str, since: u64) -> StoreResult<Replay>;
+
+    /// One message, if it exists and has not expired.
+    async fn message(&self, room: &str, id: &str) -> StoreResult<Option<StoredMessage>>;
+
+    /// Stores a new state of a message (an edit or a tombstone) if its
+    /// record is still `expected`, appending and publishing `event`
+    /// (`MessageUpdated` or `MessageDeleted`) atomically. The message keeps
+    /// its original expiry.
+    async fn replace(
+        &self,
+        room: &str,
+        expected: &[u8],
+        event: &Event,
+    ) -> StoreResult<ReplaceOutcome>;
+
+    /// Newest-first messages (not deleted, not system) whose content or
+    /// attachment name contains every one of `words` (already lowercase),
+    /// scanning at most `scan_cap` of the newest messages.
+    async fn search(
+        &self,
+        room: &str,
+        words: &[String],
+        limit: usize,
+        scan_cap: usize,
+    ) -> StoreResult<Vec<Message>>;
 }
 
 /// Session records.
@@ -212,8 +280,38 @@ pub trait SessionStore: Send + Sync {
     async fn session(&self, conn: &str) -> StoreResult<Option<SessionRecord>>;
     /// Connection ids of a user, on any node.
     async fn user_sessions(&self, user: &str) -> StoreResult<Vec<String>>;
-    /// Removes a session.
+    /// Removes a session and what it tracked.
     async fn close(&self, conn: &str, user: &str) -> StoreResult<()>;
+
+    /// Records that a session joined (or left) a room.
+    async fn track_room(&self, conn: &str, room: &str, joined: bool) -> StoreResult<()>;
+
+    /// Rooms a session has joined.
+    async fn session_rooms(&self, conn: &str) -> StoreResult<Vec<String>>;
+
+    /// Records a node instance's heartbeat and extends the TTL of its
+    /// sessions by `session_ttl` when `refresh_sessions`.
+    async fn heartbeat(
+        &self,
+        instance: &str,
+        refresh_sessions: Option<Duration>,
+    ) -> StoreResult<()>;
+
+    /// Node instances whose last heartbeat is older than `before_ms`.
+    async fn dead_nodes(&self, before_ms: u64) -> StoreResult<Vec<String>>;
+
+    /// Connection ids recorded under a node instance.
+    async fn node_sessions(&self, instance: &str) -> StoreResult<Vec<String>>;
+
+    /// Forgets a node instance (after its sessions are cleaned up).
+    async fn forget_node(&self, instance: &str) -> StoreResult<()>;
+
+    /// Updates `activity:USER`: last seen now, plus `messages_sent` more
+    /// messages.
+    async fn record_activity(&self, user: &str, messages_sent: u64) -> StoreResult<()>;
+
+    /// Reads `activity:USER`: (last seen ms, messages sent).
+    async fn activity(&self, user: &str) -> StoreResult<Option<(u64, u64)>>;
 }
 
 /// A general cache with TTL.
@@ -225,6 +323,9 @@ pub trait CacheStore: Send + Sync {
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()>;
     /// Removes a value.
     async fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// Takes a named lock for `ttl` unless someone holds it; true if taken.
+    async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<bool>;
 }
 
 /// Health of the store.
@@ -248,6 +349,8 @@ pub struct StoreSettings {
     pub event_log_len: u32,
     /// How long a `client_msg_id` is remembered.
     pub dedupe_ttl: Duration,
+    /// How long session records live without a heartbeat.
+    pub session_ttl: Duration,
 }
 
 impl Default for StoreSettings {
@@ -256,6 +359,22 @@ impl Default for StoreSettings {
             message_ttl: Duration::from_secs(30 * 86_400),
             event_log_len: 1000,
             dedupe_ttl: Duration::from_secs(86_400),
+            session_ttl: Duration::from_secs(86_400),
         }
     }
+}
+
+/// Whether a message matches every (lowercase) search word: its content or
+/// its attachment's name contains each. Deleted and system messages never
+/// match. Both engines use this one rule.
+pub fn matches_words(m: &Message, words: &[String]) -> bool {
+    if m.deleted || m.kind == crate::model::MessageKind::System {
+        return false;
+    }
+    let mut text = m.content.to_lowercase();
+    if let Some(a) = &m.attachment {
+        text.push('\n');
+        text.push_str(&a.name.to_lowercase());
+    }
+    words.iter().all(|w| text.contains(w.as_str()))
 }

@@ -31,8 +31,8 @@ use redis::{AsyncCommands, RedisError, Script, Value};
 use super::keys::Keys;
 use super::{
     AppendOutcome, CacheStore, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, MessageStore,
-    Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreHealth, StoreResult,
-    StoreSettings,
+    ReplaceOutcome, Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreHealth,
+    StoreResult, StoreSettings, StoredMessage,
 };
 use crate::codec;
 use crate::metrics::Metrics;
@@ -60,6 +60,25 @@ end
 local function write_message(msg_key, messages_key, msg_id, seq, env, ttl)
   redis.call('SET', msg_key, env, 'PX', ttl)
   redis.call('ZADD', messages_key, seq, msg_id)
+end
+local function trim_expired(messages_key, events_key, msg_prefix, max_remove)
+  local removed = 0
+  while removed < max_remove do
+    local batch = redis.call('ZRANGE', messages_key, 0, 99, 'WITHSCORES')
+    if #batch == 0 then
+      redis.call('DEL', events_key)
+      return removed
+    end
+    for i = 1, #batch, 2 do
+      if redis.call('EXISTS', msg_prefix .. batch[i]) == 1 then
+        redis.call('ZREMRANGEBYSCORE', events_key, '-inf', '(' .. batch[i + 1])
+        return removed
+      end
+      redis.call('ZREM', messages_key, batch[i])
+      removed = removed + 1
+    end
+  end
+  return removed
 end
 "#;
 
@@ -129,12 +148,52 @@ end
 return {'ok', 1}
 "#;
 
-// KEYS: room, events   ARGV: since
-// Reads the room's seq and the retained events after `since` consistently.
+// KEYS: room, events, messages   ARGV: since, message key prefix
+// Drops expired messages (and the events about them), then reads the room's
+// seq and the retained events after `since` consistently.
 const SINCE: &str = r#"
+trim_expired(KEYS[3], KEYS[2], ARGV[2], 1000)
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local evs = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
 return {seq, evs}
+"#;
+
+// KEYS: messages, events   ARGV: message key prefix
+// Drops expired messages from the index and the events about them; returns
+// how many were dropped (at most 1000 a call).
+const TRIM: &str = r#"
+return trim_expired(KEYS[1], KEYS[2], ARGV[1], 1000)
+"#;
+
+// KEYS: room, events, message   ARGV: expected, tail, log_len, now, channel
+// Compare-and-set of a message's state, appending its event.
+const REPLACE: &str = r#"
+local cur = redis.call('GET', KEYS[3])
+if not cur then return {'gone'} end
+if cur ~= ARGV[1] then return {'changed'} end
+local seq, env = append_event(KEYS[1], KEYS[2], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
+redis.call('SET', KEYS[3], env, 'KEEPTTL')
+return {'ok', seq}
+"#;
+
+// KEYS: room, members, messages, events, presence
+// ARGV: member_conns key prefix, idle-before ms
+// Deletes an idle room nobody is connected to; returns its code.
+const CLOSE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+if redis.call('ZCARD', KEYS[5]) > 0 then return {'busy'} end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_activity') or '0')
+if last >= tonumber(ARGV[2]) then return {'busy'} end
+local code = redis.call('HGET', KEYS[1], 'code') or ''
+for _, u in ipairs(redis.call('HKEYS', KEYS[2])) do redis.call('DEL', ARGV[1] .. u) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return {'ok', code}
+"#;
+
+// KEYS: room_code   ARGV: room id — deletes the code if it still names the room.
+const RELEASE_CODE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 "#;
 
 struct Scripts {
@@ -143,6 +202,10 @@ struct Scripts {
     join: Script,
     leave: Script,
     since: Script,
+    trim: Script,
+    replace: Script,
+    close: Script,
+    release_code: Script,
 }
 
 impl Scripts {
@@ -153,7 +216,11 @@ impl Scripts {
             create: with_common(CREATE),
             join: with_common(JOIN),
             leave: with_common(LEAVE),
-            since: Script::new(SINCE),
+            since: with_common(SINCE),
+            trim: with_common(TRIM),
+            replace: with_common(REPLACE),
+            close: Script::new(CLOSE),
+            release_code: Script::new(RELEASE_CODE),
         }
     }
 }
@@ -258,6 +325,41 @@ impl RedisStore {
 
     fn ttl_ms(&self) -> u64 {
         self.inner.settings.message_ttl.as_millis() as u64
+    }
+
+    /// Reads message records by id (`None` for expired ones), in order.
+    async fn read_messages(
+        &self,
+        c: &mut Conn<'_>,
+        room: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.k().message(room, id)).collect();
+        self.timed(
+            "message_mget",
+            redis::cmd("MGET").arg(&keys).query_async(&mut **c),
+        )
+        .await
+    }
+
+    /// Drops expired messages from the room's index and their events.
+    async fn trim(&self, c: &mut Conn<'_>, room: &str) -> StoreResult<()> {
+        let k = self.k();
+        let mut inv = self.inner.scripts.trim.prepare_invoke();
+        inv.key(k.room_messages(room))
+            .key(k.room_events(room))
+            .arg(k.message_prefix(room));
+        let _: i64 = self
+            .timed("trim_expired", inv.invoke_async(&mut **c))
+            .await?;
+        Ok(())
+    }
+
+    fn session_ttl_ms(&self) -> i64 {
+        self.inner.settings.session_ttl.as_millis() as i64
     }
 
     async fn read_rooms(&self, c: &mut Conn<'_>, ids: &[String]) -> StoreResult<Vec<Option<Room>>> {
@@ -553,6 +655,109 @@ impl RoomStore for RedisStore {
         }
         Ok(out)
     }
+
+    async fn online(&self, room: &str) -> StoreResult<Vec<User>> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let entries: Vec<String> = self
+            .timed("presence_read", c.zrange(k.presence(room), 0, -1))
+            .await?;
+        let mut ids: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e.rsplit_once(':').map(|(user, _)| user))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<Option<String>> = self
+            .timed(
+                "presence_users",
+                redis::cmd("HMGET")
+                    .arg(k.room_members(room))
+                    .arg(&ids)
+                    .query_async(&mut *c),
+            )
+            .await?;
+        let mut users = raw
+            .iter()
+            .flatten()
+            .map(|j| serde_json::from_str::<User>(j).map_err(corrupt))
+            .collect::<StoreResult<Vec<User>>>()?;
+        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(users)
+    }
+
+    async fn set_typing(
+        &self,
+        room: &str,
+        user: &str,
+        active: bool,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let key = self.k().typing(room, user);
+        let mut c = self.conn().await?;
+        if active {
+            let ms = (ttl.as_millis() as u64).max(1);
+            self.timed("typing", c.pset_ex(key, 1, ms)).await
+        } else {
+            self.timed("typing", c.del(key)).await
+        }
+    }
+
+    async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        self.timed(
+            "idle_rooms",
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.k().active_rooms())
+                .arg("-inf")
+                .arg(format!("({before_ms}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut *c),
+        )
+        .await
+    }
+
+    async fn close_room(&self, room: &str, before_ms: u64) -> StoreResult<bool> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let mut inv = self.inner.scripts.close.prepare_invoke();
+        inv.key(k.room(room))
+            .key(k.room_members(room))
+            .key(k.room_messages(room))
+            .key(k.room_events(room))
+            .key(k.presence(room))
+            .arg(k.member_conns_prefix(room))
+            .arg(before_ms);
+        let reply: Value = self.timed("room_close", inv.invoke_async(&mut *c)).await?;
+        let (st, data) = status(reply)?;
+        match st.as_str() {
+            "busy" => return Ok(false),
+            "gone" | "ok" => {}
+            other => return Err(corrupt(format!("close script said {other}"))),
+        }
+        if let Some(code) = data
+            .first()
+            .map(redis::from_redis_value_ref::<String>)
+            .transpose()
+            .map_err(corrupt)?
+            .filter(|c| !c.is_empty())
+        {
+            let mut inv = self.inner.scripts.release_code.prepare_invoke();
+            inv.key(k.room_code(&code)).arg(room);
+            let _: i64 = self
+                .timed("room_code_release", inv.invoke_async(&mut *c))
+                .await?;
+        }
+        let _: i64 = self
+            .timed("active_rooms", c.zrem(k.active_rooms(), room))
+            .await?;
+        Ok(st == "ok")
+    }
 }
 
 #[async_trait]
@@ -655,48 +860,50 @@ impl MessageStore for RedisStore {
             Some(b) => format!("({b}"),
             None => "+inf".to_owned(),
         };
-        let ids: Vec<String> = self
-            .timed(
-                "history_index",
-                redis::cmd("ZREVRANGEBYSCORE")
-                    .arg(k.room_messages(room))
-                    .arg(max)
-                    .arg("-inf")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit + 1)
-                    .query_async(&mut *c),
-            )
-            .await?;
-        let has_more = ids.len() > limit;
-        let ids = &ids[..ids.len().min(limit)];
-        if ids.is_empty() {
-            return Ok(HistoryPage {
-                messages: Vec::new(),
-                has_more,
-            });
+        // Expired messages leave their ids in the index until trimmed: when
+        // a page meets one, trim (it also drops their events) and read again.
+        let mut trimmed = false;
+        loop {
+            let ids: Vec<String> = self
+                .timed(
+                    "history_index",
+                    redis::cmd("ZREVRANGEBYSCORE")
+                        .arg(k.room_messages(room))
+                        .arg(&max)
+                        .arg("-inf")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit + 1)
+                        .query_async(&mut *c),
+                )
+                .await?;
+            let has_more = ids.len() > limit;
+            let ids = &ids[..ids.len().min(limit)];
+            let raw = self.read_messages(&mut c, room, ids).await?;
+            if raw.iter().any(Option::is_none) && !trimmed {
+                self.trim(&mut c, room).await?;
+                trimmed = true;
+                continue;
+            }
+            let mut messages = raw
+                .iter()
+                .flatten()
+                .map(|b| codec::decode_message(b).map_err(corrupt))
+                .collect::<StoreResult<Vec<Message>>>()?;
+            messages.reverse();
+            return Ok(HistoryPage { messages, has_more });
         }
-        let keys: Vec<String> = ids.iter().map(|id| k.message(room, id)).collect();
-        let raw: Vec<Option<Vec<u8>>> = self
-            .timed(
-                "history_read",
-                redis::cmd("MGET").arg(&keys).query_async(&mut *c),
-            )
-            .await?;
-        let mut messages = raw
-            .iter()
-            .flatten()
-            .map(|b| codec::decode_message(b).map_err(corrupt))
-            .collect::<StoreResult<Vec<Message>>>()?;
-        messages.reverse();
-        Ok(HistoryPage { messages, has_more })
     }
 
     async fn events_since(&self, room: &str, since: u64) -> StoreResult<Replay> {
         let k = self.k();
         let mut c = self.conn().await?;
         let mut inv = self.inner.scripts.since.prepare_invoke();
-        inv.key(k.room(room)).key(k.room_events(room)).arg(since);
+        inv.key(k.room(room))
+            .key(k.room_events(room))
+            .key(k.room_messages(room))
+            .arg(since)
+            .arg(k.message_prefix(room));
         let (last_seq, events): (u64, Vec<Vec<u8>>) = self
             .timed("events_since", inv.invoke_async(&mut *c))
             .await?;
@@ -711,6 +918,108 @@ impl MessageStore for RedisStore {
             last_seq,
             complete,
         })
+    }
+
+    async fn message(&self, room: &str, id: &str) -> StoreResult<Option<StoredMessage>> {
+        let mut c = self.conn().await?;
+        let raw: Option<Vec<u8>> = self
+            .timed("message_get", c.get(self.k().message(room, id)))
+            .await?;
+        raw.map(|raw| {
+            Ok(StoredMessage {
+                message: codec::decode_message(&raw).map_err(corrupt)?,
+                raw,
+            })
+        })
+        .transpose()
+    }
+
+    async fn replace(
+        &self,
+        room: &str,
+        expected: &[u8],
+        event: &Event,
+    ) -> StoreResult<ReplaceOutcome> {
+        let Some(m) = event.message() else {
+            return Err(corrupt(format!(
+                "replace takes a message event, not {}",
+                event.name()
+            )));
+        };
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let mut inv = self.inner.scripts.replace.prepare_invoke();
+        inv.key(k.room(room))
+            .key(k.room_events(room))
+            .key(k.message(room, &m.id))
+            .arg(expected)
+            .arg(codec::encode_tail(event, now_us()))
+            .arg(self.inner.settings.event_log_len)
+            .arg(now_ms())
+            .arg(k.channel(room));
+        let reply: Value = self
+            .timed("message_replace", inv.invoke_async(&mut *c))
+            .await?;
+        match status(reply)? {
+            (s, _) if s == "gone" => Ok(ReplaceOutcome::Gone),
+            (s, _) if s == "changed" => Ok(ReplaceOutcome::Changed),
+            (s, data) if s == "ok" => {
+                let seq: u64 = data
+                    .first()
+                    .map(redis::from_redis_value_ref)
+                    .transpose()
+                    .map_err(corrupt)?
+                    .unwrap_or(0);
+                Ok(ReplaceOutcome::Replaced(seq))
+            }
+            (s, _) => Err(corrupt(format!("replace script said {s}"))),
+        }
+    }
+
+    async fn search(
+        &self,
+        room: &str,
+        words: &[String],
+        limit: usize,
+        scan_cap: usize,
+    ) -> StoreResult<Vec<Message>> {
+        const PAGE: usize = 100;
+        let mut c = self.conn().await?;
+        self.trim(&mut c, room).await?;
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        while scanned < scan_cap && found.len() < limit {
+            let take = PAGE.min(scan_cap - scanned);
+            let ids: Vec<String> = self
+                .timed(
+                    "search_index",
+                    c.zrevrange(
+                        self.k().room_messages(room),
+                        scanned as isize,
+                        (scanned + take) as isize - 1,
+                    ),
+                )
+                .await?;
+            scanned += ids.len();
+            for raw in self
+                .read_messages(&mut c, room, &ids)
+                .await?
+                .iter()
+                .flatten()
+            {
+                let m = codec::decode_message(raw).map_err(corrupt)?;
+                if super::matches_words(&m, words) {
+                    found.push(m);
+                    if found.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            if ids.len() < take {
+                break;
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -729,6 +1038,7 @@ impl SessionStore for RedisStore {
                 &[
                     ("user", user_json(&session.user)),
                     ("node", session.node.clone()),
+                    ("instance", session.instance.clone()),
                     ("connected_at", session.connected_at.to_string()),
                 ],
             )
@@ -738,6 +1048,8 @@ impl SessionStore for RedisStore {
             .sadd(&users, &session.conn)
             .ignore()
             .pexpire(&users, ttl_ms)
+            .ignore()
+            .sadd(k.node_sessions(&session.instance), &session.conn)
             .ignore();
         self.timed("session_open", pipe.query_async(&mut *c)).await
     }
@@ -760,6 +1072,7 @@ impl SessionStore for RedisStore {
             conn: conn.to_owned(),
             user,
             node: fields.get("node").cloned().unwrap_or_default(),
+            instance: fields.get("instance").cloned().unwrap_or_default(),
             connected_at: fields
                 .get("connected_at")
                 .and_then(|v| v.parse().ok())
@@ -777,14 +1090,136 @@ impl SessionStore for RedisStore {
     }
 
     async fn close(&self, conn: &str, user: &str) -> StoreResult<()> {
+        let k = self.k();
         let mut c = self.conn().await?;
+        let instance: Option<String> = self
+            .timed("session_get", c.hget(k.session(conn), "instance"))
+            .await?;
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .del(self.k().session(conn))
+            .del(k.session(conn))
             .ignore()
-            .srem(self.k().user_sessions(user), conn)
+            .del(k.session_rooms(conn))
+            .ignore()
+            .srem(k.user_sessions(user), conn)
             .ignore();
+        if let Some(instance) = instance {
+            pipe.srem(k.node_sessions(&instance), conn).ignore();
+        }
         self.timed("session_close", pipe.query_async(&mut *c)).await
+    }
+
+    async fn track_room(&self, conn: &str, room: &str, joined: bool) -> StoreResult<()> {
+        let key = self.k().session_rooms(conn);
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        if joined {
+            pipe.sadd(&key, room)
+                .ignore()
+                .pexpire(&key, self.session_ttl_ms())
+                .ignore();
+        } else {
+            pipe.srem(&key, room).ignore();
+        }
+        self.timed("session_rooms", pipe.query_async(&mut *c)).await
+    }
+
+    async fn session_rooms(&self, conn: &str) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        let mut rooms: Vec<String> = self
+            .timed("session_rooms", c.smembers(self.k().session_rooms(conn)))
+            .await?;
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    async fn heartbeat(&self, instance: &str, refresh: Option<Duration>) -> StoreResult<()> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .timed("heartbeat", c.zadd(k.nodes(), instance, now_ms()))
+            .await?;
+        let Some(ttl) = refresh else {
+            return Ok(());
+        };
+        let ttl_ms = ttl.as_millis() as i64;
+        let conns: Vec<String> = self
+            .timed("node_sessions", c.smembers(k.node_sessions(instance)))
+            .await?;
+        for chunk in conns.chunks(500) {
+            let mut pipe = redis::pipe();
+            for conn in chunk {
+                pipe.pexpire(k.session(conn), ttl_ms)
+                    .ignore()
+                    .pexpire(k.session_rooms(conn), ttl_ms)
+                    .ignore();
+            }
+            let () = self
+                .timed("session_refresh", pipe.query_async(&mut *c))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_nodes(&self, before_ms: u64) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        self.timed(
+            "dead_nodes",
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.k().nodes())
+                .arg("-inf")
+                .arg(format!("({before_ms}"))
+                .query_async(&mut *c),
+        )
+        .await
+    }
+
+    async fn node_sessions(&self, instance: &str) -> StoreResult<Vec<String>> {
+        let mut c = self.conn().await?;
+        let mut conns: Vec<String> = self
+            .timed(
+                "node_sessions",
+                c.smembers(self.k().node_sessions(instance)),
+            )
+            .await?;
+        conns.sort();
+        Ok(conns)
+    }
+
+    async fn forget_node(&self, instance: &str) -> StoreResult<()> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.zrem(k.nodes(), instance)
+            .ignore()
+            .del(k.node_sessions(instance))
+            .ignore();
+        self.timed("forget_node", pipe.query_async(&mut *c)).await
+    }
+
+    async fn record_activity(&self, user: &str, messages_sent: u64) -> StoreResult<()> {
+        let key = self.k().activity(user);
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, "last_seen", now_ms()).ignore();
+        pipe.hincr(&key, "messages", messages_sent).ignore();
+        pipe.pexpire(&key, self.ttl_ms() as i64).ignore();
+        self.timed("activity", pipe.query_async(&mut *c)).await
+    }
+
+    async fn activity(&self, user: &str) -> StoreResult<Option<(u64, u64)>> {
+        let mut c = self.conn().await?;
+        let (seen, count): (Option<u64>, Option<u64>) = self
+            .timed(
+                "activity",
+                redis::cmd("HMGET")
+                    .arg(self.k().activity(user))
+                    .arg("last_seen")
+                    .arg("messages")
+                    .query_async(&mut *c),
+            )
+            .await?;
+        Ok(seen.map(|s| (s, count.unwrap_or(0))))
     }
 }
 
@@ -805,6 +1240,23 @@ impl CacheStore for RedisStore {
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let mut c = self.conn().await?;
         self.timed("cache_delete", c.del(self.k().cache(key))).await
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let taken: Option<String> = self
+            .timed(
+                "lock",
+                redis::cmd("SET")
+                    .arg(self.k().lock(name))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg((ttl.as_millis() as u64).max(1))
+                    .query_async(&mut *c),
+            )
+            .await?;
+        Ok(taken.is_some())
     }
 }
 

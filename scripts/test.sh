@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every Huddle test. Integration tests start their own redis-server
+# processes on free ports, so redis-server must be on PATH: this script
+# installs it from Debian's packages when it is missing. A test that needs
+# Redis fails (never skips) without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+install_debian() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "test.sh: installing $* from Debian's packages" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! need cargo; then
+  echo "test.sh: cargo is not on PATH; install Rust (rustup) first" >&2
+  exit 1
+fi
+if ! need redis-server; then
+  install_debian redis-server
+fi
+need redis-server || { echo "test.sh: redis-server is still missing" >&2; exit 1; }
+
+# Enough descriptors for the connection tests.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo test --locked --all-targets "$@"
