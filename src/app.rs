@@ -18,8 +18,11 @@ use crate::config::Config;
 use crate::gateway::Hub;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
+use crate::store::breaker::BreakerState;
 use crate::store::keys::Keys;
-use crate::store::{MemoryStore, RedisStore, Store, StoreError, StoreSettings};
+use crate::store::{
+    MemoryStore, RedisStore, RetryPolicy, Retrying, Store, StoreError, StoreSettings,
+};
 
 /// Why a node could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,8 @@ pub struct Readiness {
 pub struct Checks {
     /// Store commands answer.
     pub store: Check,
+    /// The circuit breaker around the store: `closed`, `open`, `half_open`.
+    pub breaker: &'static str,
     /// The pub/sub connection is up.
     pub pubsub: Check,
     /// The node is draining (shutting down).
@@ -143,7 +148,13 @@ impl App {
                     )
                     .await?;
                     tracing::info!(redis = %redacted(url), "using the Redis engine");
-                    (Arc::new(store.clone()), Some(store), Arc::new(bus))
+                    let policy = RetryPolicy {
+                        attempts: 3,
+                        base_delay: Duration::from_millis(25),
+                        budget: timeout,
+                    };
+                    let retrying = Retrying::new(Arc::new(store.clone()), policy);
+                    (Arc::new(retrying), Some(store), Arc::new(bus))
                 }
             };
         // A node restarted with the same id is a new instance: the janitor
@@ -285,8 +296,14 @@ impl App {
             error: (!pubsub_ok).then(|| "pub/sub is not connected".to_owned()),
         };
         let draining = self.is_draining();
+        let breaker = self
+            .inner
+            .redis
+            .as_ref()
+            .map(RedisStore::breaker_state)
+            .unwrap_or(BreakerState::Closed);
         Readiness {
-            ready: store.ok && pubsub.ok && !draining,
+            ready: store.ok && pubsub.ok && !draining && breaker != BreakerState::Open,
             node: self.inner.node_id.clone(),
             engine: if self.inner.redis.is_some() {
                 "redis"
@@ -295,6 +312,7 @@ impl App {
             },
             checks: Checks {
                 store,
+                breaker: breaker.as_str(),
                 pubsub,
                 draining,
             },
@@ -304,6 +322,10 @@ impl App {
     /// The metrics text, with pool gauges read now.
     pub fn render_metrics(&self) -> String {
         if let Some(redis) = &self.inner.redis {
+            self.inner
+                .metrics
+                .breaker_state
+                .set(redis.breaker_state().as_gauge());
             let (busy, idle) = redis.pool_state();
             let pool = &self.inner.metrics.redis_pool;
             pool.get_or_create(&StateLabel { state: "busy" })

@@ -62,7 +62,7 @@ pub struct Config {
     pub redis_pool_size: u32,
 
     /// Timeout of every Redis call, in milliseconds.
-    #[arg(long, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
 
     /// Prefix of every Redis key and channel.
@@ -101,6 +101,11 @@ pub struct Config {
     /// with 1013.
     #[arg(long, env = "HUDDLE_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+
+    /// On shutdown, clients are closed (1012) at random moments over this
+    /// window, so they do not all reconnect at once.
+    #[arg(long, env = "HUDDLE_DRAIN_WINDOW", default_value = "5s", value_parser = parse_duration)]
+    pub drain_window: Duration,
 
     /// How long shutdown may take before the node exits anyway.
     #[arg(long, env = "HUDDLE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
@@ -208,6 +213,9 @@ impl Config {
                     "--allowed-origins: {origin:?} is not an origin like https://chat.example.com or *"
                 ));
             }
+        }
+        if self.drain_window >= self.shutdown_grace {
+            return Err("--drain-window must be shorter than --shutdown-grace".into());
         }
         if self.rate_burst < self.rate_limit {
             return Err("--rate-burst must be at least --rate-limit".into());

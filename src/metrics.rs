@@ -83,6 +83,8 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// 1 while the node drains.
     pub draining: Gauge,
+    /// Circuit breaker: 0 closed, 1 open, 2 half-open (set when scraped).
+    pub breaker_state: Gauge,
 }
 
 impl Default for Metrics {
@@ -113,6 +115,7 @@ impl Metrics {
             rate_limited: Counter::default(),
             slow_consumers: Counter::default(),
             draining: Gauge::default(),
+            breaker_state: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,6 +187,11 @@ impl Metrics {
             m.slow_consumers.clone(),
         );
         registry.register("draining", "1 while the node drains", m.draining.clone());
+        registry.register(
+            "breaker_state",
+            "Store circuit breaker: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&CodeLabel {
                 code: code.as_str(),

@@ -25,6 +25,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use rand::RngExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -64,7 +65,9 @@ pub mod close {
     pub const ABUSE: u16 = 4008;
 }
 
-/// Runs a connection until it closes. `shutdown` closes it with 1012.
+/// Runs a connection until it closes. When `shutdown` fires, the connection
+/// finishes the request in hand and closes with 1012 at a random moment
+/// within `--drain-window`, so clients do not all reconnect at once.
 pub async fn run(app: App, socket: Socket, id: u64, peer: SocketAddr, shutdown: CancellationToken) {
     let conn_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("conn", id, session = %conn_id, %peer);
@@ -75,15 +78,7 @@ pub async fn run(app: App, socket: Socket, id: u64, peer: SocketAddr, shutdown: 
         let (tx, rx) = mpsc::channel(config.outbound_queue);
         let kill = Arc::new(Kill::default());
         let writer = tokio::spawn(
-            write_loop(
-                sink,
-                rx,
-                kill.clone(),
-                shutdown,
-                config.ping_interval,
-                app.clone(),
-            )
-            .in_current_span(),
+            write_loop(sink, rx, kill.clone(), config.ping_interval, app.clone()).in_current_span(),
         );
         let quota =
             Quota::per_second(NonZeroU32::new(config.rate_limit).unwrap_or(NonZeroU32::MIN))
@@ -101,7 +96,14 @@ pub async fn run(app: App, socket: Socket, id: u64, peer: SocketAddr, shutdown: 
             typing: HashMap::new(),
             messages_sent: 0,
         };
-        conn.read_loop(stream, config.idle_timeout).await;
+        let drain_window = config.drain_window;
+        let drain = async move {
+            shutdown.cancelled().await;
+            let spread = drain_window.as_millis() as u64;
+            let delay = rand::rng().random_range(0..=spread);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        };
+        conn.read_loop(stream, config.idle_timeout, drain).await;
         conn.cleanup().await;
         drop(conn);
         // Let the writer send what is queued and the close frame.
@@ -209,12 +211,19 @@ impl Connection {
         &mut self,
         mut stream: futures_util::stream::SplitStream<Socket>,
         idle_timeout: Duration,
+        drain: impl std::future::Future<Output = ()>,
     ) {
+        tokio::pin!(drain);
         loop {
             let lapse = self.typing.values().min().copied();
             let next = tokio::select! {
                 biased;
-                _ = self.kill.killed() => return,
+                                _ = self.kill.killed() => return,
+                _ = &mut drain => {
+                    // Between requests: the one in hand has been answered.
+                    self.close_after_queue(close::RESTART);
+                    return;
+                }
                 _ = sleep_until_some(lapse) => {
                     self.lapse_typing().await;
                     continue;
@@ -330,7 +339,7 @@ impl Connection {
             return flow;
         }
         let verb = frame.request.verb();
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "request",
             verb,
             id = frame.id.as_ref().map(|n| n.to_string())
@@ -822,7 +831,6 @@ async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Socket, WsMessage>,
     mut rx: mpsc::Receiver<Outbound>,
     kill: Arc<Kill>,
-    shutdown: CancellationToken,
     ping_interval: Duration,
     app: App,
 ) {
@@ -840,11 +848,7 @@ async fn write_loop(
     let code = loop {
         let item = tokio::select! {
             biased;
-            _ = kill.killed() => break kill.code().unwrap_or(close::NORMAL),
-            _ = shutdown.cancelled() => {
-                kill.kill(close::RESTART);
-                continue;
-            }
+                        _ = kill.killed() => break kill.code().unwrap_or(close::NORMAL),
             _ = ping.tick() => {
                 if send(&mut sink, &kill, WsMessage::Ping(Default::default())).await.is_err() {
                     break 0;

@@ -138,12 +138,24 @@ async fn drain(app: App, listener: TcpListener, shared: std::sync::Arc<Shared>) 
     shared.sockets.close();
     shared.http.close();
     let deadline = tokio::time::Instant::now() + grace;
+    let progress = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                tracing::info!(sockets = shared.sockets.len(), "draining");
+            }
+        })
+    };
     let http_done = tokio::time::timeout_at(deadline, shared.http.wait())
         .await
         .is_ok();
     let ws_done = tokio::time::timeout_at(deadline, shared.sockets.wait())
         .await
         .is_ok();
+    progress.abort();
     app.stop();
     DrainReport {
         clean: http_done && ws_done,

@@ -19,12 +19,15 @@ use async_trait::async_trait;
 
 use crate::model::{Event, Message, Room, User};
 
+pub mod breaker;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod retry;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use self::retry::{RetryPolicy, Retrying};
 
 /// An infrastructure failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,12 +38,16 @@ pub enum StoreError {
     /// The backend answered with something we cannot read.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The circuit breaker is open: the backend failed repeatedly and is
+    /// not asked again until a probe succeeds.
+    #[error("store unavailable: circuit breaker open")]
+    CircuitOpen,
 }
 
 impl StoreError {
     /// Whether a retry later may succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::CircuitOpen)
     }
 }
 

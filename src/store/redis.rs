@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ use bb8::{Pool, PooledConnection};
 use bb8_redis::RedisConnectionManager;
 use redis::{AsyncCommands, RedisError, Script, Value};
 
+use super::breaker::{Breaker, BreakerState};
 use super::keys::Keys;
 use super::{
     AppendOutcome, CacheStore, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, MessageStore,
@@ -79,6 +81,17 @@ local function trim_expired(messages_key, events_key, msg_prefix, max_remove)
     end
   end
   return removed
+end
+"#;
+
+// Prepended to every script that writes on a client's behalf. Its last
+// ARGV is a deadline in Redis time (ms): a call that reaches Redis after its
+// caller has given up (answered `unavailable`) must not be applied later.
+const GUARD: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local now_t = redis.call('TIME')
+if tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+  return {'late'}
 end
 "#;
 
@@ -211,14 +224,15 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        let guarded = |body: &str| Script::new(&format!("{GUARD}\n{COMMON}\n{body}"));
         Scripts {
-            send: with_common(SEND),
-            create: with_common(CREATE),
-            join: with_common(JOIN),
-            leave: with_common(LEAVE),
+            send: guarded(SEND),
+            create: guarded(CREATE),
+            join: guarded(JOIN),
+            leave: guarded(LEAVE),
             since: with_common(SINCE),
             trim: with_common(TRIM),
-            replace: with_common(REPLACE),
+            replace: guarded(REPLACE),
             close: Script::new(CLOSE),
             release_code: Script::new(RELEASE_CODE),
         }
@@ -238,9 +252,18 @@ struct Inner {
     timeout: Duration,
     scripts: Scripts,
     metrics: Arc<Metrics>,
+    breaker: Breaker,
+    /// Redis clock minus ours, in ms, measured with each heartbeat; write
+    /// deadlines are given in Redis time.
+    clock_offset_ms: AtomicI64,
 }
 
 type Conn<'a> = PooledConnection<'a, RedisConnectionManager>;
+
+/// Consecutive failed round trips that open the breaker.
+const BREAKER_THRESHOLD: u32 = 5;
+/// How long the breaker stays open before a probe.
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 
 fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -276,6 +299,8 @@ impl RedisStore {
                 timeout,
                 scripts: Scripts::new(),
                 metrics,
+                breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2),
+                clock_offset_ms: AtomicI64::new(0),
             }),
         })
     }
@@ -291,12 +316,46 @@ impl RedisStore {
         (s.connections - s.idle_connections, s.idle_connections)
     }
 
+    /// The circuit breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// A pooled connection, unless the breaker is open.
     async fn conn(&self) -> StoreResult<Conn<'_>> {
+        if !self.inner.breaker.admit() {
+            return Err(StoreError::CircuitOpen);
+        }
+        match self.inner.pool.get().await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.inner.breaker.record(false);
+                Err(StoreError::Unavailable(format!("no Redis connection: {e}")))
+            }
+        }
+    }
+
+    /// The deadline (Redis time, ms) for a write starting now: half the
+    /// timeout, so that a write Redis applies is answered well before the
+    /// caller gives up on it.
+    fn deadline(&self) -> i64 {
+        now_ms() as i64
+            + self.inner.clock_offset_ms.load(Ordering::Relaxed)
+            + (self.inner.timeout.as_millis() / 2) as i64
+    }
+
+    /// Measures the offset between the Redis clock and ours.
+    async fn sync_clock(&self, c: &mut Conn<'_>) -> StoreResult<()> {
+        let before = now_ms() as i64;
+        let (secs, micros): (i64, i64) = self
+            .timed("time", redis::cmd("TIME").query_async(&mut **c))
+            .await?;
+        let after = now_ms() as i64;
+        let redis_ms = secs * 1000 + micros / 1000;
         self.inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("no Redis connection: {e}")))
+            .clock_offset_ms
+            .store(redis_ms - (before + after) / 2, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Runs one Redis round trip with the timeout, recording its latency.
@@ -316,6 +375,7 @@ impl RedisStore {
         self.inner
             .metrics
             .redis_latency(op, start.elapsed().as_secs_f64());
+        self.inner.breaker.record(out.is_ok());
         out
     }
 
@@ -410,13 +470,19 @@ fn parse_room(fields: &HashMap<String, String>, count: u32) -> StoreResult<Optio
     }))
 }
 
-/// Splits a script reply into its status and data.
+/// Splits a script reply into its status and data. `late` (the write's
+/// deadline passed before Redis ran it) is `Unavailable`: nothing was written.
 fn status(value: Value) -> StoreResult<(String, Vec<Value>)> {
     let mut items: Vec<Value> = redis::from_redis_value(value).map_err(corrupt)?;
     if items.is_empty() {
         return Err(corrupt("empty script reply"));
     }
     let head: String = redis::from_redis_value(items.remove(0)).map_err(corrupt)?;
+    if head == "late" {
+        return Err(StoreError::Unavailable(
+            "Redis ran the write after its deadline and refused it; nothing was written".into(),
+        ));
+    }
     Ok((head, items))
 }
 
@@ -483,7 +549,8 @@ impl RoomStore for RedisStore {
             .arg(self.ttl_ms())
             .arg(self.inner.settings.event_log_len)
             .arg(now)
-            .arg(k.channel(&room.id));
+            .arg(k.channel(&room.id))
+            .arg(self.deadline());
         let reply: Value = self.timed("room_create", inv.invoke_async(&mut *c)).await?;
         let (st, data) = status(reply)?;
         if st != "ok" {
@@ -545,7 +612,8 @@ impl RoomStore for RedisStore {
             .arg(note_tail(note))
             .arg(self.ttl_ms())
             .arg(self.inner.settings.event_log_len)
-            .arg(k.channel(room));
+            .arg(k.channel(room))
+            .arg(self.deadline());
         let reply: Value = self.timed("room_join", inv.invoke_async(&mut *c)).await?;
         match status(reply)? {
             (s, _) if s == "no_room" => Ok(JoinOutcome::NoRoom),
@@ -588,7 +656,8 @@ impl RoomStore for RedisStore {
             .arg(note_tail(note))
             .arg(self.ttl_ms())
             .arg(self.inner.settings.event_log_len)
-            .arg(k.channel(room));
+            .arg(k.channel(room))
+            .arg(self.deadline());
         let reply: Value = self.timed("room_leave", inv.invoke_async(&mut *c)).await?;
         match status(reply)? {
             (s, _) if s == "not_joined" => Ok(LeaveOutcome::NotJoined),
@@ -792,7 +861,8 @@ impl MessageStore for RedisStore {
                 .arg(now)
                 .arg(k.channel(room))
                 .arg(mode)
-                .arg(self.inner.settings.dedupe_ttl.as_millis() as u64);
+                .arg(self.inner.settings.dedupe_ttl.as_millis() as u64)
+                .arg(self.deadline());
             // Bump the room in `active_rooms` in the same round trip (the
             // multiplexed connection pipelines both); `XX GT` only moves an
             // existing room forward, so a refused send leaves no trace.
@@ -956,7 +1026,8 @@ impl MessageStore for RedisStore {
             .arg(codec::encode_tail(event, now_us()))
             .arg(self.inner.settings.event_log_len)
             .arg(now_ms())
-            .arg(k.channel(room));
+            .arg(k.channel(room))
+            .arg(self.deadline());
         let reply: Value = self
             .timed("message_replace", inv.invoke_async(&mut *c))
             .await?;
@@ -1136,6 +1207,7 @@ impl SessionStore for RedisStore {
     async fn heartbeat(&self, instance: &str, refresh: Option<Duration>) -> StoreResult<()> {
         let k = self.k();
         let mut c = self.conn().await?;
+        self.sync_clock(&mut c).await?;
         let _: i64 = self
             .timed("heartbeat", c.zadd(k.nodes(), instance, now_ms()))
             .await?;

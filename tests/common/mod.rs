@@ -120,6 +120,9 @@ fn read_tail(path: &Path, max_lines: usize) -> String {
 pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Append-only file on (`appendfsync always`): acknowledged writes
+    /// survive a kill, and [`RedisServer::restart`] reloads them.
+    aof: bool,
     log: PathBuf,
     // Declared last so it is removed after the child is gone.
     dir: TempDir,
@@ -131,32 +134,18 @@ impl RedisServer {
     /// Panics with a clear message when `redis-server` is not on PATH: a
     /// test that needs Redis must never pass without it.
     pub(crate) async fn start() -> RedisServer {
+        Self::start_with(false).await
+    }
+
+    /// Like [`RedisServer::start`], with the append-only file on when `aof`.
+    pub(crate) async fn start_with(aof: bool) -> RedisServer {
         let mut failures = Vec::new();
         // The free port may be taken between probing and binding: retry.
         for _attempt in 0..3 {
             let port = free_port();
             let dir = TempDir::new("redis");
             let log = dir.path().join("redis.log");
-            let out = File::create(&log).expect("create redis log file");
-            let err = out.try_clone().expect("clone redis log handle");
-            let spawned = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                ])
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn();
-            let child = match spawned {
+            let child = match spawn_redis(port, aof, dir.path(), &log) {
                 Ok(child) => child,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
                     "redis-server is not on PATH: this test needs a real Redis \
@@ -168,6 +157,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 child: Some(child),
                 port,
+                aof,
                 log,
                 dir,
             };
@@ -208,6 +198,20 @@ impl RedisServer {
 
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Starts Redis again on the same port and directory after
+    /// [`RedisServer::kill`]; with AOF on it reloads every acknowledged write.
+    pub(crate) async fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill Redis before restarting it");
+        let child = spawn_redis(self.port, self.aof, self.dir.path(), &self.log)
+            .unwrap_or_else(|e| panic!("cannot restart redis-server: {e}"));
+        self.child = Some(child);
+        assert!(
+            self.wait_ready().await,
+            "redis-server did not come back:\n{}",
+            read_tail(&self.log, 20)
+        );
     }
 
     /// Kills Redis (SIGKILL) and waits for it: a store outage.
@@ -253,6 +257,34 @@ impl RedisServer {
 
 /// Sends a signal by name (`TERM`, `STOP`, `CONT`) with the `kill` utility
 /// (the tests may not use `unsafe` libc calls).
+fn spawn_redis(port: u16, aof: bool, dir: &Path, log: &Path) -> std::io::Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ]);
+    if aof {
+        cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        cmd.args(["--appendonly", "no"]);
+    }
+    cmd.arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+}
+
 pub(crate) fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])

@@ -1,0 +1,338 @@
+//! Fault tests with real processes: Redis killed and restarted, Redis
+//! frozen, a node killed, a node drained. Each asserts that nothing
+//! acknowledged is lost and that no client sees a gap or a reordering.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::{Client, FAST, Node, RedisServer, unique};
+
+/// Sends `count` messages with client_msg_ids, retrying `unavailable` with
+/// the same id as a real client would, until each is acknowledged. Returns
+/// (seq, message id) of every acknowledged message.
+async fn send_until_acked(
+    mut c: Client,
+    room: String,
+    tag: String,
+    count: usize,
+) -> (Client, Vec<(u64, String)>) {
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for i in 0..count {
+        let req = json!({"type": "message.send", "room": room, "content": format!("{tag} {i}"),
+                         "client_msg_id": format!("{tag}-{i}")});
+        loop {
+            let reply = c.request(req.clone()).await;
+            if reply["ok"] == true {
+                let m = &reply["data"]["message"];
+                acked.push((
+                    m["seq"].as_u64().expect("seq"),
+                    m["id"].as_str().expect("id").to_string(),
+                ));
+                break;
+            }
+            assert_eq!(
+                reply["error"]["code"], "unavailable",
+                "only outages may refuse: {reply}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{tag}: still unavailable after 40 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    (c, acked)
+}
+
+/// Collects `message.created` events of `room` until every id in `want` has
+/// been seen; asserts the seqs seen are strictly consecutive.
+async fn receive_all(c: &mut Client, room: &str, want: &HashSet<String>, what: &str) {
+    let mut seen = BTreeMap::new();
+    let mut order = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want
+        .iter()
+        .all(|id| seen.values().any(|v: &String| v == id))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(ev) = c.next_event(left).await else {
+            let missing: Vec<&String> = want
+                .iter()
+                .filter(|id| !seen.values().any(|v| v == *id))
+                .collect();
+            panic!(
+                "{what}: {} acknowledged messages never arrived: {missing:?}",
+                missing.len()
+            );
+        };
+        if ev["room"] != room
+            || !ev["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("message."))
+        {
+            continue;
+        }
+        let seq = ev["seq"].as_u64().expect("durable events carry seq");
+        order.push(seq);
+        if ev["event"] == "message.created" {
+            seen.insert(seq, ev["message"]["id"].as_str().unwrap_or("").to_string());
+        }
+    }
+    for pair in order.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "{what}: a gap or a reordering in {order:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_with_aof_loses_nothing_acknowledged() {
+    let mut redis = RedisServer::start_with(true).await;
+    let mut args = FAST.to_vec();
+    args.extend(["--redis-timeout-ms", "500"]);
+    let a = Node::start(Some(&redis.url()), "a", &args).await;
+    let b = Node::start(Some(&redis.url()), "b", &args).await;
+    let mut ra = Client::connect(&a).await;
+    ra.hello("watcher-a").await;
+    let room = ra.create_room("outage", json!({})).await;
+    let rid = room["id"].as_str().expect("id").to_string();
+    let mut rb = Client::connect(&b).await;
+    rb.hello("watcher-b").await;
+    rb.join(&rid).await;
+    let mut senders = Vec::new();
+    for (node, name) in [(&a, "sa"), (&b, "sb")] {
+        let mut c = Client::connect(node).await;
+        c.hello(name).await;
+        c.join(&rid).await;
+        senders.push(tokio::spawn(send_until_acked(
+            c,
+            rid.clone(),
+            unique(name),
+            25,
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.restart().await;
+
+    let mut acked = Vec::new();
+    for s in senders {
+        let (_c, mine) = s.await.expect("sender");
+        acked.extend(mine);
+    }
+    assert_eq!(acked.len(), 50);
+    let ids: HashSet<String> = acked.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(ids.len(), 50, "every acknowledgement names its own message");
+    receive_all(&mut ra, &rid, &ids, "watcher on a").await;
+    receive_all(&mut rb, &rid, &ids, "watcher on b").await;
+    // History holds each acknowledged message exactly once.
+    let history = ra.all_messages(&rid).await;
+    for (seq, id) in &acked {
+        let n = history.iter().filter(|m| m["id"] == id.as_str()).count();
+        assert_eq!(n, 1, "message {id} (seq {seq}) once in history");
+    }
+    let (status, body) = a.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("huddle_pubsub_reconnects_total") && !l.ends_with(" 0")),
+        "the pub/sub reconnect is counted:\n{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_redis_fails_fast_fails_readiness_and_recovers_without_a_restart() {
+    let redis = RedisServer::start().await;
+    // Default timeouts: the promises hold as shipped.
+    let node = Node::start(Some(&redis.url()), "n", FAST).await;
+    let mut c = Client::connect(&node).await;
+    c.hello("patient").await;
+    let room = c.create_room("frozen", json!({})).await;
+    let rid = room["id"].as_str().expect("id").to_string();
+    c.send_message(&rid, "before").await;
+
+    redis.pause();
+    let paused = Instant::now();
+    let reply = c
+        .request(json!({"type": "message.send", "room": rid, "content": "during"}))
+        .await;
+    let answered = paused.elapsed();
+    let ready = node.http_get("/readyz").await;
+    let refused_again = c
+        .request(json!({"type": "message.send", "room": rid, "content": "during 2"}))
+        .await;
+    redis.resume();
+    let resumed = Instant::now();
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    assert!(
+        answered < Duration::from_secs(2),
+        "unavailable within 2 s, took {answered:?}"
+    );
+    assert_eq!(ready.0, 503, "not ready while Redis is frozen: {}", ready.1);
+    let report: Value = serde_json::from_str(&ready.1).expect("JSON");
+    assert_eq!(report["ready"], false);
+    assert_eq!(report["checks"]["store"]["ok"], false, "{report}");
+    assert_eq!(refused_again["error"]["code"], "unavailable");
+
+    loop {
+        let reply = c
+            .request(json!({"type": "message.send", "room": rid, "content": "after"}))
+            .await;
+        if reply["ok"] == true {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "recovery within 5 s of SIGCONT: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.http_get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Writes that answered `unavailable` were never applied, not even late.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let contents: Vec<String> = c
+        .all_messages(&rid)
+        .await
+        .iter()
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !contents.iter().any(|t| t.starts_with("during")),
+        "{contents:?}"
+    );
+    assert!(contents.contains(&"after".to_string()));
+    let metrics = node.http_get("/metrics").await.1;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("huddle_errors_total{code=\"unavailable\"}") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("huddle_breaker_state 0"),
+        "breaker closed again:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_clients_resume_on_another_with_since() {
+    let redis = RedisServer::start().await;
+    let mut a = Node::start(Some(&redis.url()), "a", FAST).await;
+    let b = Node::start(Some(&redis.url()), "b", FAST).await;
+    let mut sender = Client::connect(&b).await;
+    sender.hello("sender").await;
+    let room = sender.create_room("survive", json!({})).await;
+    let rid = room["id"].as_str().expect("id").to_string();
+    let mut watcher = Client::connect(&a).await;
+    watcher.hello("watcher").await;
+    watcher.join(&rid).await;
+
+    let task = tokio::spawn(send_until_acked(sender, rid.clone(), unique("s"), 40));
+    // Watch live until a few messages have arrived, then lose node A.
+    let mut seqs = Vec::new();
+    let mut ids = HashSet::new();
+    while seqs.len() < 8 {
+        let ev = watcher.next_message_event(&rid).await;
+        seqs.push(ev["seq"].as_u64().expect("seq"));
+        ids.insert(ev["message"]["id"].as_str().unwrap_or("").to_string());
+    }
+    a.kill();
+    drop(watcher);
+    let last = *seqs.last().expect("seen");
+    // The client reconnects through the "balancer" to node B and resumes.
+    let mut again = Client::connect(&b).await;
+    again.hello("watcher").await;
+    let data = again.join_since(&rid, last).await;
+    assert_eq!(data["complete"], true, "{data}");
+    for e in data["events"].as_array().expect("events") {
+        seqs.push(e["seq"].as_u64().expect("seq"));
+        if e["event"] == "message.created" {
+            ids.insert(e["message"]["id"].as_str().unwrap_or("").to_string());
+        }
+    }
+    let (_s, acked) = task.await.expect("sender");
+    let final_seq = acked.iter().map(|(s, _)| *s).max().expect("acked");
+    while *seqs.last().expect("seqs") < final_seq {
+        let ev = again.next_message_event(&rid).await;
+        seqs.push(ev["seq"].as_u64().expect("seq"));
+        if ev["event"] == "message.created" {
+            ids.insert(ev["message"]["id"].as_str().unwrap_or("").to_string());
+        }
+    }
+    for pair in seqs.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "no gap and no repeat across the move: {seqs:?}"
+        );
+    }
+    for (seq, id) in &acked {
+        assert!(
+            ids.contains(id),
+            "acknowledged message {id} (seq {seq}) reached the client"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_clients_over_the_window_and_exits_in_time() {
+    let redis = RedisServer::start().await;
+    let mut args = FAST.to_vec();
+    args.extend(["--drain-window", "1s", "--shutdown-grace", "4s"]);
+    let mut node = Node::start(Some(&redis.url()), "d", &args).await;
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let mut c = Client::connect(&node).await;
+        c.hello(&format!("c{i}")).await;
+        clients.push(c);
+    }
+    let room = clients[0].create_room("drain", json!({})).await;
+    let rid = room["id"].as_str().expect("id").to_string();
+    // A request in flight when SIGTERM lands is answered before the close.
+    let id = 777_000;
+    clients[0]
+        .send_json(&json!({"type": "message.send", "id": id, "room": rid, "content": "last words"}))
+        .await;
+    let terminated = Instant::now();
+    node.terminate();
+    let reply = clients[0].wait_reply(id, &json!({})).await;
+    assert_eq!(reply["ok"], true, "in-flight request finished: {reply}");
+
+    // Wait for every close at once, timing each as it arrives.
+    let closes = futures_util::future::join_all(clients.iter_mut().map(|c| async move {
+        let code = c.wait_close(Duration::from_secs(4)).await;
+        (code, terminated.elapsed())
+    }))
+    .await;
+    let mut closed_at = Vec::new();
+    for (code, at) in closes {
+        assert_eq!(code, Some(1012));
+        closed_at.push(at);
+    }
+    let status = node.wait_exit(Duration::from_secs(5)).await.expect("exits");
+    let took = terminated.elapsed();
+    assert!(status.success(), "a clean drain exits 0: {status}");
+    assert!(
+        took < Duration::from_secs(4) + Duration::from_millis(500),
+        "within the grace: {took:?}"
+    );
+    closed_at.sort();
+    let spread = *closed_at.last().expect("closes") - closed_at[0];
+    assert!(
+        spread > Duration::from_millis(150),
+        "closes spread over the drain window, not all at once: {closed_at:?}"
+    );
+}
