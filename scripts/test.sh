@@ -24,8 +24,22 @@ if ! need redis-server; then
   install_debian redis-server
 fi
 need redis-server || { echo "test.sh: redis-server is still missing" >&2; exit 1; }
+# nginx: the load-balancer test runs a real one in front of three nodes.
+if ! need nginx && [ ! -x /usr/sbin/nginx ]; then
+  install_debian nginx-light
+fi
 
 # Enough descriptors for the connection tests.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo test --locked --all-targets "$@"
+
+# The web client's end-to-end tests: headless Chromium (Debian's) driven by
+# playwright-core, against real nodes.
+if [ -f tests/web/package.json ] && [ "$#" -eq 0 ]; then
+  need chromium || install_debian chromium
+  need node || install_debian nodejs npm
+  cargo build --locked --bin huddle
+  export HUDDLE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/huddle"
+  (cd tests/web && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1)
+fi

@@ -120,7 +120,7 @@ impl App {
         };
         let stop = CancellationToken::new();
         let (store, redis, bus): (Arc<dyn Store>, Option<RedisStore>, Arc<dyn EventBus>) =
-            match &config.redis {
+            match &config.redis_url() {
                 None => {
                     tracing::info!("no --redis: using the in-memory engine (single node only)");
                     let store = Arc::new(MemoryStore::new(settings, sink.clone()));

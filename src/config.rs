@@ -26,6 +26,20 @@ pub enum Command {
     Serve(Box<Config>),
     /// Print a signed HS256 token for development.
     Token(TokenArgs),
+    /// Check a node's health endpoint: exit 0 on HTTP 200, 1 otherwise (for
+    /// container health checks; no curl needed).
+    Health(HealthArgs),
+}
+
+/// Arguments of `huddle health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The `http://` URL to GET.
+    #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+    pub url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Log output format.
@@ -48,6 +62,16 @@ pub struct Config {
     /// in-memory engine and must run alone.
     #[arg(long, env = "HUDDLE_REDIS")]
     pub redis: Option<String>,
+
+    /// Accepted from the server Huddle replaces: a Redis URL (or an Upstash
+    /// REST URL, `https://NAME.upstash.io`), used when `--redis` is not given.
+    #[arg(long, env = "UPSTASH_REDIS_URL", hide = true)]
+    pub upstash_redis_url: Option<String>,
+
+    /// Accepted from the server Huddle replaces: the password (token) for
+    /// `UPSTASH_REDIS_URL`.
+    #[arg(long, env = "UPSTASH_REDIS_TOKEN", hide = true, hide_env_values = true)]
+    pub upstash_redis_token: Option<String>,
 
     /// Node id, shown to clients and kept in `nodes`. Default: the host name.
     #[arg(long, env = "HUDDLE_NODE_ID")]
@@ -223,7 +247,13 @@ impl Config {
         if self.max_frame_bytes < 1024 {
             return Err("--max-frame-bytes must be at least 1024".into());
         }
-        if let Some(url) = &self.redis {
+        if self.redis.is_none()
+            && self.upstash_redis_token.is_some()
+            && self.upstash_redis_url.is_none()
+        {
+            return Err("UPSTASH_REDIS_TOKEN is set without UPSTASH_REDIS_URL".into());
+        }
+        if let Some(url) = &self.redis_url() {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(format!(
                     "--redis must be a redis:// or rediss:// URL, got {url:?}"
@@ -248,6 +278,17 @@ impl Config {
         Ok(())
     }
 
+    /// The Redis URL to use: `--redis`, else one built from
+    /// `UPSTASH_REDIS_URL` and `UPSTASH_REDIS_TOKEN`, else none (memory).
+    pub fn redis_url(&self) -> Option<String> {
+        if let Some(url) = &self.redis {
+            return Some(url.clone());
+        }
+        let url = self.upstash_redis_url.as_deref()?.trim();
+        let token = self.upstash_redis_token.as_deref().map(str::trim);
+        Some(upstash_to_redis(url, token))
+    }
+
     /// The node id: the flag, else the host name, else a random id.
     pub fn resolved_node_id(&self) -> String {
         if let Some(id) = &self.node_id {
@@ -260,6 +301,46 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
     }
+}
+
+/// Turns the old server's Upstash settings into a Redis URL: a REST URL
+/// (`https://HOST`) becomes `rediss://default:TOKEN@HOST:6379`; a Redis URL
+/// without a password gets the token as the `default` user's password.
+pub fn upstash_to_redis(url: &str, token: Option<&str>) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("https", rest)) => ("rediss", rest.trim_end_matches('/')),
+        Some(("http", rest)) => ("redis", rest.trim_end_matches('/')),
+        Some((scheme, rest)) => (scheme, rest),
+        None => ("rediss", url),
+    };
+    let host_has_port = |hostpart: &str| {
+        hostpart
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    };
+    let mut rest = rest.to_owned();
+    if (scheme == "rediss" || scheme == "redis") && url.starts_with("http") && !host_has_port(&rest)
+    {
+        rest.push_str(":6379");
+    }
+    match token {
+        Some(t) if !t.is_empty() && !rest.contains('@') => {
+            format!("{scheme}://default:{}@{rest}", percent_encode_userinfo(t))
+        }
+        _ => format!("{scheme}://{rest}"),
+    }
+}
+
+fn percent_encode_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Parses `30d`, `15m`, `5s`, `250ms`, `24h`; a bare number is seconds.
@@ -342,6 +423,40 @@ mod tests {
         assert_eq!(c.message_ttl, Duration::from_secs(2));
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn upstash_settings_become_a_redis_url() {
+        assert_eq!(
+            upstash_to_redis("https://eu1-cat.upstash.io", Some("AbC/1+")),
+            "rediss://default:AbC%2F1%2B@eu1-cat.upstash.io:6379"
+        );
+        assert_eq!(
+            upstash_to_redis("rediss://eu1-cat.upstash.io:6380", Some("t")),
+            "rediss://default:t@eu1-cat.upstash.io:6380"
+        );
+        assert_eq!(
+            upstash_to_redis("rediss://default:pw@host:6379", Some("t")),
+            "rediss://default:pw@host:6379"
+        );
+        assert_eq!(upstash_to_redis("redis://host:1", None), "redis://host:1");
+        let mut c = Config::defaults();
+        c.upstash_redis_url = Some("https://x.upstash.io".into());
+        c.upstash_redis_token = Some("tok".into());
+        assert_eq!(
+            c.redis_url().as_deref(),
+            Some("rediss://default:tok@x.upstash.io:6379")
+        );
+        assert_eq!(c.validate(), Ok(()));
+        c.redis = Some("redis://127.0.0.1:6379".into());
+        assert_eq!(
+            c.redis_url().as_deref(),
+            Some("redis://127.0.0.1:6379"),
+            "--redis wins"
+        );
+        let mut c = Config::defaults();
+        c.upstash_redis_token = Some("tok".into());
+        assert!(c.validate().is_err(), "a token without a URL");
     }
 
     #[test]

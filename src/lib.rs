@@ -27,6 +27,7 @@
 //! | [`model`] | users, rooms, messages, events |
 //! | [`error`] | error enums and their one mapping to protocol codes |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`health`] | `huddle health`, the container health check |
 
 pub mod app;
 pub mod bus;
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

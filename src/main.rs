@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use huddle::config::{Cli, Command, Config, TokenArgs};
+use huddle::config::{Cli, Command, Config, HealthArgs, TokenArgs};
 use huddle::service::sessions::{Claims, sign};
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Token(args) => token(&args),
+        Command::Health(args) => health(&args),
     }
 }
 
@@ -96,6 +97,30 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn health(args: &HealthArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("huddle: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(huddle::health::check(&args.url, args.timeout)) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("huddle: {} answered {status}", args.url);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("huddle: {}: {e}", args.url);
+            ExitCode::FAILURE
+        }
     }
 }
 

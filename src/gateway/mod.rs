@@ -37,6 +37,7 @@ use crate::error::{ApiError, ErrorCode};
 
 pub mod connection;
 pub mod hub;
+mod web;
 
 pub use hub::Hub;
 
@@ -214,7 +215,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Res
             );
             res
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        other => web::asset(other).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
 
