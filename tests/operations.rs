@@ -497,3 +497,60 @@ async fn idle_empty_rooms_are_closed() {
         .collect();
     assert_eq!(names, ["busy"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_errors_are_logged_once_with_the_correlation_id_the_client_sees() {
+    let redis = RedisServer::start().await;
+    let node = Node::start(Some(&redis.url()), "logs", &["--log-format", "json"]).await;
+    let mut ann = Client::connect(&node).await;
+    ann.hello("Ann").await;
+    let room = ann.create_room("corrupt", json!({})).await;
+    let rid = room["id"].as_str().expect("id").to_string();
+    let m = ann.send_message(&rid, "fine").await;
+    let mid = m["id"].as_str().expect("id").to_string();
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut r = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let () = r
+        .set(
+            format!("huddle:message:{{{rid}}}:{mid}"),
+            b"\x01garbage".as_slice(),
+        )
+        .await
+        .expect("corrupt a record");
+    let err = ann
+        .expect_err(json!({"type": "message.history", "room": rid}), "internal")
+        .await;
+    let message = err["message"].as_str().expect("message");
+    let correlation = message
+        .split("correlation id ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no correlation id in {message:?}"));
+    assert!(
+        !message.contains("garbage") && !message.contains("envelope"),
+        "no internals shown: {message}"
+    );
+    ann.ping().await;
+    // The log is JSON, one object per line, and names the same id once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = node.log_tail(400);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let hits: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.to_string().contains(correlation))
+        .collect();
+    assert_eq!(hits.len(), 1, "logged once: {hits:?}");
+    assert_eq!(hits[0]["level"], "ERROR", "{}", hits[0]);
+    assert!(
+        hits[0]["span"]["verb"] == "message.history"
+            || hits[0].to_string().contains("message.history"),
+        "the request span is in the line: {}",
+        hits[0]
+    );
+}
