@@ -29,6 +29,58 @@ pub enum Command {
     /// Check a node's health endpoint: exit 0 on HTTP 200, 1 otherwise (for
     /// container health checks; no curl needed).
     Health(HealthArgs),
+    /// Generate load against running nodes and report what they carried.
+    Bench(BenchArgs),
+}
+
+/// What `huddle bench` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Senders at a fixed aggregate rate; everyone measures latency.
+    Fanout,
+    /// Each sender keeps `--window` messages in flight.
+    Saturate,
+    /// Open `--connections` idle connections and hold them.
+    Connections,
+}
+
+/// Arguments of `huddle bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The load to generate.
+    #[arg(value_enum)]
+    pub mode: BenchMode,
+    /// WebSocket URL of a node (`ws://HOST:PORT/ws`); repeat for several.
+    #[arg(long, required = true)]
+    pub url: Vec<String>,
+    /// Rooms.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// Clients per room (senders included), spread over the URLs.
+    #[arg(long, default_value_t = 20)]
+    pub clients: usize,
+    /// Senders per room.
+    #[arg(long, default_value_t = 2)]
+    pub senders: usize,
+    /// Messages per second, all senders together (`fanout`).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Messages in flight per sender (`saturate`).
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Connections to open (`connections`).
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Length of the measured run (or of holding connections).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Sending before latency is recorded.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// PIDs of the server processes (nodes, Redis) whose CPU and memory to
+    /// report; repeat for several.
+    #[arg(long)]
+    pub server_pid: Vec<u32>,
 }
 
 /// Arguments of `huddle health`.

@@ -28,6 +28,7 @@
 //! | [`error`] | error enums and their one mapping to protocol codes |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`health`] | `huddle health`, the container health check |
+//! | [`loadgen`] | `huddle bench`, the load generator |
 
 pub mod app;
 pub mod bus;
@@ -36,6 +37,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use huddle::config::{Cli, Command, Config, HealthArgs, TokenArgs};
+use huddle::config::{BenchArgs, Cli, Command, Config, HealthArgs, TokenArgs};
 use huddle::service::sessions::{Claims, sign};
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Serve(config) => serve(*config),
         Command::Token(args) => token(&args),
         Command::Health(args) => health(&args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -97,6 +98,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("huddle: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(huddle::loadgen::run(args)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("huddle bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

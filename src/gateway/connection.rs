@@ -921,9 +921,14 @@ async fn write_loop(
             }
             out(kind);
         }
-        if rx.is_empty() && flush(&mut sink, &kill).await.is_err() {
-            kill.kill(0);
-            return;
+        if rx.is_empty() {
+            // Give the producers one more turn first: what they queue
+            // meanwhile goes out in the same write.
+            tokio::task::yield_now().await;
+            if rx.is_empty() && flush(&mut sink, &kill).await.is_err() {
+                kill.kill(0);
+                return;
+            }
         }
     };
     if code != 0 {

@@ -22,6 +22,7 @@ use crate::model::{Event, Message, Room, User};
 pub mod breaker;
 pub mod keys;
 pub mod memory;
+pub mod pool;
 pub mod redis;
 pub mod retry;
 

@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::pool::RedisManager;
 use async_trait::async_trait;
 use bb8::{Pool, PooledConnection};
-use bb8_redis::RedisConnectionManager;
 use redis::{AsyncCommands, RedisError, Script, Value};
 
 use super::breaker::{Breaker, BreakerState};
@@ -246,7 +246,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    pool: Pool<RedisConnectionManager>,
+    pool: Pool<RedisManager>,
     keys: Keys,
     settings: StoreSettings,
     timeout: Duration,
@@ -258,7 +258,7 @@ struct Inner {
     clock_offset_ms: AtomicI64,
 }
 
-type Conn<'a> = PooledConnection<'a, RedisConnectionManager>;
+type Conn<'a> = PooledConnection<'a, RedisManager>;
 
 /// Consecutive failed round trips that open the breaker.
 const BREAKER_THRESHOLD: u32 = 5;
@@ -285,10 +285,13 @@ impl RedisStore {
         settings: StoreSettings,
         metrics: Arc<Metrics>,
     ) -> Result<RedisStore, StoreError> {
-        let manager = RedisConnectionManager::new(url).map_err(unavailable)?;
+        let manager = RedisManager::new(url).map_err(unavailable)?;
+        // No PING on checkout: broken connections are found by their own
+        // failed commands (see `pool`).
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
+            .test_on_check_out(false)
             .connection_timeout(timeout)
             .build_unchecked(manager);
         Ok(RedisStore {
@@ -342,6 +345,42 @@ impl RedisStore {
         now_ms() as i64
             + self.inner.clock_offset_ms.load(Ordering::Relaxed)
             + (self.inner.timeout.as_millis() / 2) as i64
+    }
+
+    /// Decides a send whose answer was lost (timeout, dropped connection):
+    /// once Redis's clock is past the script's deadline the script can no
+    /// longer run, so whether the message exists is the final answer. Only
+    /// when Redis cannot be asked does the send stay ambiguous (the client's
+    /// `client_msg_id` retry then settles it).
+    async fn settle(
+        &self,
+        message: &Message,
+        deadline: i64,
+        reason: String,
+    ) -> StoreResult<AppendOutcome> {
+        let offset = self.inner.clock_offset_ms.load(Ordering::Relaxed);
+        let past = deadline - offset + 20 - now_ms() as i64;
+        if past > 0 {
+            tokio::time::sleep(Duration::from_millis(past as u64)).await;
+        }
+        // A short look: a Redis that does not answer now will not settle it.
+        let look = tokio::time::timeout(
+            self.inner.timeout / 2,
+            MessageStore::message(self, &message.room, &message.id),
+        )
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("settling timed out".into())));
+        match look {
+            Ok(Some(stored)) => {
+                tracing::info!(message = %message.id, "a send whose answer was lost was applied");
+                Ok(AppendOutcome::Appended(stored.message))
+            }
+            Ok(None) => Err(StoreError::Unavailable(reason)),
+            Err(e) => {
+                tracing::warn!(message = %message.id, error = %e, "cannot tell whether a send was applied");
+                Err(StoreError::Unavailable(reason))
+            }
+        }
     }
 
     /// Measures the offset between the Redis clock and ours.
@@ -846,6 +885,7 @@ impl MessageStore for RedisStore {
         let mut c = self.conn().await?;
         loop {
             let now = now_ms();
+            let deadline = self.deadline();
             let mut inv = self.inner.scripts.send.prepare_invoke();
             inv.key(k.room(room))
                 .key(k.room_members(room))
@@ -862,7 +902,7 @@ impl MessageStore for RedisStore {
                 .arg(k.channel(room))
                 .arg(mode)
                 .arg(self.inner.settings.dedupe_ttl.as_millis() as u64)
-                .arg(self.deadline());
+                .arg(deadline);
             // Bump the room in `active_rooms` in the same round trip (the
             // multiplexed connection pipelines both); `XX GT` only moves an
             // existing room forward, so a refused send leaves no trace.
@@ -873,10 +913,20 @@ impl MessageStore for RedisStore {
                 .arg(now)
                 .arg(room);
             let mut c2 = (*c).clone();
-            let (reply, ()) = tokio::try_join!(
+            let (sent, bumped) = tokio::join!(
                 self.timed("message_send", inv.invoke_async::<Value>(&mut *c)),
                 self.timed("active_rooms", bump.query_async::<()>(&mut c2)),
-            )?;
+            );
+            let reply = match sent {
+                Ok(reply) => reply,
+                Err(StoreError::Unavailable(reason)) => {
+                    return self.settle(message, deadline, reason).await;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = bumped {
+                tracing::debug!(room, error = %e, "could not bump active_rooms");
+            }
             let (st, data) = status(reply)?;
             return match st.as_str() {
                 "no_room" => Ok(AppendOutcome::NoRoom),

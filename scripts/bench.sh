@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs `huddle bench` against a fresh local setup: one redis-server, N nodes
+# (release build), all on loopback, then stops what it started.
+#
+#   scripts/bench.sh fanout   [huddle bench flags…]
+#   scripts/bench.sh saturate [flags…]
+#   scripts/bench.sh connections --connections 19000 [flags…]
+#
+# NODES (default 2) sets how many nodes; NODE_FLAGS adds flags to each node.
+# The server PIDs (nodes and Redis) are passed to the bench, which reports
+# their CPU time and memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:?usage: scripts/bench.sh fanout|saturate|connections [flags]}
+shift
+nodes=${NODES:-2}
+bin=${HUDDLE_BIN:-target/release/huddle}
+[ -x "$bin" ] || cargo build --release --locked
+state=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$state" \
+  --logfile "$state/redis.log" &
+pids+=($!)
+redis_pid=$!
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+urls=()
+server_pids=(--server-pid "$redis_pid")
+for i in $(seq "$nodes"); do
+  # shellcheck disable=SC2086
+  "$bin" serve --bind 127.0.0.1:0 --redis "redis://127.0.0.1:$port" --node-id "bench-$i" \
+    --rate-limit 100000 --rate-burst 200000 --max-connections 100000 ${NODE_FLAGS:-} \
+    >"$state/node-$i.out" 2>"$state/node-$i.err" &
+  pids+=($!)
+  server_pids+=(--server-pid "$!")
+  for _ in $(seq 100); do grep -q "listening on" "$state/node-$i.out" 2>/dev/null && break; sleep 0.05; done
+  addr=$(sed -n 's/^listening on //p' "$state/node-$i.out")
+  urls+=(--url "ws://$addr/ws")
+done
+"$bin" bench "$mode" "${urls[@]}" "${server_pids[@]}" "$@"
