@@ -554,3 +554,25 @@ async fn internal_errors_are_logged_once_with_the_correlation_id_the_client_sees
         hits[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_without_redis_and_becomes_ready_when_it_comes() {
+    let mut redis = RedisServer::start().await;
+    redis.kill();
+    // Kubernetes may start the pods before Redis: start, but not ready.
+    let node = Node::start(Some(&redis.url()), "early", &[]).await;
+    let (status, body) = node.http_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(node.http_get("/healthz").await.0, 200, "alive all the same");
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.http_get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "ready once Redis answers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = Client::connect(&node).await;
+    c.hello("late").await;
+    let room = c.create_room("late", json!({})).await;
+    c.send_message(room["id"].as_str().expect("id"), "works")
+        .await;
+}

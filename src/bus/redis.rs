@@ -43,7 +43,9 @@ enum Command {
 /// The Redis engine of the bus.
 pub struct RedisBus {
     commands: mpsc::Sender<Command>,
-    publisher: ConnectionManager,
+    /// Made on first use, so a node starts (not ready) while Redis is down.
+    publisher: tokio::sync::OnceCell<ConnectionManager>,
+    client: redis::Client,
     keys: Keys,
     timeout: Duration,
     healthy: Arc<AtomicBool>,
@@ -79,18 +81,10 @@ impl RedisBus {
         stop: CancellationToken,
     ) -> StoreResult<RedisBus> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let publisher = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
         let healthy = Arc::new(AtomicBool::new(false));
         let (commands, rx) = mpsc::channel(1024);
         let subscriber = Subscriber {
-            client,
+            client: client.clone(),
             keys: keys.clone(),
             timeout,
             sink,
@@ -102,7 +96,8 @@ impl RedisBus {
         tokio::spawn(subscriber.run(rx, stop));
         Ok(RedisBus {
             commands,
-            publisher,
+            publisher: tokio::sync::OnceCell::new(),
+            client,
             keys,
             timeout,
             healthy,
@@ -114,7 +109,23 @@ impl RedisBus {
 impl EventBus for RedisBus {
     async fn publish(&self, room: &str, event: &Event) -> StoreResult<()> {
         let payload = codec::encode(0, event, now_us());
-        let mut conn = self.publisher.clone();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2);
+        let mut conn = self
+            .publisher
+            .get_or_try_init(|| async {
+                tokio::time::timeout(
+                    self.timeout,
+                    self.client.get_connection_manager_with_config(config),
+                )
+                .await
+                .map_err(|_| unavailable("publisher connect timed out"))?
+                .map_err(unavailable)
+            })
+            .await?
+            .clone();
         let channel = self.keys.channel(room);
         match tokio::time::timeout(
             self.timeout,
