@@ -34,7 +34,9 @@ redis_pid=$!
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 urls=()
-server_pids=(--server-pid "$redis_pid")
+# CPU counts Redis too; memory per connection counts the nodes only.
+server_pids=()
+[ "$mode" = connections ] || server_pids=(--server-pid "$redis_pid")
 for i in $(seq "$nodes"); do
   # shellcheck disable=SC2086
   "$bin" serve --bind 127.0.0.1:0 --redis "redis://127.0.0.1:$port" --node-id "bench-$i" \

@@ -252,7 +252,7 @@ impl Connection {
                 WsMessage::Text(text) => self.on_text(&text).await,
                 WsMessage::Binary(_) => {
                     self.count_in("binary");
-                    match self.admit() {
+                    match self.admit(None) {
                         Err(flow) => flow,
                         Ok(()) => {
                             self.fail(
@@ -283,8 +283,10 @@ impl Connection {
             .inc();
     }
 
-    /// Applies the rate limit to one frame.
-    fn admit(&mut self) -> Result<(), Flow> {
+    /// Applies the rate limit to one frame. A refused frame gets exactly
+    /// one answer: a `rate_limited` reply to its id, or an `error` frame
+    /// when it has none.
+    fn admit(&mut self, id: Option<&RequestId>) -> Result<(), Flow> {
         let abusive = self.abuse.record(Instant::now());
         if abusive {
             tracing::info!("closing a connection that keeps flooding");
@@ -298,14 +300,10 @@ impl Connection {
                 self.app.metrics().rate_limited.inc();
                 let mut err = ApiError::new(ErrorCode::RateLimited, "too many requests; slow down");
                 err.retry_after_ms = Some((wait.as_millis() as u64).max(1));
-                Err(self.fail_flow(None, err))
+                self.fail(id, err);
+                Err(Flow::Continue)
             }
         }
-    }
-
-    fn fail_flow(&mut self, id: Option<&RequestId>, err: ApiError) -> Flow {
-        self.fail(id, err);
-        Flow::Continue
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
@@ -313,7 +311,7 @@ impl Connection {
             Ok(frame) => frame,
             Err(bad) => {
                 self.count_in("invalid");
-                if let Err(flow) = self.admit() {
+                if let Err(flow) = self.admit(bad.id.as_ref()) {
                     return flow;
                 }
                 self.fail(bad.id.as_ref(), bad.error);
@@ -321,21 +319,7 @@ impl Connection {
             }
         };
         self.count_in(frame.request.verb());
-        if let Err(flow) = self.admit() {
-            // The limiter's reply has no id; answer the request's id too so
-            // a client waiting on it is not left hanging.
-            if let (Flow::Continue, Some(id)) = (&flow, frame.id.as_ref()) {
-                let mut err = ApiError::new(ErrorCode::RateLimited, "too many requests; slow down");
-                err.retry_after_ms = Some(
-                    self.limiter
-                        .check()
-                        .err()
-                        .map(|n| n.wait_time_from(DefaultClock::default().now()).as_millis() as u64)
-                        .unwrap_or(1)
-                        .max(1),
-                );
-                self.fail(Some(id), err);
-            }
+        if let Err(flow) = self.admit(frame.id.as_ref()) {
             return flow;
         }
         let verb = frame.request.verb();
@@ -344,10 +328,13 @@ impl Connection {
             verb,
             id = frame.id.as_ref().map(|n| n.to_string())
         );
-        let outcome = self
-            .dispatch(frame.id.as_ref(), frame.request)
-            .instrument(span)
-            .await;
+        // Boxed: the request's state lives on the heap only while it runs,
+        // so an idle connection's task stays small.
+        let outcome = Box::pin(
+            self.dispatch(frame.id.as_ref(), frame.request)
+                .instrument(span),
+        )
+        .await;
         match outcome {
             Ok(Some(reply)) => {
                 if let Some(id) = &frame.id {

@@ -1,0 +1,1098 @@
+/**
+ * huddle-client.js: a small, dependency-free client for the Huddle chat
+ * protocol, version 1 (see docs/protocol.md and docs/web-client.md).
+ *
+ * It owns everything between "a WebSocket URL" and "a stream of in-order
+ * room events", so a front end only renders:
+ *
+ * - the connection and the `hello` handshake (guest name or JWT);
+ * - requests and replies matched by `id`, each with a timeout;
+ * - event subscription (`client.on("message", …)` and friends);
+ * - per-room tracking of the last durable `seq`: duplicates are dropped, a
+ *   gap triggers `room.join` with `since`, and `complete: false` triggers a
+ *   `message.history` reload (emitted as `reset`);
+ * - reconnection with jittered exponential backoff (at once after close
+ *   1012, "service restart"), resuming every joined room with `since`;
+ * - `rate_limited`: waits `retry_after_ms`, then retries (bounded);
+ * - close 4001 (bad token): stops and reports `auth_failed`;
+ * - close 1009 / 1013 / 4008: reported as an `error`, then reconnects
+ *   (after a cool-down for 4008).
+ *
+ * It is an ES module with no dependencies and no DOM access: it needs only a
+ * WebSocket constructor (the browser's, or any object with the same
+ * interface passed as `options.WebSocket`), timers, `JSON` and
+ * `TextEncoder`.
+ *
+ * @module huddle-client
+ */
+
+/** Close codes the server uses (docs/protocol.md, "Connections"). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  /** The connection dropped without a close frame (browser-side code). */
+  ABNORMAL: 1006,
+  TOO_BIG: 1009,
+  RESTART: 1012,
+  TRY_AGAIN_LATER: 1013,
+  BAD_TOKEN: 4001,
+  ABUSE: 4008,
+});
+
+/**
+ * Connection states, in the order a healthy client goes through them.
+ * `online` means: `hello` answered and every tracked room resumed.
+ * @typedef {"idle"|"connecting"|"online"|"reconnecting"|"stopped"} ConnectionState
+ */
+
+/**
+ * @typedef {object} User
+ * @property {string} id
+ * @property {string} name
+ * @property {string|null} image
+ */
+
+/**
+ * @typedef {object} Room
+ * @property {string} id
+ * @property {string} code
+ * @property {string} name
+ * @property {string} created_by
+ * @property {number} created_at
+ * @property {number} max_participants
+ * @property {boolean} private
+ * @property {number} participant_count
+ * @property {number} last_seq
+ */
+
+/**
+ * @typedef {object} Attachment
+ * @property {string} url  http(s) URL
+ * @property {string} [name]
+ * @property {number|null} [size]
+ * @property {string|null} [mime]
+ */
+
+/**
+ * @typedef {object} Message
+ * @property {string} id
+ * @property {string} room
+ * @property {number} seq   creation seq (an edit keeps it)
+ * @property {User} user
+ * @property {"text"|"image"|"file"|"system"} kind
+ * @property {string} content
+ * @property {Attachment|null} attachment
+ * @property {number} created_at
+ * @property {number|null} edited_at
+ * @property {boolean} deleted
+ */
+
+/**
+ * An error reply, or a failure of the client itself.
+ *
+ * `code` is one of the protocol's codes (`bad_request`, `unauthorized`,
+ * `forbidden`, `not_found`, `conflict`, `rate_limited`, `too_large`,
+ * `unavailable`, `internal`) or one of the client's own:
+ * `timeout` (no reply in time), `disconnected` (the connection dropped
+ * before the reply and the request is not safe to repeat), `offline` (no
+ * connection came up in time), `stopped` (`close()` was called),
+ * `auth_failed`, `slow_consumer` (close 1013), `abuse` (close 4008).
+ */
+export class HuddleError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {{retryAfterMs?: number, closeCode?: number}} [extra]
+   */
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = 'HuddleError';
+    /** @type {string} */
+    this.code = code;
+    /** @type {number|undefined} for `rate_limited` */
+    this.retryAfterMs = extra.retryAfterMs;
+    /** @type {number|undefined} for errors caused by a close */
+    this.closeCode = extra.closeCode;
+  }
+}
+
+/** Verbs that must not be sent again after a dropped connection. */
+const UNSAFE_TO_REPEAT = new Set(['room.create']);
+
+const DEFAULTS = Object.freeze({
+  requestTimeoutMs: 10_000,
+  queueTimeoutMs: 20_000,
+  sendQueueTimeoutMs: 120_000,
+  connectTimeoutMs: 10_000,
+  heartbeatMs: 30_000,
+  backoffInitialMs: 500,
+  backoffMaxMs: 15_000,
+  backoffFactor: 2,
+  abuseCooldownMs: 30_000,
+  maxRateRetries: 6,
+  maxRetryAfterMs: 60_000,
+  maxFrameBytes: 65_536,
+  historyReloadLimit: 50,
+});
+
+/**
+ * @typedef {object} HuddleClientOptions
+ * @property {string} url  WebSocket URL, e.g. `ws://localhost:8080/ws`
+ *   (see {@link defaultUrl}).
+ * @property {string} [name]   guest name (1–64 characters; guest mode)
+ * @property {string} [image]  avatar URL (http(s))
+ * @property {string} [token]  JWT (when the server requires one)
+ * @property {any} [WebSocket] WebSocket constructor; defaults to
+ *   `globalThis.WebSocket`.
+ * @property {number} [requestTimeoutMs=10000] wait for one reply
+ * @property {number} [queueTimeoutMs=20000] how long a request made while
+ *   offline waits for the connection before failing with `offline`
+ * @property {number} [sendQueueTimeoutMs=120000] the same for `sendMessage`
+ * @property {number} [connectTimeoutMs=10000] WebSocket opening handshake
+ * @property {number} [heartbeatMs=30000] after this long without a frame from
+ *   the server, send a `ping`; no answer within `requestTimeoutMs` drops the
+ *   connection and reconnects. 0 disables.
+ * @property {number} [backoffInitialMs=500]
+ * @property {number} [backoffMaxMs=15000]
+ * @property {number} [backoffFactor=2]
+ * @property {number} [abuseCooldownMs=30000] minimum wait after close 4008
+ * @property {number} [maxRateRetries=6] `rate_limited` retries per request
+ * @property {number} [maxFrameBytes=65536] larger requests fail locally with
+ *   `too_large` instead of getting the connection closed (1009)
+ * @property {number} [historyReloadLimit=50] messages loaded by a `reset`
+ * @property {() => number} [random] for tests
+ */
+
+/**
+ * The default WebSocket URL for a page served by a Huddle node: the page's
+ * own host, `wss:` under https. `?server=ws://host:port/ws` in the page URL
+ * overrides it (development against another node; that node must list the
+ * page's origin in `--allowed-origins`).
+ * @param {{protocol: string, host: string, search?: string}} loc `location`
+ * @returns {string}
+ */
+export function defaultUrl(loc) {
+  const override = new URLSearchParams(loc.search || '').get('server');
+  if (override && /^wss?:\/\//i.test(override)) return override;
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/ws`;
+}
+
+/** A random id for `client_msg_id` (≤ 64 characters). */
+function randomId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * Per-room tracking state.
+ * @typedef {object} TrackedRoom
+ * @property {string} id
+ * @property {Room} info        latest room object seen
+ * @property {number} lastSeq   last durable seq delivered
+ * @property {any[]|null} buffer events held while a join/resync is in flight
+ * @property {boolean} resyncing
+ * @property {number} resyncFailures
+ * @property {Message[]} recent the latest created messages (to recognise a
+ *   send whose reply was lost with the connection)
+ */
+
+/**
+ * A Huddle connection that survives reconnects.
+ *
+ * Events (subscribe with {@link HuddleClient#on}):
+ * - `state` `{state, attempt, delayMs?, closeCode?, reason?}`
+ * - `session` `{user, session, node, server_time, resumed}` after each hello
+ * - `message` `{room, seq, event, message, replayed}`: `event` is
+ *   `message.created`, `message.updated` or `message.deleted`; delivered once
+ *   per seq, in seq order per room
+ * - `participant` `{room, event, user}` (`participant.joined` / `.left`)
+ * - `typing` `{room, user, active}`
+ * - `room` `{room}`: a room object changed (`room.updated`, a join or resume)
+ * - `resumed` `{room, participants, complete}` after a room was resumed
+ * - `reset` `{room, messages, has_more}`: the gap could not be filled
+ *   (`complete: false`); replace the room's messages with these
+ * - `room_lost` `{room, error}`: a tracked room could not be resumed
+ * - `auth_failed` `{error}`: the token or name was refused; the client stopped
+ * - `error` `HuddleError`: an `error` frame or a connection-level problem
+ */
+export class HuddleClient {
+  /** @param {HuddleClientOptions} options */
+  constructor(options) {
+    if (!options || typeof options.url !== 'string') {
+      throw new TypeError('HuddleClient: options.url is required');
+    }
+    this.options = { ...DEFAULTS, ...options };
+    this._WS = options.WebSocket || globalThis.WebSocket;
+    if (typeof this._WS !== 'function') {
+      throw new TypeError('HuddleClient: no WebSocket constructor (pass options.WebSocket)');
+    }
+    this._random = options.random || Math.random;
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+    /** @type {ConnectionState} */
+    this.state = 'idle';
+    /** @type {User|null} the current session's user */
+    this.user = null;
+    /** @type {string|null} the current session (connection) id */
+    this.session = null;
+    /** @type {string|null} the node that answered the current hello */
+    this.node = null;
+    /** server clock minus local clock, ms (from the hello reply) */
+    this.clockOffsetMs = 0;
+    /** @type {Map<string, TrackedRoom>} */
+    this._rooms = new Map();
+    this._ws = null;
+    this._gen = 0; // increments per socket; stale callbacks compare it
+    this._nextId = 1;
+    /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
+    this._pending = new Map();
+    this._attempt = 0;
+    this._stopped = true;
+    this._timers = new Set();
+    this._reconnectTimer = null;
+    this._heartbeatTimer = null;
+    this._lastFrameAt = 0;
+    this._rateGateUntil = 0;
+    /** @type {Set<{resolve: Function, reject: Function, timer: any}>} */
+    this._onlineWaiters = new Set();
+    /** @type {Map<string, Promise<any>>} per-room chain keeping sends in order */
+    this._sendChains = new Map();
+    this._connectPromise = null;
+    this._everOnline = false;
+    this._socketOpened = false;
+    /** joins/creates in flight, and the message events of unknown rooms meanwhile */
+    this._joining = 0;
+    this._orphans = [];
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /**
+   * Subscribes to an event. Returns a function that unsubscribes.
+   * @param {string} type
+   * @param {(payload: any) => void} fn
+   * @returns {() => void}
+   */
+  on(type, fn) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+
+  /** @param {string} type @param {Function} fn */
+  off(type, fn) {
+    this._listeners.get(type)?.delete(fn);
+  }
+
+  /** @private */
+  _emit(type, payload) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(payload);
+      } catch (e) {
+        // A listener's bug must not break the protocol loop; surface it.
+        setTimeout(() => { throw e; }, 0);
+      }
+    }
+  }
+
+  /** @private */
+  _setState(state, extra = {}) {
+    this.state = state;
+    this._emit('state', { state, attempt: this._attempt, ...extra });
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /**
+   * Connects (and keeps reconnecting until {@link HuddleClient#close}).
+   * Resolves with the first session (`hello` reply data); rejects with an
+   * `auth_failed` error when the server refuses the token or name, or with
+   * `stopped` if closed first. Later reconnects are reported by events.
+   * @returns {Promise<{user: User, session: string, node: string, server_time: number}>}
+   */
+  connect() {
+    if (this._connectPromise && !this._stopped) return this._connectPromise;
+    this._stopped = false;
+    this._everOnline = false;
+    this._connectPromise = new Promise((resolve, reject) => {
+      this._firstSession = { resolve, reject };
+    });
+    this._connectPromise.catch(() => {}); // avoid unhandled rejections if unused
+    this._open();
+    return this._connectPromise;
+  }
+
+  /**
+   * Closes the connection for good: pending and queued requests fail with
+   * `stopped`; no reconnect.
+   */
+  close() {
+    this._stopped = true;
+    this._clearReconnect();
+    const err = new HuddleError('stopped', 'the client was closed');
+    this._dropSocket(CloseCode.NORMAL, 'client closed', { final: true });
+    for (const w of this._onlineWaiters) { clearTimeout(w.timer); w.reject(err); }
+    this._onlineWaiters.clear();
+    if (this._firstSession) { this._firstSession.reject(err); this._firstSession = null; }
+    if (this.state !== 'stopped') this._setState('stopped', { reason: 'closed' });
+  }
+
+  /**
+   * Drops the current connection attempt or backoff wait and connects now
+   * (e.g. when the browser reports it is back online).
+   */
+  reconnectNow() {
+    if (this._stopped) return;
+    if (this.state === 'online') return;
+    this._clearReconnect();
+    this._dropSocket(CloseCode.NORMAL, 'reconnect now', { final: true });
+    this._open();
+  }
+
+  /**
+   * Checks that the connection still answers (e.g. when a tab becomes
+   * visible again after the laptop slept): a `ping` with a short timeout;
+   * no answer drops the connection and reconnects. While waiting to
+   * reconnect, skips the wait. Resolves whether the connection was alive.
+   * @param {number} [timeoutMs=5000]
+   * @returns {Promise<boolean>}
+   */
+  async checkConnection(timeoutMs = 5000) {
+    if (this._stopped) return false;
+    if (this.state === 'reconnecting') { this.reconnectNow(); return false; }
+    if (this.state !== 'online') return false;
+    const gen = this._gen;
+    try {
+      await this._exchange('ping', {}, timeoutMs);
+      return true;
+    } catch (e) {
+      if (gen === this._gen && e.code === 'timeout') this._dropSocket(CloseCode.ABNORMAL, 'no answer to ping');
+      return false;
+    }
+  }
+
+  /**
+   * Resolves when the client is online (hello answered, rooms resumed).
+   * @param {number} [timeoutMs]
+   * @returns {Promise<void>}
+   */
+  whenOnline(timeoutMs = this.options.queueTimeoutMs) {
+    if (this.state === 'online') return Promise.resolve();
+    if (this._stopped) return Promise.reject(new HuddleError('stopped', 'the client is not connected'));
+    return new Promise((resolve, reject) => {
+      const w = { resolve, reject, timer: null };
+      w.timer = setTimeout(() => {
+        this._onlineWaiters.delete(w);
+        reject(new HuddleError('offline', 'no connection to the server'));
+      }, Math.max(0, timeoutMs));
+      this._onlineWaiters.add(w);
+    });
+  }
+
+  /** @private */
+  _open() {
+    this._clearReconnect();
+    const gen = ++this._gen;
+    this._setState('connecting');
+    let ws;
+    try {
+      ws = new this._WS(this.options.url);
+    } catch (e) {
+      this._handleClose(gen, CloseCode.ABNORMAL, String(e && e.message || e));
+      return;
+    }
+    this._ws = ws;
+    const connectTimer = setTimeout(() => {
+      if (gen === this._gen && ws.readyState !== 1) {
+        this._dropSocket(CloseCode.ABNORMAL, 'connect timeout');
+      }
+    }, this.options.connectTimeoutMs);
+    ws.onopen = () => {
+      clearTimeout(connectTimer);
+      if (gen !== this._gen) return;
+      this._socketOpened = true;
+      this._lastFrameAt = Date.now();
+      this._handshake(gen);
+    };
+    ws.onmessage = (ev) => {
+      if (gen !== this._gen) return;
+      this._lastFrameAt = Date.now();
+      this._onFrame(ev.data);
+    };
+    ws.onclose = (ev) => {
+      clearTimeout(connectTimer);
+      this._handleClose(gen, ev.code || CloseCode.ABNORMAL, ev.reason || '');
+    };
+    ws.onerror = () => { /* a close event follows */ };
+  }
+
+  /**
+   * Forgets the current socket at once (its late events are ignored) and
+   * runs the close logic; `final` skips the reconnect logic.
+   * @private
+   */
+  _dropSocket(code, reason, { final = false } = {}) {
+    const ws = this._ws;
+    const gen = this._gen;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(code === CloseCode.NORMAL ? 1000 : 4000, reason.slice(0, 100)); } catch { /* already closed */ }
+    }
+    if (final) {
+      this._gen++;
+      this._forgetConnection(new HuddleError(this._stopped ? 'stopped' : 'disconnected', reason));
+      return;
+    }
+    this._handleClose(gen, code, reason);
+  }
+
+  /** Per-connection state goes with the connection. @private */
+  _forgetConnection(err) {
+    this._ws = null;
+    this._socketOpened = false;
+    this._stopHeartbeat();
+    this._failPending(err);
+    for (const room of this._rooms.values()) { room.resyncing = false; room.buffer = null; }
+  }
+
+  /** @private */
+  _failPending(err) {
+    for (const [, p] of this._pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this._pending.clear();
+  }
+
+  /** @private */
+  _handleClose(gen, code, reason) {
+    if (gen !== this._gen) return;
+    this._gen++;
+    const opened = this._socketOpened;
+    this._forgetConnection(new HuddleError('disconnected', `connection closed (${code})`, { closeCode: code }));
+    if (this._stopped) return;
+
+    if (code === CloseCode.BAD_TOKEN) {
+      this._authFailed(new HuddleError('auth_failed', reason || 'the server refused the token', { closeCode: code }));
+      return;
+    }
+    let delay;
+    if (code === CloseCode.RESTART && opened) {
+      // The node is shutting down on purpose: the load balancer already
+      // routes new connections elsewhere, so go now.
+      delay = 0;
+      this._attempt = 0;
+    } else {
+      delay = this._backoff(this._attempt);
+      this._attempt++;
+    }
+    if (code === CloseCode.ABUSE) {
+      this._emit('error', new HuddleError('abuse', 'closed for sending too fast (4008)', { closeCode: code }));
+      delay = Math.max(delay, this.options.abuseCooldownMs);
+    } else if (code === CloseCode.TOO_BIG) {
+      this._emit('error', new HuddleError('too_large', 'a frame was too large (1009)', { closeCode: code }));
+    } else if (code === CloseCode.TRY_AGAIN_LATER) {
+      this._emit('error', new HuddleError('slow_consumer', 'the server dropped a slow connection (1013)', { closeCode: code }));
+    }
+    this._setState('reconnecting', { delayMs: delay, closeCode: code, reason });
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      if (!this._stopped) this._open();
+    }, delay);
+  }
+
+  /** Jittered exponential backoff ("equal jitter"). @private */
+  _backoff(attempt) {
+    const { backoffInitialMs, backoffMaxMs, backoffFactor } = this.options;
+    const cap = Math.min(backoffMaxMs, backoffInitialMs * backoffFactor ** Math.min(attempt, 30));
+    return Math.round(cap / 2 + this._random() * cap / 2);
+  }
+
+  /** @private */
+  _clearReconnect() {
+    if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = null;
+  }
+
+  /** @private */
+  _authFailed(err) {
+    this._stopped = true;
+    this._clearReconnect();
+    this._setState('stopped', { reason: err.message, closeCode: err.closeCode });
+    this._emit('auth_failed', { error: err });
+    for (const w of this._onlineWaiters) { clearTimeout(w.timer); w.reject(err); }
+    this._onlineWaiters.clear();
+    if (this._firstSession) { this._firstSession.reject(err); this._firstSession = null; }
+  }
+
+  /** hello, then resume every tracked room. @private */
+  async _handshake(gen) {
+    const o = this.options;
+    const hello = {};
+    if (o.token) hello.token = o.token;
+    if (o.name) hello.name = o.name;
+    if (o.image) hello.image = o.image;
+    let data;
+    try {
+      data = await this._exchange('hello', hello, o.requestTimeoutMs);
+    } catch (e) {
+      if (gen !== this._gen) return;
+      if (['unauthorized', 'bad_request', 'too_large'].includes(e.code)) {
+        this._authFailed(new HuddleError('auth_failed', e.message));
+        this._dropSocket(CloseCode.NORMAL, 'auth failed', { final: true });
+      } else if (e.code !== 'disconnected') {
+        // rate_limited, unavailable, timeout, internal…: try again later.
+        this._dropSocket(CloseCode.ABNORMAL, `hello failed: ${e.code}`);
+      }
+      return; // 'disconnected': the close handler already runs
+    }
+    if (gen !== this._gen) return;
+    const previousUser = this.user;
+    this.user = data.user;
+    this.session = data.session;
+    this.node = data.node;
+    if (typeof data.server_time === 'number') this.clockOffsetMs = data.server_time - Date.now();
+    this._emit('session', { ...data, resumed: this._everOnline, previousUser });
+
+    const failed = [];
+    for (const room of [...this._rooms.values()]) {
+      if (gen !== this._gen) return;
+      if (!(await this._resume(room, gen))) failed.push(room);
+    }
+    if (gen !== this._gen) return;
+    for (const room of failed) if (this._rooms.has(room.id)) setTimeout(() => this._resync(room), this._backoff(1));
+    this._attempt = 0;
+    this._everOnline = true;
+    this._setState('online', { node: this.node });
+    this._startHeartbeat(gen);
+    const waiters = [...this._onlineWaiters];
+    this._onlineWaiters.clear();
+    for (const w of waiters) { clearTimeout(w.timer); w.resolve(); }
+    if (this._firstSession) { this._firstSession.resolve(data); this._firstSession = null; }
+  }
+
+  /** @private */
+  _startHeartbeat(gen) {
+    this._stopHeartbeat();
+    const every = this.options.heartbeatMs;
+    if (!every) return;
+    this._heartbeatTimer = setInterval(async () => {
+      if (gen !== this._gen || this.state !== 'online') return;
+      if (Date.now() - this._lastFrameAt < every) return;
+      try {
+        await this._exchange('ping', {}, this.options.requestTimeoutMs);
+      } catch (e) {
+        if (gen === this._gen && e.code === 'timeout') {
+          this._dropSocket(CloseCode.ABNORMAL, 'no answer to ping');
+        }
+      }
+    }, Math.max(1000, Math.floor(every / 3)));
+  }
+
+  /** @private */
+  _stopHeartbeat() {
+    if (this._heartbeatTimer) clearInterval(this._heartbeatTimer);
+    this._heartbeatTimer = null;
+  }
+
+  // --------------------------------------------------------------- frames
+
+  /** @private */
+  _onFrame(text) {
+    if (typeof text !== 'string') return; // the server only sends text
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame !== 'object') return;
+    if (frame.type === 'reply') {
+      const p = this._pending.get(frame.id);
+      if (!p) return;
+      this._pending.delete(frame.id);
+      clearTimeout(p.timer);
+      if (frame.ok) {
+        p.resolve(frame.data ?? {});
+      } else {
+        const e = frame.error || {};
+        p.reject(new HuddleError(e.code || 'internal', e.message || 'request failed', { retryAfterMs: e.retry_after_ms }));
+      }
+    } else if (frame.type === 'error') {
+      const e = frame.error || {};
+      if (e.code === 'rate_limited') {
+        // Sent alongside the reply of the limited request (if it had an id).
+        this._closeRateGate(e.retry_after_ms);
+        this._emit('rate_limited', { type: null, retryAfterMs: e.retry_after_ms });
+        return;
+      }
+      this._emit('error', new HuddleError(e.code || 'internal', e.message || 'error', { retryAfterMs: e.retry_after_ms }));
+    } else if (frame.type === 'event') {
+      this._onEvent(frame);
+    }
+  }
+
+  /** @private */
+  _onEvent(frame) {
+    const room = this._rooms.get(frame.room);
+    const name = frame.event;
+    if (typeof name === 'string' && name.startsWith('message.')) {
+      if (typeof frame.seq !== 'number') return;
+      if (!room) {
+        // Possibly a room whose join reply is still on its way: hold it.
+        if (this._joining > 0) {
+          const now = Date.now();
+          this._orphans = this._orphans.filter((o) => now - o.at < 10_000).slice(-500);
+          this._orphans.push({ at: now, frame });
+        }
+        return;
+      }
+      this._deliver(room, frame, false);
+      return;
+    }
+    if (!room) return;
+    if (name === 'participant.joined' || name === 'participant.left') {
+      this._emit('participant', { room: frame.room, event: name, user: frame.user });
+    } else if (name === 'typing') {
+      this._emit('typing', { room: frame.room, user: frame.user, active: !!frame.active });
+    } else if (name === 'room.updated' && frame.room && typeof frame.room === 'object') {
+      room.info = frame.room;
+      this._emit('room', { room: frame.room });
+    }
+  }
+
+  /**
+   * Delivers one durable event exactly once and in order, or starts a
+   * resync on a gap.
+   * @private
+   */
+  _deliver(room, frame, replayed) {
+    if (room.buffer) {
+      room.buffer.push(frame);
+      return;
+    }
+    if (frame.seq <= room.lastSeq) return; // already seen
+    if (frame.seq > room.lastSeq + 1 && !replayed) {
+      room.buffer = [frame];
+      this._resync(room);
+      return;
+    }
+    room.lastSeq = frame.seq;
+    if (frame.event === 'message.created' && frame.message) this._remember(room, frame.message);
+    this._emit('message', {
+      room: room.id,
+      seq: frame.seq,
+      event: frame.event,
+      message: frame.message,
+      replayed,
+    });
+  }
+
+  /** @private */
+  _remember(room, message) {
+    room.recent.push(message);
+    if (room.recent.length > 200) room.recent.splice(0, room.recent.length - 200);
+  }
+
+  /** Fills a gap seen on a live connection. @private */
+  async _resync(room) {
+    if (room.resyncing) return;
+    room.resyncing = true;
+    const gen = this._gen;
+    const ok = await this._resume(room, gen);
+    if (gen !== this._gen || !this._rooms.has(room.id)) return;
+    room.resyncing = false;
+    if (!ok) {
+      // Try again after a pause; live events stay buffered meanwhile.
+      room.resyncFailures++;
+      setTimeout(() => {
+        if (gen === this._gen && this._rooms.has(room.id) && room.buffer) this._resync(room);
+      }, this._backoff(room.resyncFailures));
+    }
+  }
+
+  /**
+   * `room.join` with `since`; replays the missed events, or reloads the
+   * history when the server no longer holds them. Buffered live events are
+   * delivered afterwards. Returns whether it worked.
+   * @private
+   */
+  async _resume(room, gen) {
+    if (!room.buffer) room.buffer = [];
+    const req = { since: room.lastSeq };
+    // A private room admits a new identity (guests get a fresh id on every
+    // hello) only by its code.
+    if (room.info && room.info.private && room.info.code) req.code = room.info.code;
+    else req.room = room.id;
+    let data;
+    try {
+      data = await this._callWithRateRetry('room.join', req, this.options.requestTimeoutMs);
+    } catch (e) {
+      if (gen !== this._gen) return false;
+      if (e.code === 'not_found' || e.code === 'forbidden' || e.code === 'conflict') {
+        this._rooms.delete(room.id);
+        this._emit('room_lost', { room: room.id, error: e });
+        return true;
+      }
+      if (e.code === 'disconnected') return false;
+      this._emit('error', e);
+      return false;
+    }
+    if (gen !== this._gen) return false;
+    if (data.room && data.room.id !== room.id) {
+      // The code now names another room: ours is gone.
+      this._rooms.delete(room.id);
+      this._callWithRateRetry('room.leave', { room: data.room.id }, this.options.requestTimeoutMs).catch(() => {});
+      this._emit('room_lost', { room: room.id, error: new HuddleError('not_found', 'the room no longer exists') });
+      return true;
+    }
+    room.info = data.room;
+    room.resyncFailures = 0;
+    const events = Array.isArray(data.events) ? data.events : [];
+    this._emit('room', { room: data.room });
+    const complete = data.complete !== false;
+    if (!complete) {
+      // The server no longer holds every missed event: reload the latest
+      // page. Live events stay buffered until the page is out, so none is
+      // lost between the history read and the reset.
+      const top = events.reduce((m, ev) => Math.max(m, ev.seq || 0), data.room.last_seq || 0);
+      room.lastSeq = Math.max(room.lastSeq, top);
+      let page = { messages: [], has_more: false };
+      try {
+        page = await this._callWithRateRetry('message.history',
+          { room: room.id, limit: this.options.historyReloadLimit }, this.options.requestTimeoutMs);
+      } catch (e) {
+        if (gen !== this._gen) return false;
+        this._emit('error', e);
+      }
+      if (gen !== this._gen) return false;
+      for (const m of page.messages || []) this._remember(room, m);
+      this._emit('reset', { room: room.id, messages: page.messages || [], has_more: !!page.has_more });
+    }
+    const held = room.buffer || [];
+    room.buffer = null;
+    if (complete) for (const ev of events) this._deliver(room, ev, true);
+    this._emit('resumed', { room: room.id, participants: data.participants || [], complete });
+    for (const ev of held) this._deliver(room, ev, false);
+    return true;
+  }
+
+  // ------------------------------------------------------------- requests
+
+  /**
+   * Sends one frame with an id on the current socket and waits for its
+   * reply. No queueing, no retries.
+   * @private
+   */
+  _exchange(type, fields, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const ws = this._ws;
+      if (!ws || ws.readyState !== 1) {
+        reject(new HuddleError('disconnected', 'not connected'));
+        return;
+      }
+      const id = this._nextId++;
+      const text = JSON.stringify({ ...fields, type, id });
+      if (new TextEncoder().encode(text).length > this.options.maxFrameBytes) {
+        reject(new HuddleError('too_large', `request is larger than ${this.options.maxFrameBytes} bytes`));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new HuddleError('timeout', `no reply to ${type} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pending.set(id, { resolve, reject, timer });
+      try {
+        ws.send(text);
+      } catch (e) {
+        clearTimeout(timer);
+        this._pending.delete(id);
+        reject(new HuddleError('disconnected', String(e && e.message || e)));
+      }
+    });
+  }
+
+  /** @private */
+  _closeRateGate(ms) {
+    const wait = Math.min(Math.max(Number(ms) || 100, 1), this.options.maxRetryAfterMs);
+    this._rateGateUntil = Math.max(this._rateGateUntil, Date.now() + wait);
+  }
+
+  /** @private */
+  async _waitRateGate() {
+    for (;;) {
+      const wait = this._rateGateUntil - Date.now();
+      if (wait <= 0) return;
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
+  /**
+   * `_exchange` that honours the rate gate and retries `rate_limited`
+   * after `retry_after_ms`.
+   * @private
+   */
+  async _callWithRateRetry(type, fields, timeoutMs) {
+    for (let attempt = 0; ; attempt++) {
+      await this._waitRateGate();
+      try {
+        return await this._exchange(type, fields, timeoutMs);
+      } catch (e) {
+        if (e.code === 'rate_limited' && attempt < this.options.maxRateRetries) {
+          this._closeRateGate(e.retryAfterMs);
+          this._emit('rate_limited', { type, retryAfterMs: e.retryAfterMs });
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Sends a request and resolves with the reply's `data`; rejects with a
+   * {@link HuddleError}. A request made while offline waits for the
+   * connection (up to `queueTimeoutMs`); a request whose connection drops
+   * before the reply is sent again after the reconnect, except `room.create`
+   * (fails with `disconnected`). `rate_limited` replies are retried after
+   * `retry_after_ms`.
+   * @param {string} type   the verb, e.g. `"room.get"`
+   * @param {object} [fields]
+   * @param {{timeoutMs?: number, queueTimeoutMs?: number}} [opts]
+   * @returns {Promise<any>}
+   */
+  async request(type, fields = {}, opts = {}) {
+    const timeoutMs = opts.timeoutMs ?? this.options.requestTimeoutMs;
+    const deadline = Date.now() + (opts.queueTimeoutMs ?? this.options.queueTimeoutMs);
+    const sentAs = new Set();
+    let seqAtSend = 0;
+    for (;;) {
+      if (this.state !== 'online') await this.whenOnline(deadline - Date.now());
+      if (type === 'message.send') {
+        if (sentAs.size && !sentAs.has(this.user && this.user.id)) {
+          // Sent under an identity we no longer have (a guest gets a new id
+          // per hello, so client_msg_id cannot dedupe it): if the resume
+          // showed it was written, it is done.
+          const found = this._findSent(fields, sentAs, seqAtSend);
+          if (found) return { message: found };
+        }
+        if (!sentAs.size) seqAtSend = this.lastSeq(fields.room) ?? 0;
+      }
+      if (this.user) sentAs.add(this.user.id);
+      try {
+        return await this._callWithRateRetry(type, fields, timeoutMs);
+      } catch (e) {
+        if (e.code === 'disconnected' && !UNSAFE_TO_REPEAT.has(type) && !this._stopped) continue;
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * A message this client sent as one of `userIds`, written after `afterSeq`,
+   * matching `fields`: the send went through although its reply was lost.
+   * @private
+   */
+  _findSent(fields, userIds, afterSeq) {
+    const room = this._rooms.get(fields.room);
+    if (!room) return null;
+    for (const m of room.recent) {
+      if (m.seq <= afterSeq || !userIds.has(m.user && m.user.id)) continue;
+      if ((m.kind || 'text') !== (fields.kind || 'text')) continue;
+      if ((m.content || '') !== (fields.content || '').trim()) continue;
+      if (fields.attachment && (!m.attachment || m.attachment.url !== fields.attachment.url)) continue;
+      return m;
+    }
+    return null;
+  }
+
+  /** @private */
+  _track(room) {
+    let t = this._rooms.get(room.id);
+    if (!t) {
+      t = { id: room.id, info: room, lastSeq: room.last_seq || 0, buffer: null, resyncing: false, resyncFailures: 0, recent: [] };
+      this._rooms.set(room.id, t);
+    } else {
+      t.info = room;
+      t.lastSeq = Math.max(t.lastSeq, room.last_seq || 0);
+    }
+    return t;
+  }
+
+  // ---------------------------------------------------------- convenience
+
+  /**
+   * Creates a room; the creator has joined it and its events follow.
+   * @param {{name: string, maxParticipants?: number, private?: boolean}} p
+   * @returns {Promise<Room>}
+   */
+  async createRoom({ name, maxParticipants, private: isPrivate } = {}) {
+    const fields = { name };
+    if (maxParticipants != null) fields.max_participants = maxParticipants;
+    if (isPrivate != null) fields.private = !!isPrivate;
+    const data = await this._joinLike('room.create', fields);
+    const t = this._track(data.room);
+    this._emit('room', { room: data.room });
+    this._adoptOrphans(t);
+    return data.room;
+  }
+
+  /** A request that subscribes this connection to a room. @private */
+  async _joinLike(type, fields) {
+    this._joining++;
+    try {
+      return await this.request(type, fields);
+    } finally {
+      this._joining--;
+    }
+  }
+
+  /** Delivers events that arrived before the join reply. @private */
+  _adoptOrphans(room) {
+    const mine = this._orphans.filter((o) => o.frame.room === room.id);
+    if (!mine.length) return;
+    this._orphans = this._orphans.filter((o) => o.frame.room !== room.id);
+    for (const o of mine) if (this._rooms.get(room.id) === room) this._deliver(room, o.frame, false);
+  }
+
+  /**
+   * Joins a room by id or code. The reply's `messages` are the latest 50;
+   * later events arrive as `message` events.
+   * @param {{room?: string, code?: string}} p
+   * @returns {Promise<{room: Room, participants: User[], messages: Message[]}>}
+   */
+  async joinRoom({ room, code } = {}) {
+    const fields = room ? { room } : { code };
+    const data = await this._joinLike('room.join', fields);
+    const t = this._track(data.room);
+    for (const m of data.messages || []) this._remember(t, m);
+    this._emit('room', { room: data.room });
+    setTimeout(() => this._adoptOrphans(t), 0); // after the caller rendered the snapshot
+    return data;
+  }
+
+  /**
+   * Leaves a room and stops tracking it.
+   * @param {string} roomId
+   */
+  async leaveRoom(roomId) {
+    const data = await this.request('room.leave', { room: roomId });
+    this._rooms.delete(roomId);
+    return data;
+  }
+
+  /** @param {string} roomId @returns {Promise<{room: Room, participants: User[]}>} */
+  getRoom(roomId) {
+    return this.request('room.get', { room: roomId });
+  }
+
+  /** Public rooms, most recently active first. @param {number} [limit] @returns {Promise<Room[]>} */
+  async listRooms(limit) {
+    const data = await this.request('room.list', limit ? { limit } : {});
+    return data.rooms || [];
+  }
+
+  /**
+   * Sends a message. Sends to one room go out one after the other, in call
+   * order; each carries a `client_msg_id` so a retry after a reconnect does
+   * not duplicate it. Waits for the connection up to `sendQueueTimeoutMs`.
+   * @param {string} roomId
+   * @param {{kind?: "text"|"image"|"file", content?: string, attachment?: Attachment, clientMsgId?: string}} msg
+   * @returns {Promise<Message>}
+   */
+  sendMessage(roomId, { kind = 'text', content, attachment, clientMsgId } = {}) {
+    const fields = { room: roomId, kind, client_msg_id: clientMsgId || randomId() };
+    if (content != null && content !== '') fields.content = content;
+    if (attachment) fields.attachment = attachment;
+    const prev = this._sendChains.get(roomId) || Promise.resolve();
+    const run = prev.catch(() => {}).then(() =>
+      this.request('message.send', fields, { queueTimeoutMs: this.options.sendQueueTimeoutMs }));
+    const tail = run.catch(() => {});
+    this._sendChains.set(roomId, tail);
+    tail.then(() => { if (this._sendChains.get(roomId) === tail) this._sendChains.delete(roomId); });
+    return run.then((d) => d.message);
+  }
+
+  /** @param {string} roomId @param {string} messageId @param {string} content @returns {Promise<Message>} */
+  async editMessage(roomId, messageId, content) {
+    return (await this.request('message.edit', { room: roomId, message: messageId, content })).message;
+  }
+
+  /** @param {string} roomId @param {string} messageId @returns {Promise<Message>} the tombstone */
+  async deleteMessage(roomId, messageId) {
+    return (await this.request('message.delete', { room: roomId, message: messageId })).message;
+  }
+
+  /**
+   * Older messages, ascending by seq.
+   * @param {string} roomId
+   * @param {{before?: number, limit?: number}} [p]
+   * @returns {Promise<{messages: Message[], has_more: boolean}>}
+   */
+  history(roomId, { before, limit } = {}) {
+    const fields = { room: roomId };
+    if (before != null) fields.before = before;
+    if (limit != null) fields.limit = limit;
+    return this.request('message.history', fields);
+  }
+
+  /**
+   * Messages containing every word of `query`, newest first.
+   * @param {string} roomId @param {string} query @param {{limit?: number}} [p]
+   * @returns {Promise<Message[]>}
+   */
+  async search(roomId, query, { limit } = {}) {
+    const fields = { room: roomId, query };
+    if (limit != null) fields.limit = limit;
+    return (await this.request('message.search', fields)).messages || [];
+  }
+
+  /**
+   * Users online in a room (on any node).
+   * @param {string} roomId @returns {Promise<User[]>}
+   */
+  async presence(roomId) {
+    return (await this.request('presence', { room: roomId })).online || [];
+  }
+
+  /**
+   * Tells the room this user is (or stopped) typing. Best effort: dropped
+   * while offline or rate limited, never queued. Repeat every few seconds
+   * while typing (an indicator lapses after 5 s).
+   * @param {string} roomId @param {boolean} active
+   */
+  setTyping(roomId, active) {
+    if (this.state !== 'online' || Date.now() < this._rateGateUntil || !this._rooms.has(roomId)) return;
+    this._exchange('typing', { room: roomId, active: !!active }, this.options.requestTimeoutMs).catch((e) => {
+      if (e.code === 'rate_limited') this._closeRateGate(e.retryAfterMs);
+    });
+  }
+
+  /** Round trip to the server. @returns {Promise<{server_time: number}>} */
+  ping() {
+    return this.request('ping');
+  }
+
+  /**
+   * The last durable seq delivered for a room (undefined when not tracked).
+   * @param {string} roomId @returns {number|undefined}
+   */
+  lastSeq(roomId) {
+    return this._rooms.get(roomId)?.lastSeq;
+  }
+
+  /** Ids of the rooms this client tracks (joined, resumed on reconnect). @returns {string[]} */
+  trackedRooms() {
+    return [...this._rooms.keys()];
+  }
+
+  /** The server's clock now, ms (local clock corrected by the hello reply). */
+  serverNow() {
+    return Date.now() + this.clockOffsetMs;
+  }
+}
