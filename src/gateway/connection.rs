@@ -32,7 +32,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -899,10 +900,14 @@ async fn write_loop(
             Outbound::Close(code) => break code,
         }
         for (kind, frame) in frames {
-            if feed(&mut sink, &kill, WsMessage::Text(frame))
-                .await
-                .is_err()
-            {
+            let mut failed = false;
+            for msg in fragments(frame) {
+                if feed(&mut sink, &kill, msg).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed {
                 kill.kill(0);
                 return;
             }
@@ -931,6 +936,33 @@ async fn write_loop(
     }
     // Stop the reader too, whichever side ended first.
     kill.kill(code);
+}
+
+/// Largest frame sent whole; longer text goes out as continuation frames.
+/// tungstenite keeps its write buffer at the largest size it ever held, so
+/// this bounds what a big join snapshot leaves behind on an idle connection.
+pub const FRAGMENT_BYTES: usize = 8 * 1024;
+
+/// One text message as WebSocket messages: itself, or fragments of at most
+/// `FRAGMENT_BYTES` (slices of the same shared bytes, no copy).
+fn fragments(text: Utf8Bytes) -> Vec<WsMessage> {
+    if text.len() <= FRAGMENT_BYTES {
+        return vec![WsMessage::Text(text)];
+    }
+    let bytes = bytes::Bytes::from(text);
+    let count = bytes.len().div_ceil(FRAGMENT_BYTES);
+    (0..count)
+        .map(|i| {
+            let chunk =
+                bytes.slice(i * FRAGMENT_BYTES..((i + 1) * FRAGMENT_BYTES).min(bytes.len()));
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            WsMessage::Frame(Frame::message(chunk, opcode, i + 1 == count))
+        })
+        .collect()
 }
 
 fn close_reason(code: u16) -> &'static str {
@@ -998,6 +1030,27 @@ mod tests {
         // A quiet gap resets.
         let later = start + Duration::from_secs(20);
         assert!(!m.record(later));
+    }
+
+    #[test]
+    fn long_text_is_sent_in_fragments_of_the_same_bytes() {
+        let short = Utf8Bytes::from("x".repeat(FRAGMENT_BYTES));
+        assert!(matches!(fragments(short).as_slice(), [WsMessage::Text(_)]));
+        let long = "é".repeat(FRAGMENT_BYTES); // 2 bytes each: splits inside characters
+        let parts = fragments(Utf8Bytes::from(long.clone()));
+        assert_eq!(parts.len(), 2);
+        let mut joined = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let WsMessage::Frame(f) = p else {
+                panic!("fragment {i} is a frame")
+            };
+            assert_eq!(f.header().is_final, i == 1);
+            let want = if i == 0 { Data::Text } else { Data::Continue };
+            assert_eq!(f.header().opcode, OpCode::Data(want));
+            assert!(f.payload().len() <= FRAGMENT_BYTES);
+            joined.extend_from_slice(f.payload());
+        }
+        assert_eq!(joined, long.as_bytes());
     }
 
     #[test]

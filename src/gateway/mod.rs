@@ -44,7 +44,7 @@ pub use hub::Hub;
 type Body = Full<Bytes>;
 
 /// Bytes of frames gathered before a write to the socket.
-const WRITE_BATCH_BYTES: usize = 32 * 1024;
+const WRITE_BATCH_BYTES: usize = 8 * 1024;
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,7 +386,7 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
         // gathered in the write buffer (which grows only when used) and sent
         // with one write per batch: the writer flushes when its queue is
         // empty, so batching adds no delay.
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(WRITE_BATCH_BYTES)
         .max_write_buffer_size(config.max_frame_bytes.saturating_mul(4).max(1 << 20));
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
