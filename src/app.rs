@@ -14,12 +14,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{EventBus, EventSink, MemoryBus, RedisBus};
-use crate::config::Config;
+use crate::config::{Config, RedisConnMode};
 use crate::gateway::Hub;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
 use crate::store::breaker::BreakerState;
 use crate::store::keys::Keys;
+use crate::store::redis::ConnMode;
 use crate::store::{
     MemoryStore, RedisStore, RetryPolicy, Retrying, Store, StoreError, StoreSettings,
 };
@@ -129,13 +130,18 @@ impl App {
                 Some(url) => {
                     let timeout = Duration::from_millis(config.redis_timeout_ms);
                     let keys = Keys::new(config.key_prefix.clone());
-                    let store = RedisStore::connect(
+                    let mode = match config.redis_conn_mode {
+                        RedisConnMode::Pool => ConnMode::Pool,
+                        RedisConnMode::Shared => ConnMode::Shared,
+                    };
+                    let store = RedisStore::connect_with(
                         url,
                         config.redis_pool_size,
                         timeout,
                         keys.clone(),
                         settings,
                         metrics.clone(),
+                        mode,
                     )?;
                     let bus = RedisBus::start(
                         url,

@@ -94,6 +94,15 @@ pub struct HealthArgs {
     pub timeout: Duration,
 }
 
+/// How store calls reach Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisConnMode {
+    /// A pooled connection per call.
+    Pool,
+    /// One shared multiplexed connection.
+    Shared,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -136,6 +145,17 @@ pub struct Config {
     /// Redis connections in the command pool.
     #[arg(long, env = "HUDDLE_REDIS_POOL_SIZE", default_value_t = 16)]
     pub redis_pool_size: u32,
+
+    /// How store calls reach Redis: `pool` checks a connection out of the
+    /// bb8 pool per call; `shared` pipelines every call over one multiplexed
+    /// connection.
+    #[arg(
+        long,
+        env = "HUDDLE_REDIS_CONN_MODE",
+        value_enum,
+        default_value = "pool"
+    )]
+    pub redis_conn_mode: RedisConnMode,
 
     /// Timeout of every Redis call, in milliseconds.
     #[arg(long, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 1000)]

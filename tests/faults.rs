@@ -95,9 +95,19 @@ async fn receive_all(c: &mut Client, room: &str, want: &HashSet<String>, what: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_with_aof_loses_nothing_acknowledged() {
+    redis_restart(&["--redis-conn-mode", "pool"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_one_shared_connection_loses_nothing_acknowledged() {
+    redis_restart(&["--redis-conn-mode", "shared"]).await;
+}
+
+async fn redis_restart(mode: &[&str]) {
     let mut redis = RedisServer::start_with(true).await;
     let mut args = FAST.to_vec();
     args.extend(["--redis-timeout-ms", "500"]);
+    args.extend(mode);
     let a = Node::start(Some(&redis.url()), "a", &args).await;
     let b = Node::start(Some(&redis.url()), "b", &args).await;
     let mut ra = Client::connect(&a).await;

@@ -766,6 +766,22 @@ async fn memory_engine_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_conforms_with_one_shared_connection() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::connect_with(
+        &redis.url(),
+        4,
+        Duration::from_secs(2),
+        Keys::new("shared:"),
+        settings(1000, Duration::from_secs(3600)),
+        Arc::new(Metrics::new()),
+        huddle::store::redis::ConnMode::Shared,
+    )
+    .expect("redis store");
+    suite(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_engine_conforms() {
     let redis = RedisServer::start().await;
     suite(redis_store(&redis, "t1:", 1000, Duration::from_secs(3600)).as_ref()).await;

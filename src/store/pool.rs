@@ -42,6 +42,11 @@ fn breaks_connection(e: &RedisError) -> bool {
 }
 
 impl PooledRedis {
+    /// Whether a command on this connection failed in a way that broke it.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
     fn note<T>(&self, result: &Result<T, RedisError>) {
         if let Err(e) = result
             && breaks_connection(e)

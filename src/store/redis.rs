@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::pool::RedisManager;
+use super::pool::{PooledRedis, RedisManager};
 use async_trait::async_trait;
 use bb8::{Pool, PooledConnection};
 use redis::{AsyncCommands, RedisError, Script, Value};
@@ -253,12 +253,47 @@ struct Inner {
     scripts: Scripts,
     metrics: Arc<Metrics>,
     breaker: Breaker,
+    /// In `ConnMode::Shared`, the connection every call clones.
+    shared: Option<std::sync::Mutex<Option<PooledRedis>>>,
     /// Redis clock minus ours, in ms, measured with each heartbeat; write
     /// deadlines are given in Redis time.
     clock_offset_ms: AtomicI64,
 }
 
-type Conn<'a> = PooledConnection<'a, RedisManager>;
+/// How store calls get a Redis connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnMode {
+    /// Each call checks a connection out of the bb8 pool.
+    Pool,
+    /// Every call shares one multiplexed connection, which pipelines
+    /// concurrent calls; replaced when it breaks.
+    Shared,
+}
+
+/// A connection for one store call.
+enum Conn<'a> {
+    Pooled(PooledConnection<'a, RedisManager>),
+    Shared(PooledRedis),
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = PooledRedis;
+    fn deref(&self) -> &PooledRedis {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Shared(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut PooledRedis {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Shared(c) => c,
+        }
+    }
+}
 
 /// Consecutive failed round trips that open the breaker.
 const BREAKER_THRESHOLD: u32 = 5;
@@ -285,6 +320,27 @@ impl RedisStore {
         settings: StoreSettings,
         metrics: Arc<Metrics>,
     ) -> Result<RedisStore, StoreError> {
+        Self::connect_with(
+            url,
+            pool_size,
+            timeout,
+            keys,
+            settings,
+            metrics,
+            ConnMode::Pool,
+        )
+    }
+
+    /// Like `connect`, choosing how calls get connections.
+    pub fn connect_with(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+        keys: Keys,
+        settings: StoreSettings,
+        metrics: Arc<Metrics>,
+        mode: ConnMode,
+    ) -> Result<RedisStore, StoreError> {
         let manager = RedisManager::new(url).map_err(unavailable)?;
         // No PING on checkout: broken connections are found by their own
         // failed commands (see `pool`).
@@ -303,6 +359,7 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 metrics,
                 breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2),
+                shared: (mode == ConnMode::Shared).then(|| std::sync::Mutex::new(None)),
                 clock_offset_ms: AtomicI64::new(0),
             }),
         })
@@ -329,8 +386,33 @@ impl RedisStore {
         if !self.inner.breaker.admit() {
             return Err(StoreError::CircuitOpen);
         }
+        if let Some(slot) = &self.inner.shared {
+            let current = slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .filter(|c| !c.is_broken());
+            if let Some(c) = current {
+                return Ok(Conn::Shared(c));
+            }
+            let fresh =
+                tokio::time::timeout(self.inner.timeout, self.inner.pool.dedicated_connection())
+                    .await
+                    .map_err(|_| StoreError::Unavailable("Redis connect timed out".into()))
+                    .and_then(|r| r.map_err(unavailable));
+            return match fresh {
+                Ok(c) => {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                    Ok(Conn::Shared(c))
+                }
+                Err(e) => {
+                    self.inner.breaker.record(false);
+                    Err(e)
+                }
+            };
+        }
         match self.inner.pool.get().await {
-            Ok(c) => Ok(c),
+            Ok(c) => Ok(Conn::Pooled(c)),
             Err(e) => {
                 self.inner.breaker.record(false);
                 Err(StoreError::Unavailable(format!("no Redis connection: {e}")))
