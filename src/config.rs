@@ -146,14 +146,14 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_REDIS_POOL_SIZE", default_value_t = 16)]
     pub redis_pool_size: u32,
 
-    /// How store calls reach Redis: `pool` checks a connection out of the
-    /// bb8 pool per call; `shared` pipelines every call over one multiplexed
-    /// connection.
+    /// How store calls reach Redis: `shared` pipelines every call over one
+    /// multiplexed connection (measured faster, docs/performance.md); `pool`
+    /// checks a connection out of the bb8 pool per call.
     #[arg(
         long,
         env = "HUDDLE_REDIS_CONN_MODE",
         value_enum,
-        default_value = "pool"
+        default_value = "shared"
     )]
     pub redis_conn_mode: RedisConnMode,
 
