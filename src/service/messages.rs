@@ -237,9 +237,7 @@ impl MessageService {
         let room = room_id(room)?;
         let message = message_id(message)?;
         self.require_participant(user, room).await?;
-        for _ in 0..REPLACE_ATTEMPTS {
-            let stored = self.existing(room, message).await?;
-            let m = &stored.message;
+        self.change(room, message, |m| {
             if m.kind == MessageKind::System {
                 return Err(ServiceError::Forbidden(
                     "system messages cannot be edited".into(),
@@ -268,19 +266,9 @@ impl MessageService {
             let mut edited = m.clone();
             edited.content = content;
             edited.edited_at = Some(now);
-            match self
-                .messages
-                .replace(room, &stored.raw, &Event::MessageUpdated(edited.clone()))
-                .await?
-            {
-                ReplaceOutcome::Replaced(_) => return Ok(edited),
-                ReplaceOutcome::Changed => continue,
-                ReplaceOutcome::Gone => return Err(message_not_found(message)),
-            }
-        }
-        Err(ServiceError::Conflict(
-            "the message is changing under us; try again".into(),
-        ))
+            Ok(Some(Event::MessageUpdated(edited)))
+        })
+        .await
     }
 
     /// Deletes a message, leaving a tombstone: its author or the room's
@@ -300,9 +288,7 @@ impl MessageService {
             .await?
             .map(|r| r.created_by)
             .unwrap_or_default();
-        for _ in 0..REPLACE_ATTEMPTS {
-            let stored = self.existing(room, message).await?;
-            let m = &stored.message;
+        self.change(room, message, |m| {
             if m.kind == MessageKind::System {
                 return Err(ServiceError::Forbidden(
                     "system messages cannot be deleted".into(),
@@ -314,18 +300,40 @@ impl MessageService {
                 ));
             }
             if m.deleted {
-                return Ok(m.clone());
+                return Ok(None);
             }
             let mut tombstone = m.clone();
             tombstone.deleted = true;
             tombstone.content = String::new();
             tombstone.attachment = None;
-            match self
-                .messages
-                .replace(room, &stored.raw, &Event::MessageDeleted(tombstone.clone()))
-                .await?
-            {
-                ReplaceOutcome::Replaced(_) => return Ok(tombstone),
+            Ok(Some(Event::MessageDeleted(tombstone)))
+        })
+        .await
+    }
+
+    /// Changes a message by compare-and-set: reads it, asks `decide` for the
+    /// event that changes it (`None`: leave it as it is), and stores that
+    /// unless the message changed meanwhile, in which case it starts over.
+    async fn change(
+        &self,
+        room: &str,
+        message: &str,
+        decide: impl Fn(&Message) -> Result<Option<Event>, ServiceError>,
+    ) -> Result<Message, ServiceError> {
+        for _ in 0..REPLACE_ATTEMPTS {
+            let stored = self.existing(room, message).await?;
+            let Some(event) = decide(&stored.message)? else {
+                return Ok(stored.message);
+            };
+            match self.messages.replace(room, &stored.raw, &event).await? {
+                ReplaceOutcome::Replaced(_) => {
+                    return event.message().cloned().ok_or_else(|| {
+                        crate::store::StoreError::Corrupt(
+                            "a message change must be a message event".into(),
+                        )
+                        .into()
+                    });
+                }
                 ReplaceOutcome::Changed => continue,
                 ReplaceOutcome::Gone => return Err(message_not_found(message)),
             }

@@ -591,6 +591,15 @@ fn parse_room(fields: &HashMap<String, String>, count: u32) -> StoreResult<Optio
     }))
 }
 
+/// The first data item of a script reply, or its default when absent.
+fn first<T: redis::FromRedisValue + Default>(data: &[Value]) -> StoreResult<T> {
+    data.first()
+        .map(redis::from_redis_value_ref)
+        .transpose()
+        .map_err(corrupt)
+        .map(Option::unwrap_or_default)
+}
+
 /// Splits a script reply into its status and data. `late` (the write's
 /// deadline passed before Redis ran it) is `Unavailable`: nothing was written.
 fn status(value: Value) -> StoreResult<(String, Vec<Value>)> {
@@ -677,12 +686,7 @@ impl RoomStore for RedisStore {
         if st != "ok" {
             return Err(corrupt(format!("room create script said {st}")));
         }
-        let seq: u64 = data
-            .first()
-            .map(redis::from_redis_value_ref)
-            .transpose()
-            .map_err(corrupt)?
-            .unwrap_or(0);
+        let seq: u64 = first(&data)?;
         let _: () = self
             .timed("active_rooms", c.zadd(k.active_rooms(), &room.id, now))
             .await?;
@@ -740,13 +744,10 @@ impl RoomStore for RedisStore {
             (s, _) if s == "no_room" => Ok(JoinOutcome::NoRoom),
             (s, _) if s == "full" => Ok(JoinOutcome::Full),
             (s, data) if s == "ok" => {
-                let first: i64 = data
-                    .first()
-                    .map(redis::from_redis_value_ref)
-                    .transpose()
-                    .map_err(corrupt)?
-                    .unwrap_or(0);
-                Ok(JoinOutcome::Joined { first: first == 1 })
+                let first_join: i64 = first(&data)?;
+                Ok(JoinOutcome::Joined {
+                    first: first_join == 1,
+                })
             }
             (s, _) => Err(corrupt(format!("join script said {s}"))),
         }
@@ -783,12 +784,7 @@ impl RoomStore for RedisStore {
         match status(reply)? {
             (s, _) if s == "not_joined" => Ok(LeaveOutcome::NotJoined),
             (s, data) if s == "ok" => {
-                let last: i64 = data
-                    .first()
-                    .map(redis::from_redis_value_ref)
-                    .transpose()
-                    .map_err(corrupt)?
-                    .unwrap_or(0);
+                let last: i64 = first(&data)?;
                 Ok(LeaveOutcome::Left { last: last == 1 })
             }
             (s, _) => Err(corrupt(format!("leave script said {s}"))),
@@ -1014,22 +1010,12 @@ impl MessageStore for RedisStore {
                 "no_room" => Ok(AppendOutcome::NoRoom),
                 "not_member" => Ok(AppendOutcome::NotMember),
                 "ok" => {
-                    let seq: u64 = data
-                        .first()
-                        .map(redis::from_redis_value_ref)
-                        .transpose()
-                        .map_err(corrupt)?
-                        .unwrap_or(0);
+                    let seq: u64 = first(&data)?;
                     stored.seq = seq;
                     Ok(AppendOutcome::Appended(stored))
                 }
                 "duplicate" => {
-                    let prior_id: String = data
-                        .first()
-                        .map(redis::from_redis_value_ref)
-                        .transpose()
-                        .map_err(corrupt)?
-                        .unwrap_or_default();
+                    let prior_id: String = first(&data)?;
                     let raw: Option<Vec<u8>> = self
                         .timed("message_get", c.get(k.message(room, &prior_id)))
                         .await?;
@@ -1167,12 +1153,7 @@ impl MessageStore for RedisStore {
             (s, _) if s == "gone" => Ok(ReplaceOutcome::Gone),
             (s, _) if s == "changed" => Ok(ReplaceOutcome::Changed),
             (s, data) if s == "ok" => {
-                let seq: u64 = data
-                    .first()
-                    .map(redis::from_redis_value_ref)
-                    .transpose()
-                    .map_err(corrupt)?
-                    .unwrap_or(0);
+                let seq: u64 = first(&data)?;
                 Ok(ReplaceOutcome::Replaced(seq))
             }
             (s, _) => Err(corrupt(format!("replace script said {s}"))),
