@@ -825,6 +825,7 @@ async fn write_loop(
     let metrics = app.metrics();
     let hold_limit = app.config().outbound_queue;
     let mut rooms: HashMap<Arc<str>, RoomState> = HashMap::new();
+    let mut unflushed = 0usize;
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let out = |kind: &'static str| {
@@ -912,14 +913,25 @@ async fn write_loop(
                 return;
             }
             out(kind);
+            unflushed += 1;
         }
         if rx.is_empty() {
             // Give the producers one more turn first: what they queue
-            // meanwhile goes out in the same write.
-            tokio::task::yield_now().await;
-            if rx.is_empty() && flush(&mut sink, &kill).await.is_err() {
-                kill.kill(0);
-                return;
+            // meanwhile goes out in the same write. A connection that is
+            // busy (a batch of several frames) waits a little longer, so
+            // under load a write carries many frames; a quiet one is
+            // flushed at once, so latency stays low.
+            if unflushed >= BUSY_BATCH {
+                tokio::time::sleep(BUSY_LINGER).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            if rx.is_empty() {
+                if flush(&mut sink, &kill).await.is_err() {
+                    kill.kill(0);
+                    return;
+                }
+                unflushed = 0;
             }
         }
     };
@@ -937,6 +949,11 @@ async fn write_loop(
     // Stop the reader too, whichever side ended first.
     kill.kill(code);
 }
+
+/// Frames written since the last flush that make a connection "busy".
+const BUSY_BATCH: usize = 8;
+/// How long a busy connection gathers more frames before flushing.
+const BUSY_LINGER: Duration = Duration::from_millis(1);
 
 /// Largest frame sent whole; longer text goes out as continuation frames.
 /// tungstenite keeps its write buffer at the largest size it ever held, so
