@@ -24,6 +24,8 @@ if ! need redis-server; then
   install_debian redis-server
 fi
 need redis-server || { echo "test.sh: redis-server is still missing" >&2; exit 1; }
+# openssl: the TLS test makes its own certificates.
+need openssl || install_debian openssl
 # nginx: the load-balancer test runs a real one in front of three nodes.
 if ! need nginx && [ ! -x /usr/sbin/nginx ]; then
   install_debian nginx-light
