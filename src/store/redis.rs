@@ -346,7 +346,7 @@ impl RedisStore {
         // failed commands (see `pool`).
         let pool = Pool::builder()
             .max_size(pool_size)
-            .min_idle(Some(1))
+            .min_idle((mode == ConnMode::Pool).then_some(1))
             .test_on_check_out(false)
             .connection_timeout(timeout)
             .build_unchecked(manager);
@@ -371,7 +371,17 @@ impl RedisStore {
     }
 
     /// Connections of the pool: (in use, idle).
+    /// In `ConnMode::Shared` the shared connection counts as one busy
+    /// connection while it is up.
     pub fn pool_state(&self) -> (u32, u32) {
+        if let Some(slot) = &self.inner.shared {
+            let up = slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|c| !c.is_broken());
+            return (u32::from(up), 0);
+        }
         let s = self.inner.pool.state();
         (s.connections - s.idle_connections, s.idle_connections)
     }
