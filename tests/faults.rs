@@ -346,3 +346,95 @@ async fn sigterm_drains_clients_over_the_window_and_exits_in_time() {
         "closes spread over the drain window, not all at once: {closed_at:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_does_not_announce_users_who_come_back() {
+    const SECRET: &str = "rolling-restart-secret-0123";
+    let redis = RedisServer::start().await;
+    let mut args = FAST.to_vec();
+    args.extend([
+        "--jwt-secret",
+        SECRET,
+        "--drain-window",
+        "100ms",
+        "--shutdown-grace",
+        "3s",
+        "--heartbeat-interval",
+        "200ms",
+        "--node-timeout",
+        "1s",
+        "--janitor-interval",
+        "200ms",
+    ]);
+    let mut a = Node::start(Some(&redis.url()), "a", &args).await;
+    let b = Node::start(Some(&redis.url()), "b", &args).await;
+    let token = common::mint_token(SECRET, "ann", "Ann");
+    let mut ann = Client::connect(&a).await;
+    ann.hello_token(&token, "Ann").await;
+    let room = ann.create_room("deploy", json!({})).await;
+    let rid = room["id"].as_str().expect("id").to_string();
+    let before = ann.send_message(&rid, "before the deploy").await;
+    let mut obs = Client::connect(&b).await;
+    obs.hello_token(&common::mint_token(SECRET, "obs", "Obs"), "Obs")
+        .await;
+    obs.join(&rid).await;
+    while obs.next_event(Duration::from_millis(300)).await.is_some() {}
+
+    // Node A is replaced: Ann is closed with 1012 and comes back on B.
+    a.terminate();
+    assert_eq!(ann.wait_close(Duration::from_secs(5)).await, Some(1012));
+    a.wait_exit(Duration::from_secs(5)).await.expect("A exits");
+    let mut again = Client::connect(&b).await;
+    again.hello_token(&token, "Ann").await;
+    let data = again
+        .join_since(&rid, before["seq"].as_u64().expect("seq"))
+        .await;
+    assert_eq!(data["complete"], true, "{data}");
+    let about_ann: Vec<&Value> = data["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["message"]["content"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("Ann "))
+        })
+        .collect();
+    assert!(
+        about_ann.is_empty(),
+        "Ann's move left no trace: {about_ann:?}"
+    );
+
+    // Past A's node timeout the janitor removes its old session quietly.
+    let quiet_until = Instant::now() + Duration::from_millis(2500);
+    while let Some(ev) = obs
+        .next_event(quiet_until.saturating_duration_since(Instant::now()))
+        .await
+    {
+        let about_ann = ev["user"]["id"] == "ann";
+        let system = ev["message"]["kind"] == "system";
+        assert!(
+            !about_ann && !system,
+            "a user who came back is not announced as leaving or joining: {ev}"
+        );
+    }
+    let online = obs.ok(json!({"type": "presence", "room": rid})).await;
+    let ids: Vec<&str> = online["online"]
+        .as_array()
+        .expect("online")
+        .iter()
+        .filter_map(|u| u["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"ann"), "Ann is online: {online}");
+    let got = obs.ok(json!({"type": "room.get", "room": rid})).await;
+    assert_eq!(got["room"]["participant_count"], 2);
+
+    // When Ann really leaves, that is announced.
+    drop(again);
+    let left = obs
+        .wait_event("Ann left", Duration::from_secs(5), |e| {
+            e["event"] == "participant.left" && e["user"]["id"] == "ann"
+        })
+        .await;
+    assert_eq!(left["room"], rid.as_str());
+}

@@ -96,6 +96,7 @@ pub async fn run(app: App, socket: Socket, id: u64, peer: SocketAddr, shutdown: 
             abuse: AbuseMeter::new(config.rate_limit.saturating_mul(5)),
             typing: HashMap::new(),
             messages_sent: 0,
+            drained: false,
         };
         let drain_window = config.drain_window;
         let drain = async move {
@@ -130,6 +131,9 @@ struct Connection {
     typing: HashMap<Arc<str>, tokio::time::Instant>,
     /// Messages sent, for the user's activity record.
     messages_sent: u64,
+    /// Closed by the node's drain (1012): the client is expected back on
+    /// another node, so its participation is left to the janitor.
+    drained: bool,
 }
 
 /// Whether the reader goes on.
@@ -220,8 +224,9 @@ impl Connection {
             let next = tokio::select! {
                 biased;
                                 _ = self.kill.killed() => return,
-                _ = &mut drain => {
+                                _ = &mut drain => {
                     // Between requests: the one in hand has been answered.
+                    self.drained = true;
                     self.close_after_queue(close::RESTART);
                     return;
                 }
@@ -691,6 +696,20 @@ impl Connection {
             return;
         };
         let app = self.app.clone();
+        if self.drained {
+            // A rolling update: the client reconnects elsewhere and resumes.
+            // Leaving now would write "left" and, a moment later, "joined";
+            // the janitor removes this session once the node is gone, and
+            // announces a departure only if the user did not come back.
+            for room in std::mem::take(&mut self.rooms) {
+                app.hub().detach(&room, self.id);
+                app.bus().unsubscribe(&room).await;
+            }
+            app.sessions()
+                .record_activity(&user, self.messages_sent)
+                .await;
+            return;
+        }
         for room in std::mem::take(&mut self.rooms) {
             app.hub().detach(&room, self.id);
             app.bus().unsubscribe(&room).await;
