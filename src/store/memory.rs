@@ -261,9 +261,8 @@ impl RoomStore for MemoryStore {
         let Some(rs) = st.rooms.get(room) else {
             return Ok(Vec::new());
         };
-        // Same order as the Redis engine: by name, then id.
         let mut users: Vec<User> = rs.members.values().map(|m| m.user.clone()).collect();
-        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        super::sort_users(&mut users);
         Ok(users)
     }
 
@@ -297,7 +296,7 @@ impl RoomStore for MemoryStore {
             .filter(|m| !m.conns.is_empty())
             .map(|m| m.user.clone())
             .collect();
-        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        super::sort_users(&mut users);
         Ok(users)
     }
 

@@ -372,6 +372,12 @@ impl Default for StoreSettings {
     }
 }
 
+/// The order both engines list users in (participants, presence): by name,
+/// then id.
+pub fn sort_users(users: &mut [User]) {
+    users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+}
+
 /// Whether a message matches every (lowercase) search word: its content or
 /// its attachment's name contains each. Deleted and system messages never
 /// match. Both engines use this one rule.

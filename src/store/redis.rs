@@ -549,6 +549,24 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The KEYS of the join and leave scripts, in their order.
+    fn membership_keys(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        room: &str,
+        user: &str,
+        note: &str,
+    ) {
+        let k = self.k();
+        inv.key(k.room(room))
+            .key(k.room_members(room))
+            .key(k.member_conns(room, user))
+            .key(k.presence(room))
+            .key(k.room_messages(room))
+            .key(k.room_events(room))
+            .key(k.message(room, note));
+    }
+
     fn session_ttl_ms(&self) -> i64 {
         self.inner.settings.session_ttl.as_millis() as i64
     }
@@ -731,14 +749,8 @@ impl RoomStore for RedisStore {
         let k = self.k();
         let mut c = self.conn().await?;
         let mut inv = self.inner.scripts.join.prepare_invoke();
-        inv.key(k.room(room))
-            .key(k.room_members(room))
-            .key(k.member_conns(room, &user.id))
-            .key(k.presence(room))
-            .key(k.room_messages(room))
-            .key(k.room_events(room))
-            .key(k.message(room, &note.id))
-            .arg(&user.id)
+        self.membership_keys(&mut inv, room, &user.id, &note.id);
+        inv.arg(&user.id)
             .arg(user_json(user))
             .arg(conn)
             .arg(presence_member(&user.id, conn))
@@ -773,14 +785,8 @@ impl RoomStore for RedisStore {
         let k = self.k();
         let mut c = self.conn().await?;
         let mut inv = self.inner.scripts.leave.prepare_invoke();
-        inv.key(k.room(room))
-            .key(k.room_members(room))
-            .key(k.member_conns(room, &user.id))
-            .key(k.presence(room))
-            .key(k.room_messages(room))
-            .key(k.room_events(room))
-            .key(k.message(room, &note.id))
-            .arg(&user.id)
+        self.membership_keys(&mut inv, room, &user.id, &note.id);
+        inv.arg(&user.id)
             .arg(conn)
             .arg(presence_member(&user.id, conn))
             .arg(now_ms())
@@ -810,7 +816,7 @@ impl RoomStore for RedisStore {
             .iter()
             .map(|j| serde_json::from_str::<User>(j).map_err(corrupt))
             .collect::<StoreResult<Vec<User>>>()?;
-        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        super::sort_users(&mut users);
         Ok(users)
     }
 
@@ -881,7 +887,7 @@ impl RoomStore for RedisStore {
             .flatten()
             .map(|j| serde_json::from_str::<User>(j).map_err(corrupt))
             .collect::<StoreResult<Vec<User>>>()?;
-        users.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        super::sort_users(&mut users);
         Ok(users)
     }
 
