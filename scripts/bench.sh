@@ -6,7 +6,10 @@
 #   scripts/bench.sh saturate [flags…]
 #   scripts/bench.sh connections --connections 19000 [flags…]
 #
-# NODES (default 2) sets how many nodes; NODE_FLAGS adds flags to each node.
+# NODES (default 2) sets how many nodes; NODE_FLAGS adds flags to each node,
+# NODE_ENV environment (e.g. TOKIO_WORKER_THREADS=1), and NODE_BIN runs
+# another build as the nodes (A/B against an older commit) while the load
+# generator stays this one.
 # The server PIDs (nodes and Redis) are passed to the bench, which reports
 # their CPU time and memory.
 set -euo pipefail
@@ -39,7 +42,7 @@ server_pids=()
 [ "$mode" = connections ] || server_pids=(--server-pid "$redis_pid")
 for i in $(seq "$nodes"); do
   # shellcheck disable=SC2086
-  "$bin" serve --bind 127.0.0.1:0 --redis "redis://127.0.0.1:$port" --node-id "bench-$i" \
+  env ${NODE_ENV:-} "${NODE_BIN:-$bin}" serve --bind 127.0.0.1:0 --redis "redis://127.0.0.1:$port" --node-id "bench-$i" \
     --rate-limit 100000 --rate-burst 200000 --max-connections 100000 ${NODE_FLAGS:-} \
     >"$state/node-$i.out" 2>"$state/node-$i.err" &
   pids+=($!)
@@ -48,4 +51,5 @@ for i in $(seq "$nodes"); do
   addr=$(sed -n 's/^listening on //p' "$state/node-$i.out")
   urls+=(--url "ws://$addr/ws")
 done
+echo "redis pid $redis_pid; node pids ${pids[*]:1}" >&2
 "$bin" bench "$mode" "${urls[@]}" "${server_pids[@]}" "$@"

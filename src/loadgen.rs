@@ -62,6 +62,8 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// CPU seconds of the `--server-pid` processes during the run.
     pub server_cpu_seconds: Option<f64>,
+    /// The same, per `--server-pid`, keyed by PID.
+    pub server_cpu_by_pid: BTreeMap<String, f64>,
     /// Deliveries per server CPU-second.
     pub deliveries_per_server_cpu_sec: Option<f64>,
     /// `connections`: server RSS growth per connection, bytes.
@@ -212,13 +214,13 @@ async fn call(
     }
 }
 
-/// CPU seconds (user + system) used so far by `pids`.
-fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+/// CPU seconds (user + system) used so far by each of `pids`.
+fn cpu_seconds(pids: &[u32]) -> Option<Vec<f64>> {
     if pids.is_empty() {
         return None;
     }
     let ticks = clock_ticks();
-    let mut total = 0.0;
+    let mut each = Vec::with_capacity(pids.len());
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may hold spaces) in parentheses.
@@ -226,9 +228,9 @@ fn cpu_seconds(pids: &[u32]) -> Option<f64> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let utime: f64 = fields.get(11)?.parse().ok()?;
         let stime: f64 = fields.get(12)?.parse().ok()?;
-        total += (utime + stime) / ticks;
+        each.push((utime + stime) / ticks);
     }
-    Some(total)
+    Some(each)
 }
 
 fn clock_ticks() -> f64 {
@@ -332,10 +334,11 @@ async fn traffic(args: &BenchArgs) -> Result<Report, String> {
             Err(e) => return Err(format!("client task failed: {e}")),
         }
     }
-    let server_cpu = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
+    let server_cpu_each: Vec<f64> = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => a.iter().zip(&b).map(|(a, b)| b - a).collect(),
+        _ => Vec::new(),
     };
+    let server_cpu = (!server_cpu_each.is_empty()).then(|| server_cpu_each.iter().sum::<f64>());
     let deliveries_expected = total.acked * args.clients as u64;
     Ok(Report {
         mode: if saturate { "saturate" } else { "fanout" },
@@ -352,6 +355,12 @@ async fn traffic(args: &BenchArgs) -> Result<Report, String> {
         latency_us: latency(&total.latency),
         errors: total.errors,
         server_cpu_seconds: server_cpu,
+        server_cpu_by_pid: args
+            .server_pid
+            .iter()
+            .zip(&server_cpu_each)
+            .map(|(pid, cpu)| (pid.to_string(), *cpu))
+            .collect(),
         deliveries_per_server_cpu_sec: server_cpu
             .filter(|c| *c > 0.0)
             .map(|c| total.deliveries as f64 / c),
@@ -603,6 +612,7 @@ async fn connections(args: &BenchArgs) -> Result<Report, String> {
         latency_us: Latency::default(),
         errors: BTreeMap::new(),
         server_cpu_seconds: None,
+        server_cpu_by_pid: BTreeMap::new(),
         deliveries_per_server_cpu_sec: None,
         rss_per_connection,
         connect_failures: failures,
@@ -648,6 +658,12 @@ fn print_summary(r: &Report) {
     );
     if let (Some(cpu), Some(per)) = (r.server_cpu_seconds, r.deliveries_per_server_cpu_sec) {
         eprintln!("server CPU {cpu:.2} s → {per:.0} deliveries per server CPU-second");
+        let each: Vec<String> = r
+            .server_cpu_by_pid
+            .iter()
+            .map(|(pid, s)| format!("{pid}: {s:.2} s"))
+            .collect();
+        eprintln!("  by process: {}", each.join(", "));
     }
     if !r.errors.is_empty() {
         eprintln!("errors: {:?}", r.errors);
