@@ -258,6 +258,36 @@ struct Inner {
     /// Redis clock minus ours, in ms, measured with each heartbeat; write
     /// deadlines are given in Redis time.
     clock_offset_ms: AtomicI64,
+    bumps: Bumps,
+}
+
+/// How often a node moves a busy room forward in `active_rooms`.
+const BUMP_EVERY_MS: u64 = 1000;
+
+/// Rooms this node recently moved forward in `active_rooms`, so a busy room
+/// costs one `ZADD` a second rather than one per message. The room hash's
+/// `last_activity` stays exact; the listing order is exact to a second.
+#[derive(Default)]
+struct Bumps {
+    last: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Bumps {
+    /// Whether `room` is due a bump at `now` (ms), recording it if so.
+    fn due(&self, room: &str, now: u64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .get(room)
+            .is_some_and(|at| now < at.saturating_add(BUMP_EVERY_MS))
+        {
+            return false;
+        }
+        if last.len() >= 4096 {
+            last.retain(|_, at| now < at.saturating_add(BUMP_EVERY_MS));
+        }
+        last.insert(room.to_owned(), now);
+        true
+    }
 }
 
 /// How store calls get a Redis connection.
@@ -361,6 +391,7 @@ impl RedisStore {
                 breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2),
                 shared: (mode == ConnMode::Shared).then(|| std::sync::Mutex::new(None)),
                 clock_offset_ms: AtomicI64::new(0),
+                bumps: Bumps::default(),
             }),
         })
     }
@@ -997,19 +1028,31 @@ impl MessageStore for RedisStore {
                 .arg(mode)
                 .arg(self.inner.settings.dedupe_ttl.as_millis() as u64)
                 .arg(deadline);
-            // Bump the room in `active_rooms` in the same round trip (the
-            // multiplexed connection pipelines both); `XX GT` only moves an
-            // existing room forward, so a refused send leaves no trace.
-            let mut bump = redis::cmd("ZADD");
-            bump.arg(k.active_rooms())
-                .arg("XX")
-                .arg("GT")
-                .arg(now)
-                .arg(room);
+            // Bump the room in `active_rooms` (at most once a second per
+            // node) in the same round trip: the multiplexed connection
+            // pipelines both. `XX GT` only moves an existing room forward,
+            // so a refused send leaves no trace.
+            let bump = self.inner.bumps.due(room, now).then(|| {
+                let mut bump = redis::cmd("ZADD");
+                bump.arg(k.active_rooms())
+                    .arg("XX")
+                    .arg("GT")
+                    .arg(now)
+                    .arg(room);
+                bump
+            });
             let mut c2 = (*c).clone();
             let (sent, bumped) = tokio::join!(
                 self.timed("message_send", inv.invoke_async::<Value>(&mut *c)),
-                self.timed("active_rooms", bump.query_async::<()>(&mut c2)),
+                async {
+                    match &bump {
+                        Some(bump) => {
+                            self.timed("active_rooms", bump.query_async::<()>(&mut c2))
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                },
             );
             let reply = match sent {
                 Ok(reply) => reply,
@@ -1473,5 +1516,26 @@ impl StoreHealth for RedisStore {
         } else {
             Err(corrupt(format!("PING answered {pong}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_is_bumped_at_most_once_a_second_per_node() {
+        let bumps = Bumps::default();
+        assert!(bumps.due("r1", 10_000));
+        assert!(!bumps.due("r1", 10_999));
+        assert!(bumps.due("r2", 10_999), "rooms are throttled separately");
+        assert!(bumps.due("r1", 11_000));
+        // Old entries are dropped once there are many.
+        for i in 0..5000u64 {
+            assert!(bumps.due(&format!("room-{i}"), 20_000 + i));
+        }
+        let kept = bumps.last.lock().unwrap().len();
+        assert!(kept < 5000, "{kept} entries kept");
+        assert!(!bumps.due("room-4999", 24_999));
     }
 }
