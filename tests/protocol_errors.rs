@@ -11,8 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Client, EVENT_TIMEOUT, FAST, Node, QUIET, RawClient, assert_error_shape, ids, mint_token, s,
-    seq,
+    Client, EVENT_TIMEOUT, FAST, Node, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, QUIET, RawClient,
+    assert_error_shape, ids, mint_token, s, seq,
 };
 use serde_json::{Value, json};
 
@@ -881,6 +881,61 @@ async fn idle_clients_are_closed_1001_and_ponging_clients_stay() {
         Some(1001),
         "idle close code (connection ended by {ended:?})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pings_are_answered_and_a_client_close_is_echoed() {
+    let node = solo(&[]).await;
+    let mut raw = RawClient::connect(&node, None).await;
+    let hello = raw
+        .call(json!({"type": "hello", "name": "pinger"}), 1)
+        .await;
+    assert_eq!(hello["ok"], true, "{hello}");
+
+    raw.send_frame(OP_PING, b"are you there").await;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let pong = raw.next_frame(deadline).await;
+    assert_eq!(
+        pong,
+        Ok(Some((OP_PONG, b"are you there".to_vec()))),
+        "a ping is answered by a pong with its payload"
+    );
+    // The connection goes on serving requests after the control frames.
+    let ping = raw.call(json!({"type": "ping"}), 2).await;
+    assert_eq!(ping["ok"], true, "{ping}");
+
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    raw.send_frame(OP_CLOSE, &close).await;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let echoed = raw.next_frame(deadline).await;
+    let Ok(Some((OP_CLOSE, payload))) = echoed else {
+        panic!("the server answers a close with a close, got {echoed:?}")
+    };
+    assert_eq!(&payload[..2], &1000u16.to_be_bytes(), "echoed close code");
+    let after = raw.next_frame(deadline).await;
+    assert!(
+        matches!(after, Err(ref why) if why.contains("ended")),
+        "the server hangs up after the close handshake, got {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_sent_with_the_upgrade_request_is_answered() {
+    // A client that does not wait for the 101 before its first frame: the
+    // bytes after the request arrive in the server's HTTP read buffer.
+    let node = solo(&[]).await;
+    let hello = json!({"type": "hello", "id": 7, "name": "eager"}).to_string();
+    let mut raw = RawClient::connect_with(&node, None, Some(&hello)).await;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let reply = raw.next_frame(deadline).await;
+    let Ok(Some((OP_TEXT, payload))) = reply else {
+        panic!("expected the hello reply, got {reply:?}")
+    };
+    let reply: Value = serde_json::from_slice(&payload).expect("JSON reply");
+    assert_eq!(reply["id"], 7, "{reply}");
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["data"]["user"]["name"], "eager", "{reply}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,44 +1,47 @@
-//! One WebSocket connection: a reader that parses frames and calls services,
-//! and a writer that owns the socket's sending half and the bounded queue.
+//! One WebSocket connection, served by one task.
 //!
-//! The reader handles one request at a time, in order, and queues its reply.
-//! The hub queues event frames to the same queue. The writer sends both in
-//! queue order and keeps, per room, the seq floor below which events are
-//! already covered by a join snapshot: while a join is in flight the room's
-//! events are held (`Outbound::Pending`), then the snapshot reply is sent and
-//! the held events above its floor follow (`Outbound::Joined`). That is how a
-//! joining client sees every event exactly once, in order, with no gap
-//! between its snapshot and the live stream.
+//! The task reads the client's frames and handles one request at a time, in
+//! order. Replies and the room's events meet in one bounded queue (the hub
+//! pushes events to it from the bus), and the task sends what is queued, in
+//! queue order, also while a request is waiting on Redis. The writer side
+//! keeps, per room, the seq floor below which events are already covered by
+//! a join snapshot: while a join is in flight the room's events are held
+//! (`Outbound::Pending`), then the snapshot reply is sent and the held events
+//! above its floor follow (`Outbound::Joined`). That is how a joining client
+//! sees every event exactly once, in order, with no gap between its snapshot
+//! and the live stream.
 //!
 //! Close codes: 1000 normal, 1001 idle too long, 1009 frame too large, 1012
 //! node shutting down, 1013 outbound queue full, 4001 bad token, 4008
 //! sustained abuse of the rate limit.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use rand::RngExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::hub::{CLOSE_SLOW, Kill, Outbound, Subscriber};
+use super::hub::{CLOSE_SLOW, Kill, Outbound, RoomFrame, Snapshot, Subscriber};
+use super::wire::{self, Outbox, Wire};
 use crate::app::App;
 use crate::error::{ApiError, ErrorCode, ServiceError};
 use crate::metrics::TypeLabel;
@@ -46,7 +49,7 @@ use crate::model::{Message, Room, User, now_ms};
 use crate::protocol::{self, Request, RequestId};
 use crate::service::{JoinHistory, Joined};
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<Wire>;
 
 /// Close codes used by the node.
 pub mod close {
@@ -64,23 +67,35 @@ pub mod close {
     pub const UNAUTHORIZED: u16 = 4001;
     /// Sustained abuse of the rate limit.
     pub const ABUSE: u16 = 4008;
+    /// No close frame: the socket failed or the client closed first.
+    pub const NONE: u16 = 0;
 }
 
 /// Runs a connection until it closes. When `shutdown` fires, the connection
 /// finishes the request in hand and closes with 1012 at a random moment
 /// within `--drain-window`, so clients do not all reconnect at once.
-pub async fn run(app: App, socket: Socket, id: u64, peer: SocketAddr, shutdown: CancellationToken) {
+pub async fn run(
+    app: App,
+    upgraded: Upgraded,
+    ws_config: WebSocketConfig,
+    id: u64,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let conn_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("conn", id, session = %conn_id, %peer);
     async move {
+        let Some(wire) = Wire::from_upgraded(upgraded) else {
+            tracing::warn!("the upgraded connection is not a TCP stream; dropping it");
+            return;
+        };
+        let mut socket =
+            WebSocketStream::from_raw_socket(wire, Role::Server, Some(ws_config)).await;
         tracing::debug!("connected");
         let config = app.config();
-        let (sink, stream) = socket.split();
         let (tx, rx) = mpsc::channel(config.outbound_queue);
         let kill = Arc::new(Kill::default());
-        let writer = tokio::spawn(
-            write_loop(sink, rx, kill.clone(), config.ping_interval, app.clone()).in_current_span(),
-        );
+        let mut writer = Writer::new(rx, kill.clone(), &app);
         let quota =
             Quota::per_second(NonZeroU32::new(config.rate_limit).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN));
@@ -105,15 +120,49 @@ pub async fn run(app: App, socket: Socket, id: u64, peer: SocketAddr, shutdown: 
             let delay = rand::rng().random_range(0..=spread);
             tokio::time::sleep(Duration::from_millis(delay)).await;
         };
-        conn.read_loop(stream, config.idle_timeout, drain).await;
-        conn.cleanup().await;
-        drop(conn);
-        // Let the writer send what is queued and the close frame.
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-        tracing::debug!(code = kill.code(), "closed");
+        let timers = Timers {
+            idle: config.idle_timeout,
+            ping: config.ping_interval,
+        };
+        let code = conn.serve(&mut socket, &mut writer, timers, drain).await;
+        // From here the hub's pushes fail quietly (no slow-consumer count).
+        kill.kill(if code == close::NONE {
+            close::NORMAL
+        } else {
+            code
+        });
+        // Boxed, like every rarely-taken path with a deep future: the task
+        // of an idle connection stays small.
+        Box::pin(writer.close(socket.get_ref().tcp(), code)).await;
+        drop(writer);
+        drop(socket);
+        Box::pin(conn.cleanup()).await;
+        tracing::debug!(code, "closed");
     }
     .instrument(span)
     .await
+}
+
+/// The connection's timers.
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    /// Close a client silent for this long.
+    idle: Duration,
+    /// Send a WebSocket ping this often.
+    ping: Duration,
+}
+
+/// Runs `work` (a request) while sending what is queued meanwhile, so that a
+/// request waiting on Redis does not hold up the connection's events.
+async fn pumping<T>(work: impl Future<Output = T>, out: &mut Writer, tcp: &TcpStream) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            Some(item) = out.rx.recv(), if out.closed.is_none() => out.pump(item, tcp).await,
+        }
+    }
 }
 
 struct Connection {
@@ -136,10 +185,14 @@ struct Connection {
     drained: bool,
 }
 
-/// Whether the reader goes on.
+/// What follows a frame from the client.
 enum Flow {
+    /// Read the next one.
     Continue,
-    Stop,
+    /// Close with this code once what is queued before it is sent.
+    Close(u16),
+    /// The client closed, or the socket failed: end without a close frame.
+    Closed,
 }
 
 fn data<T: Serialize>(value: &T) -> Box<RawValue> {
@@ -212,72 +265,116 @@ struct PingData {
 }
 
 impl Connection {
-    async fn read_loop(
+    /// Reads and answers the client's frames and sends what is queued,
+    /// until the connection is to close; returns the close code to send.
+    async fn serve(
         &mut self,
-        mut stream: futures_util::stream::SplitStream<Socket>,
-        idle_timeout: Duration,
-        drain: impl std::future::Future<Output = ()>,
-    ) {
+        socket: &mut Socket,
+        out: &mut Writer,
+        timers: Timers,
+        drain: impl Future<Output = ()>,
+    ) -> u16 {
         tokio::pin!(drain);
+        let idle = tokio::time::sleep(timers.idle);
+        tokio::pin!(idle);
+        let start = tokio::time::Instant::now() + timers.ping;
+        let mut ping = tokio::time::interval_at(start, timers.ping);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Cleared once a close is queued: nothing more is read.
+        let mut reading = true;
         loop {
+            if let Some(code) = out.closed {
+                return code;
+            }
             let lapse = self.typing.values().min().copied();
-            let next = tokio::select! {
+            tokio::select! {
                 biased;
-                                _ = self.kill.killed() => return,
-                                _ = &mut drain => {
-                    // Between requests: the one in hand has been answered.
-                    self.drained = true;
-                    self.close_after_queue(close::RESTART);
-                    return;
-                }
-                _ = sleep_until_some(lapse) => {
-                    self.lapse_typing().await;
-                    continue;
-                }
-                next = tokio::time::timeout(idle_timeout, stream.next()) => next,
-            };
-            let msg = match next {
-                Err(_) => {
-                    tracing::debug!("idle timeout");
-                    self.kill.kill(close::IDLE);
-                    return;
-                }
-                Ok(None) => return,
-                Ok(Some(Err(WsError::Capacity(e)))) => {
-                    tracing::debug!(error = %e, "frame too large");
-                    self.close_after_queue(close::TOO_BIG);
-                    return;
-                }
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "read failed");
-                    return;
-                }
-                Ok(Some(Ok(msg))) => msg,
-            };
-            let flow = match msg {
-                WsMessage::Text(text) => self.on_text(&text).await,
-                WsMessage::Binary(_) => {
-                    self.count_in("binary");
-                    match self.admit(None) {
-                        Err(flow) => flow,
-                        Ok(()) => {
-                            self.fail(
-                                None,
-                                ApiError::bad_request(
-                                    "binary frames are not accepted; send JSON in text frames",
-                                ),
-                            );
-                            Flow::Continue
+                _ = self.kill.killed() => return self.kill.code().unwrap_or(close::NORMAL),
+                next = socket.next(), if reading => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + timers.idle);
+                    // tungstenite answers pings and closes on its next write:
+                    // make it now, then send what it wrote.
+                    if matches!(next, Some(Ok(WsMessage::Ping(_) | WsMessage::Close(_)))) {
+                        let _ = socket.flush().await;
+                    }
+                    if let Some(control) = socket.get_mut().take_control() {
+                        out.send_now(control, socket.get_ref().tcp()).await;
+                    }
+                    let flow = match next {
+                        None => Flow::Closed,
+                        Some(next) => {
+                            let tcp = socket.get_ref().tcp();
+                            // Boxed: a request's state lives on the heap only
+                            // while it runs.
+                            pumping(Box::pin(self.on_frame(next)), out, tcp).await
+                        }
+                    };
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Closed => return close::NONE,
+                        Flow::Close(code) => {
+                            reading = false;
+                            self.close_after_queue(code);
                         }
                     }
                 }
-                WsMessage::Close(_) => return,
-                // Pings are answered by tungstenite; pongs only prove life.
-                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Flow::Continue,
-            };
-            if let Flow::Stop = flow {
-                return;
+                item = out.rx.recv() => {
+                    // This connection holds a sender: the queue does not end.
+                    let Some(item) = item else { return close::NORMAL };
+                    out.pump(item, socket.get_ref().tcp()).await;
+                }
+                _ = &mut drain, if !self.drained => {
+                    // Between requests: the one in hand has been answered.
+                    self.drained = true;
+                    reading = false;
+                    self.close_after_queue(close::RESTART);
+                }
+                _ = ping.tick() => out.send_now(wire::ping_frame(), socket.get_ref().tcp()).await,
+                _ = sleep_until_some(lapse) => {
+                    pumping(Box::pin(self.lapse_typing()), out, socket.get_ref().tcp()).await;
+                }
+                _ = &mut idle => {
+                    tracing::debug!("idle timeout");
+                    return close::IDLE;
+                }
             }
+        }
+    }
+
+    /// Handles one thing read from the socket.
+    async fn on_frame(&mut self, next: Result<WsMessage, WsError>) -> Flow {
+        let msg = match next {
+            Ok(msg) => msg,
+            Err(WsError::Capacity(e)) => {
+                tracing::debug!(error = %e, "frame too large");
+                return Flow::Close(close::TOO_BIG);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                return Flow::Closed;
+            }
+        };
+        match msg {
+            WsMessage::Text(text) => self.on_text(&text).await,
+            WsMessage::Binary(_) => {
+                self.count_in("binary");
+                match self.admit(None) {
+                    Err(flow) => flow,
+                    Ok(()) => {
+                        self.fail(
+                            None,
+                            ApiError::bad_request(
+                                "binary frames are not accepted; send JSON in text frames",
+                            ),
+                        );
+                        Flow::Continue
+                    }
+                }
+            }
+            // tungstenite has queued the close reply.
+            WsMessage::Close(_) => Flow::Closed,
+            // Pings are answered by tungstenite; pongs only prove life.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Flow::Continue,
         }
     }
 
@@ -296,8 +393,7 @@ impl Connection {
         let abusive = self.abuse.record(Instant::now());
         if abusive {
             tracing::info!("closing a connection that keeps flooding");
-            self.close_after_queue(close::ABUSE);
-            return Err(Flow::Stop);
+            return Err(Flow::Close(close::ABUSE));
         }
         match self.limiter.check() {
             Ok(()) => Ok(()),
@@ -334,13 +430,10 @@ impl Connection {
             verb,
             id = frame.id.as_ref().map(|n| n.to_string())
         );
-        // Boxed: the request's state lives on the heap only while it runs,
-        // so an idle connection's task stays small.
-        let outcome = Box::pin(
-            self.dispatch(frame.id.as_ref(), frame.request)
-                .instrument(span),
-        )
-        .await;
+        let outcome = self
+            .dispatch(frame.id.as_ref(), frame.request)
+            .instrument(span)
+            .await;
         match outcome {
             Ok(Some(reply)) => {
                 if let Some(id) = &frame.id {
@@ -353,8 +446,7 @@ impl Connection {
                 let fatal = verb == "hello" && err.code == ErrorCode::Unauthorized;
                 self.fail(frame.id.as_ref(), err);
                 if fatal {
-                    self.close_after_queue(close::UNAUTHORIZED);
-                    return Flow::Stop;
+                    return Flow::Close(close::UNAUTHORIZED);
                 }
                 Flow::Continue
             }
@@ -574,14 +666,14 @@ impl Connection {
 
     /// Starts receiving a room's events (held until the snapshot is sent).
     async fn start_room(&mut self, room: &Arc<str>) -> Result<(), ApiError> {
-        self.enqueue(Outbound::Pending(room.clone()));
+        self.enqueue(Outbound::Pending(Box::new(room.clone())));
         if self.rooms.contains(room) {
             return Ok(());
         }
         self.app.hub().attach(room, self.subscriber());
         if let Err(e) = self.app.bus().subscribe(room).await {
             self.app.hub().detach(room, self.id);
-            self.enqueue(Outbound::Left(room.clone()));
+            self.enqueue(Outbound::Left(Box::new(room.clone())));
             return Err(ServiceError::from(e).into());
         }
         Ok(())
@@ -591,16 +683,16 @@ impl Connection {
     async fn abort_room(&mut self, room: &Arc<str>) {
         if self.rooms.contains(room) {
             // Still joined from before: go back to live delivery.
-            self.enqueue(Outbound::Joined {
+            self.enqueue(Outbound::Joined(Box::new(Snapshot {
                 room: room.clone(),
                 floor: 0,
-                reply: Utf8Bytes::from_static(""),
-            });
+                reply: None,
+            })));
             return;
         }
         self.app.hub().detach(room, self.id);
         self.app.bus().unsubscribe(room).await;
-        self.enqueue(Outbound::Left(room.clone()));
+        self.enqueue(Outbound::Left(Box::new(room.clone())));
     }
 
     async fn create(
@@ -661,15 +753,12 @@ impl Connection {
     /// is ordered with the room's held events. Without a request id the
     /// reply is silent, but the held events are still released.
     fn joined(&mut self, id: Option<&RequestId>, room: &Arc<str>, floor: u64, data: Box<RawValue>) {
-        let reply = match id {
-            Some(id) => Utf8Bytes::from(protocol::reply_ok(id, &data)),
-            None => Utf8Bytes::from_static(""),
-        };
-        self.enqueue(Outbound::Joined {
+        let reply = id.map(|id| wire::text_frame(&protocol::reply_ok(id, &data)));
+        self.enqueue(Outbound::Joined(Box::new(Snapshot {
             room: room.clone(),
             floor,
             reply,
-        });
+        })));
     }
 
     async fn leave(&mut self, user: &User, room: &str) -> Result<Option<Box<RawValue>>, ApiError> {
@@ -681,7 +770,7 @@ impl Connection {
         if let Some(key) = self.rooms.take(room) {
             app.hub().detach(&key, self.id);
             app.bus().unsubscribe(&key).await;
-            self.enqueue(Outbound::Left(key));
+            self.enqueue(Outbound::Left(Box::new(key)));
         }
         Ok(Some(data(&serde_json::json!({}))))
     }
@@ -739,7 +828,7 @@ impl Connection {
     }
 
     fn send_frame(&mut self, frame: String) {
-        self.enqueue(Outbound::Frame(Utf8Bytes::from(frame)));
+        self.enqueue(Outbound::Frame(Box::new(wire::text_frame(&frame))));
     }
 
     fn fail(&mut self, id: Option<&RequestId>, err: ApiError) {
@@ -829,176 +918,192 @@ impl AbuseMeter {
 enum RoomState {
     /// A join is in flight: hold events (and remember the floor of an
     /// earlier join of the same room, if any).
-    Holding(u64, Vec<(u64, Utf8Bytes)>),
+    Holding(u64, Vec<Arc<RoomFrame>>),
     /// Deliver events above the floor.
     Live(u64),
 }
 
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<Socket, WsMessage>,
-    mut rx: mpsc::Receiver<Outbound>,
+/// The sending side of a connection: its queue, the per-room delivery
+/// state, and the frames gathered for the next write.
+struct Writer {
+    rx: mpsc::Receiver<Outbound>,
     kill: Arc<Kill>,
-    ping_interval: Duration,
-    app: App,
-) {
-    let metrics = app.metrics();
-    let hold_limit = app.config().outbound_queue;
-    let mut rooms: HashMap<Arc<str>, RoomState> = HashMap::new();
-    let mut unflushed = 0usize;
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    let out = |kind: &'static str| {
-        metrics
-            .frames_out
-            .get_or_create(&TypeLabel { r#type: kind })
-            .inc()
-    };
-    let code = loop {
-        let item = tokio::select! {
-            biased;
-                        _ = kill.killed() => break kill.code().unwrap_or(close::NORMAL),
-            _ = ping.tick() => {
-                if send(&mut sink, &kill, WsMessage::Ping(Default::default())).await.is_err() {
-                    break 0;
-                }
-                continue;
-            }
-            item = rx.recv() => item,
+    rooms: HashMap<Arc<str>, RoomState>,
+    /// Events held for one joining room before the connection is too slow.
+    hold_limit: usize,
+    outbox: Outbox,
+    /// Set once the connection is to close: the code (`close::NONE` when the
+    /// socket failed).
+    closed: Option<u16>,
+    events_out: Counter,
+    replies_out: Counter,
+    slow_consumers: Counter,
+}
+
+/// Frames gathered in one go that make a connection "busy".
+const BUSY_BATCH: usize = 8;
+/// How long a busy connection gathers more frames before writing.
+const BUSY_LINGER: Duration = Duration::from_millis(1);
+/// How long the close frame may take to send: a client that stopped reading
+/// gets this long to take what its socket holds and then the close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Writer {
+    fn new(rx: mpsc::Receiver<Outbound>, kill: Arc<Kill>, app: &App) -> Writer {
+        let metrics = app.metrics();
+        let frames = |kind: &'static str| {
+            metrics
+                .frames_out
+                .get_or_create(&TypeLabel { r#type: kind })
+                .clone()
         };
-        let Some(item) = item else {
-            break close::NORMAL;
-        };
-        let mut frames: Vec<(&'static str, Utf8Bytes)> = Vec::new();
-        match item {
-            Outbound::Frame(f) => frames.push(("reply", f)),
-            Outbound::Event { room, seq, frame } => match rooms.get_mut(&room) {
-                Some(RoomState::Live(floor)) if seq == 0 || seq > *floor => {
-                    *floor = (*floor).max(seq);
-                    frames.push(("event", frame));
-                }
-                Some(RoomState::Live(_)) => {}
-                Some(RoomState::Holding(_, held)) => {
-                    if held.len() >= hold_limit {
-                        if kill.kill(CLOSE_SLOW) {
-                            metrics.slow_consumers.inc();
-                        }
-                        continue;
-                    }
-                    held.push((seq, frame));
-                }
-                None => {}
-            },
-            Outbound::Pending(room) => {
-                let prev = match rooms.get(&room) {
-                    Some(RoomState::Live(floor)) => *floor,
-                    Some(RoomState::Holding(floor, _)) => *floor,
-                    None => 0,
-                };
-                rooms.insert(room, RoomState::Holding(prev, Vec::new()));
-            }
-            Outbound::Joined { room, floor, reply } => {
-                let (prev, previous) = match rooms.remove(&room) {
-                    Some(RoomState::Holding(prev, held)) => (prev, held),
-                    Some(RoomState::Live(prev)) => (prev, Vec::new()),
-                    None => (0, Vec::new()),
-                };
-                if !reply.is_empty() {
-                    frames.push(("reply", reply));
-                }
-                let mut floor = floor.max(prev);
-                for (seq, frame) in previous {
-                    if seq == 0 || seq > floor {
-                        floor = floor.max(seq);
-                        frames.push(("event", frame));
-                    }
-                }
-                rooms.insert(room, RoomState::Live(floor));
-            }
-            Outbound::Left(room) => {
-                rooms.remove(&room);
-            }
-            Outbound::Close(code) => break code,
+        Writer {
+            rx,
+            kill,
+            rooms: HashMap::new(),
+            hold_limit: app.config().outbound_queue,
+            outbox: Outbox::default(),
+            closed: None,
+            events_out: frames("event"),
+            replies_out: frames("reply"),
+            slow_consumers: metrics.slow_consumers.clone(),
         }
-        for (kind, frame) in frames {
-            let mut failed = false;
-            for msg in fragments(frame) {
-                if feed(&mut sink, &kill, msg).await.is_err() {
-                    failed = true;
-                    break;
-                }
-            }
-            if failed {
-                kill.kill(0);
-                return;
-            }
-            out(kind);
-            unflushed += 1;
-        }
-        if rx.is_empty() {
+    }
+
+    /// Sends `first` and everything queued behind it, in one write.
+    async fn pump(&mut self, first: Outbound, tcp: &TcpStream) {
+        self.take(first);
+        self.take_ready();
+        if self.closed.is_none() {
             // Give the producers one more turn first: what they queue
-            // meanwhile goes out in the same write. A connection that is
-            // busy (a batch of several frames) waits a little longer, so
-            // under load a write carries many frames; a quiet one is
-            // flushed at once, so latency stays low.
-            if unflushed >= BUSY_BATCH {
+            // meanwhile goes out in the same write. A busy connection (a
+            // batch of several frames) waits a little longer, so under load
+            // a write carries many frames; a quiet one writes at once.
+            if self.outbox.len() >= BUSY_BATCH {
                 tokio::time::sleep(BUSY_LINGER).await;
             } else {
                 tokio::task::yield_now().await;
             }
-            if rx.is_empty() {
-                if flush(&mut sink, &kill).await.is_err() {
-                    kill.kill(0);
-                    return;
-                }
-                unflushed = 0;
+            self.take_ready();
+        }
+        self.write(tcp).await;
+    }
+
+    /// Sends one frame of the connection's own (a ping, a pong) now, after
+    /// anything gathered before it.
+    async fn send_now(&mut self, frame: Bytes, tcp: &TcpStream) {
+        if self.closed.is_none() {
+            self.outbox.push(frame);
+            self.write(tcp).await;
+        }
+    }
+
+    fn take_ready(&mut self) {
+        while self.closed.is_none() {
+            match self.rx.try_recv() {
+                Ok(item) => self.take(item),
+                Err(_) => return,
             }
         }
-    };
-    if code != 0 {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: Utf8Bytes::from_static(close_reason(code)),
+    }
+
+    /// Applies one queued item: gathers its frames for the next write.
+    fn take(&mut self, item: Outbound) {
+        match item {
+            Outbound::Frame(frame) => {
+                self.replies_out.inc();
+                self.outbox.push(*frame);
+            }
+            Outbound::Event(event) => match self.rooms.get_mut(&event.room) {
+                Some(RoomState::Live(floor)) if event.seq == 0 || event.seq > *floor => {
+                    *floor = (*floor).max(event.seq);
+                    self.events_out.inc();
+                    self.outbox.push(event.frame.clone());
+                }
+                Some(RoomState::Live(_)) | None => {}
+                Some(RoomState::Holding(_, held)) => {
+                    if held.len() >= self.hold_limit {
+                        if self.kill.kill(CLOSE_SLOW) {
+                            self.slow_consumers.inc();
+                        }
+                        return;
+                    }
+                    held.push(event);
+                }
+            },
+            Outbound::Pending(room) => {
+                let room = *room;
+                let prev = match self.rooms.get(&room) {
+                    Some(RoomState::Live(floor) | RoomState::Holding(floor, _)) => *floor,
+                    None => 0,
+                };
+                self.rooms
+                    .insert(room, RoomState::Holding(prev, Vec::new()));
+            }
+            Outbound::Joined(snapshot) => {
+                let Snapshot { room, floor, reply } = *snapshot;
+                let (prev, held) = match self.rooms.remove(&room) {
+                    Some(RoomState::Holding(prev, held)) => (prev, held),
+                    Some(RoomState::Live(prev)) => (prev, Vec::new()),
+                    None => (0, Vec::new()),
+                };
+                if let Some(reply) = reply {
+                    self.replies_out.inc();
+                    self.outbox.push(reply);
+                }
+                let mut floor = floor.max(prev);
+                for event in held {
+                    if event.seq == 0 || event.seq > floor {
+                        floor = floor.max(event.seq);
+                        self.events_out.inc();
+                        self.outbox.push(event.frame.clone());
+                    }
+                }
+                self.rooms.insert(room, RoomState::Live(floor));
+            }
+            Outbound::Left(room) => {
+                self.rooms.remove(&*room);
+            }
+            Outbound::Close(code) => self.closed = Some(code),
+        }
+    }
+
+    /// Writes what is gathered. A client too slow to take it is cut off
+    /// mid-write when the hub finds its queue full.
+    async fn write(&mut self, tcp: &TcpStream) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let kill = self.kill.clone();
+        let cut_off = async move {
+            kill.killed().await;
+            if kill.code() != Some(CLOSE_SLOW) {
+                // Other closes wait for what is being written.
+                std::future::pending::<()>().await;
+            }
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            sink.send(WsMessage::Close(Some(frame))),
-        )
-        .await;
+        let result = tokio::select! {
+            r = self.outbox.write_to(tcp) => r,
+            _ = cut_off => return,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "write failed");
+            self.closed = Some(close::NONE);
+            self.kill.kill(close::NONE);
+        }
     }
-    // Stop the reader too, whichever side ended first.
-    kill.kill(code);
-}
 
-/// Frames written since the last flush that make a connection "busy".
-const BUSY_BATCH: usize = 8;
-/// How long a busy connection gathers more frames before flushing.
-const BUSY_LINGER: Duration = Duration::from_millis(1);
-
-/// Largest frame sent whole; longer text goes out as continuation frames.
-/// tungstenite keeps its write buffer at the largest size it ever held, so
-/// this bounds what a big join snapshot leaves behind on an idle connection.
-pub const FRAGMENT_BYTES: usize = 8 * 1024;
-
-/// One text message as WebSocket messages: itself, or fragments of at most
-/// `FRAGMENT_BYTES` (slices of the same shared bytes, no copy).
-fn fragments(text: Utf8Bytes) -> Vec<WsMessage> {
-    if text.len() <= FRAGMENT_BYTES {
-        return vec![WsMessage::Text(text)];
+    /// Sends the close frame (after the rest of a frame cut off mid-write),
+    /// giving the client `CLOSE_TIMEOUT` to take it.
+    async fn close(&mut self, tcp: &TcpStream, code: u16) {
+        if code == close::NONE {
+            return;
+        }
+        self.outbox.discard_unstarted();
+        self.outbox
+            .push(wire::close_frame(code, close_reason(code)));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.outbox.write_to(tcp)).await;
     }
-    let bytes = bytes::Bytes::from(text);
-    let count = bytes.len().div_ceil(FRAGMENT_BYTES);
-    (0..count)
-        .map(|i| {
-            let chunk =
-                bytes.slice(i * FRAGMENT_BYTES..((i + 1) * FRAGMENT_BYTES).min(bytes.len()));
-            let opcode = if i == 0 {
-                OpCode::Data(Data::Text)
-            } else {
-                OpCode::Data(Data::Continue)
-            };
-            WsMessage::Frame(Frame::message(chunk, opcode, i + 1 == count))
-        })
-        .collect()
 }
 
 fn close_reason(code: u16) -> &'static str {
@@ -1011,36 +1116,6 @@ fn close_reason(code: u16) -> &'static str {
         close::ABUSE => "rate limit abused",
         _ => "",
     }
-}
-
-async fn feed(
-    sink: &mut futures_util::stream::SplitSink<Socket, WsMessage>,
-    kill: &Kill,
-    msg: WsMessage,
-) -> Result<(), ()> {
-    tokio::select! {
-        r = sink.feed(msg) => r.map_err(|_| ()),
-        _ = kill.killed(), if kill.code() == Some(CLOSE_SLOW) => Err(()),
-    }
-}
-
-async fn flush(
-    sink: &mut futures_util::stream::SplitSink<Socket, WsMessage>,
-    kill: &Kill,
-) -> Result<(), ()> {
-    tokio::select! {
-        r = sink.flush() => r.map_err(|_| ()),
-        _ = kill.killed(), if kill.code() == Some(CLOSE_SLOW) => Err(()),
-    }
-}
-
-async fn send(
-    sink: &mut futures_util::stream::SplitSink<Socket, WsMessage>,
-    kill: &Kill,
-    msg: WsMessage,
-) -> Result<(), ()> {
-    feed(sink, kill, msg).await?;
-    flush(sink, kill).await
 }
 
 #[cfg(test)]
@@ -1066,27 +1141,6 @@ mod tests {
         // A quiet gap resets.
         let later = start + Duration::from_secs(20);
         assert!(!m.record(later));
-    }
-
-    #[test]
-    fn long_text_is_sent_in_fragments_of_the_same_bytes() {
-        let short = Utf8Bytes::from("x".repeat(FRAGMENT_BYTES));
-        assert!(matches!(fragments(short).as_slice(), [WsMessage::Text(_)]));
-        let long = "é".repeat(FRAGMENT_BYTES); // 2 bytes each: splits inside characters
-        let parts = fragments(Utf8Bytes::from(long.clone()));
-        assert_eq!(parts.len(), 2);
-        let mut joined = Vec::new();
-        for (i, p) in parts.iter().enumerate() {
-            let WsMessage::Frame(f) = p else {
-                panic!("fragment {i} is a frame")
-            };
-            assert_eq!(f.header().is_final, i == 1);
-            let want = if i == 0 { Data::Text } else { Data::Continue };
-            assert_eq!(f.header().opcode, OpCode::Data(want));
-            assert!(f.payload().len() <= FRAGMENT_BYTES);
-            joined.extend_from_slice(f.payload());
-        }
-        assert_eq!(joined, long.as_bytes());
     }
 
     #[test]

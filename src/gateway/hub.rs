@@ -2,8 +2,8 @@
 //! room, and the local fan-out of received events.
 //!
 //! The bus hands every received envelope to `Hub::deliver` (the hub is the
-//! node's `EventSink`). The envelope is decoded once and rendered to its JSON
-//! frame once; the frame's bytes (`Utf8Bytes`, reference-counted) are then
+//! node's `EventSink`). The envelope is decoded once and rendered once to a
+//! whole WebSocket frame; that `RoomFrame` (reference-counted) is then
 //! queued to every local connection of the room without copying. Queues are
 //! bounded: a connection whose queue is full is a slow consumer and is closed
 //! with 1013 rather than buffered without bound.
@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::EventSink;
@@ -27,35 +27,49 @@ use crate::metrics::Metrics;
 use crate::model::now_us;
 use crate::protocol;
 
-/// What a connection's writer is asked to do, in order.
+use super::wire;
+
+/// What a connection is asked to send, in order. Kept small (16 bytes):
+/// every connection's queue keeps blocks of 32 slots, so all but the
+/// one-word variants are boxed (they are rare: one per request or join).
 #[derive(Debug)]
 pub enum Outbound {
-    /// Send a reply or error frame.
-    Frame(Utf8Bytes),
-    /// Send an event frame of a room, unless its seq is already covered.
-    Event {
-        /// Room id.
-        room: Arc<str>,
-        /// Durable seq, 0 for ephemeral events.
-        seq: u64,
-        /// The rendered frame, shared with every local recipient.
-        frame: Utf8Bytes,
-    },
+    /// Send a reply or error frame (a whole WebSocket frame).
+    Frame(Box<Bytes>),
+    /// Send an event of a room, unless its seq is already covered.
+    Event(Arc<RoomFrame>),
     /// A join of the room started: hold its events until `Joined`.
-    Pending(Arc<str>),
-    /// The join snapshot: send `reply`, then the held events above `floor`.
-    Joined {
-        /// Room id.
-        room: Arc<str>,
-        /// Highest seq the snapshot covers.
-        floor: u64,
-        /// The `room.join`/`room.create` reply frame.
-        reply: Utf8Bytes,
-    },
+    Pending(Box<Arc<str>>),
+    /// The join snapshot: send its reply, then the held events above its
+    /// floor.
+    Joined(Box<Snapshot>),
     /// The connection left the room: drop its events from now on.
-    Left(Arc<str>),
+    Left(Box<Arc<str>>),
     /// Close the connection with this code after what is queued.
     Close(u16),
+}
+
+/// One event as every local recipient gets it: rendered once per node.
+#[derive(Debug)]
+pub struct RoomFrame {
+    /// Room id.
+    pub room: Arc<str>,
+    /// Durable seq, 0 for ephemeral events.
+    pub seq: u64,
+    /// The whole WebSocket frame (header and JSON).
+    pub frame: Bytes,
+}
+
+/// A join's reply and where its snapshot ends.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Room id.
+    pub room: Arc<str>,
+    /// Highest seq the snapshot covers.
+    pub floor: u64,
+    /// The `room.join`/`room.create` reply frame; `None` for a join without
+    /// a request id, or one that failed while already joined.
+    pub reply: Option<Bytes>,
 }
 
 /// How a connection is told to stop, from any task, with a close code.
@@ -170,19 +184,19 @@ impl EventSink for Hub {
                 .fanout_latency
                 .observe((now - env.published_us) as f64 / 1e6);
         }
-        let frame = Utf8Bytes::from(protocol::event_frame(room, &env));
+        let frame = wire::text_frame(&protocol::event_frame(room, &env));
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
         let Some((key, subs)) = rooms.get_key_value(room) else {
             return;
         };
+        let shared = Arc::new(RoomFrame {
+            room: key.clone(),
+            seq: env.seq,
+            frame,
+        });
         let mut delivered = 0u64;
         for sub in subs {
-            let item = Outbound::Event {
-                room: key.clone(),
-                seq: env.seq,
-                frame: frame.clone(),
-            };
-            match sub.tx.try_send(item) {
+            match sub.tx.try_send(Outbound::Event(shared.clone())) {
                 Ok(()) => delivered += 1,
                 Err(TrySendError::Full(_)) => {
                     if sub.kill.kill(CLOSE_SLOW) {
@@ -201,6 +215,8 @@ impl EventSink for Hub {
 mod tests {
     use super::*;
     use crate::model::{Event, User};
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
     fn user() -> User {
         User {
@@ -236,17 +252,19 @@ mod tests {
             "r1",
             &codec::encode(0, &Event::ParticipantJoined(user()), 1),
         );
-        let (Some(Outbound::Event { frame: fa, .. }), Some(Outbound::Event { frame: fb, .. })) =
+        let (Some(Outbound::Event(fa)), Some(Outbound::Event(fb))) =
             (ra.try_recv().ok(), rb.try_recv().ok())
         else {
             panic!("both get the event")
         };
-        assert_eq!(
-            fa.as_str().as_ptr(),
-            fb.as_str().as_ptr(),
-            "same bytes, not copies"
-        );
-        assert!(fa.as_str().contains("participant.joined"));
+        assert!(Arc::ptr_eq(&fa, &fb), "one rendering, shared");
+        let mut cursor = std::io::Cursor::new(&fa.frame[..]);
+        let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+        assert!(header.is_final && header.mask.is_none());
+        assert_eq!(header.opcode, OpCode::Data(Data::Text));
+        let text = std::str::from_utf8(&fa.frame[cursor.position() as usize..]).unwrap();
+        assert_eq!(len as usize, text.len());
+        assert!(text.contains("participant.joined"));
         hub.detach("r1", 1);
         hub.detach("r1", 2);
         assert_eq!(hub.local_count("r1"), 0);
@@ -272,6 +290,11 @@ mod tests {
             got += 1;
         }
         assert_eq!(got, 3);
+    }
+
+    #[test]
+    fn queue_slots_stay_small() {
+        assert!(std::mem::size_of::<Outbound>() <= 16);
     }
 
     #[test]

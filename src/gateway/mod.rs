@@ -26,9 +26,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,13 +37,15 @@ use crate::error::{ApiError, ErrorCode};
 pub mod connection;
 pub mod hub;
 mod web;
+pub mod wire;
 
 pub use hub::Hub;
 
 type Body = Full<Bytes>;
 
-/// Bytes of frames gathered before a write to the socket.
-const WRITE_BATCH_BYTES: usize = 8 * 1024;
+/// tungstenite's read buffer per connection. Client frames are mostly a
+/// few hundred bytes; the buffer grows to fit a longer one.
+const READ_BUFFER_BYTES: usize = 512;
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,31 +383,20 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes))
-        // A small read buffer keeps idle connections cheap. Frames are
-        // gathered in the write buffer (which grows only when used) and sent
-        // with one write per batch: the writer flushes when its queue is
-        // empty, so batching adds no delay.
-        .read_buffer_size(1024)
-        .write_buffer_size(WRITE_BATCH_BYTES)
-        .max_write_buffer_size(config.max_frame_bytes.saturating_mul(4).max(1 << 20));
+        // A small read buffer keeps idle connections cheap. tungstenite
+        // only reads: the connection writes its frames itself (`wire`).
+        .read_buffer_size(READ_BUFFER_BYTES);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let app2 = app.clone();
     let stop = shared.close_sockets.clone();
-    shared.sockets.spawn(async move {
+    let task = async move {
         let _slot = slot;
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                connection::run(app2, socket, id, peer, stop).await;
-            }
+            Ok(upgraded) => connection::run(app2, upgraded, ws_config, id, peer, stop).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-    });
+    };
+    shared.sockets.spawn(task);
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();

@@ -1243,13 +1243,45 @@ pub(crate) struct RawClient {
 }
 
 /// Opcodes of RFC 6455.
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
+
+/// One masked, final client frame.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
 
 impl RawClient {
     /// Connects to the node's `/ws`; `recv_buffer` sets SO_RCVBUF (small
     /// values make the server's outbound queue fill quickly).
     pub(crate) async fn connect(node: &Node, recv_buffer: Option<u32>) -> RawClient {
+        RawClient::connect_with(node, recv_buffer, None).await
+    }
+
+    /// Like `connect`, and sends `early` as a text frame in the same write
+    /// as the upgrade request, before the server has answered it.
+    pub(crate) async fn connect_with(
+        node: &Node,
+        recv_buffer: Option<u32>,
+        early: Option<&str>,
+    ) -> RawClient {
         let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
@@ -1263,10 +1295,11 @@ impl RawClient {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             node.addr
         );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send handshake");
+        let mut first = request.into_bytes();
+        if let Some(text) = early {
+            first.extend_from_slice(&client_frame(OP_TEXT, text.as_bytes()));
+        }
+        stream.write_all(&first).await.expect("send handshake");
         let mut buf = Vec::new();
         let handshake = async {
             loop {
@@ -1293,22 +1326,12 @@ impl RawClient {
 
     /// Sends one masked text frame.
     pub(crate) async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x80 | OP_TEXT];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.send_frame(OP_TEXT, text.as_bytes()).await;
+    }
+
+    /// Sends one masked frame with any opcode.
+    pub(crate) async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let frame = client_frame(opcode, payload);
         tokio::time::timeout(REPLY_TIMEOUT, self.stream.write_all(&frame))
             .await
             .expect("raw send in time")
