@@ -310,7 +310,14 @@ impl Connection {
                         }
                     };
                     match flow {
-                        Flow::Continue => {}
+                        Flow::Continue => {
+                            // Reading first is fair only if what is queued
+                            // goes out between frames: a client sending fast
+                            // must not hold up its own replies and events.
+                            if let Ok(item) = out.rx.try_recv() {
+                                out.pump(item, socket.get_ref().tcp()).await;
+                            }
+                        }
                         Flow::Closed => return close::NONE,
                         Flow::Close(code) => {
                             reading = false;
