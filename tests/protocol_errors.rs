@@ -921,6 +921,69 @@ async fn websocket_pings_are_answered_and_a_client_close_is_echoed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_protocol_errors_close_1002_and_others_are_unaffected() {
+    let node = solo(&[]).await;
+    let mut bystander = guest(&node, "bystander").await;
+    let mut raw = RawClient::connect(&node, None).await;
+    let hello = raw
+        .call(json!({"type": "hello", "name": "broken"}), 1)
+        .await;
+    assert_eq!(hello["ok"], true, "{hello}");
+    // A final frame with the reserved opcode 0x3, masked, empty.
+    raw.send_raw(&[0x83, 0x80, 1, 2, 3, 4]).await;
+    let (_, code, ended) = raw.read_to_end(Duration::from_secs(5)).await;
+    assert_eq!(
+        code,
+        Some(1002),
+        "a reserved opcode closes with 1002 (ended by {ended:?})"
+    );
+    bystander.ping().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_closed_and_leaves_its_rooms() {
+    // A client that stops reading in a quiet room: no stream of events
+    // fills its queue, so only the write stall can end it.
+    let node = solo(&["--ping-interval", "300ms", "--idle-timeout", "1500ms"]).await;
+    let mut owner = guest(&node, "owner").await;
+    let room = owner.create_room("big-history", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let content = "y".repeat(4000);
+    for _ in 0..40 {
+        owner.send_message(&rid, &content).await;
+    }
+    let mut stuck = RawClient::connect(&node, Some(4096)).await;
+    let hello = stuck
+        .call(json!({"type": "hello", "name": "stuck"}), 1)
+        .await;
+    assert_eq!(hello["ok"], true, "{hello}");
+    let hello_user = hello["data"]["user"]["id"].clone();
+    // Its join reply (40 messages of 4 KB) is far larger than the socket
+    // buffers, and it never reads it.
+    stuck
+        .send_text(&json!({"type": "room.join", "id": 2, "room": rid}).to_string())
+        .await;
+    owner
+        .wait_event("stuck joined", EVENT_TIMEOUT, |e| {
+            e["event"] == "participant.joined" && e["user"]["id"] == hello_user
+        })
+        .await;
+    owner
+        .wait_event("stuck left", Duration::from_secs(15), |e| {
+            e["event"] == "participant.left" && e["user"]["id"] == hello_user
+        })
+        .await;
+    // 1001 when the kernel took the whole reply (it sends no pongs either),
+    // 1013 when the write stalled for the idle timeout.
+    let (_, code, ended) = stuck.read_to_end(Duration::from_secs(10)).await;
+    assert!(
+        matches!(code, Some(1001 | 1013)),
+        "closed as idle or slow once it read again, got {code:?} (ended by {ended:?})"
+    );
+    owner.ping().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_sent_with_the_upgrade_request_is_answered() {
     // A client that does not wait for the 101 before its first frame: the
     // bytes after the request arrive in the server's HTTP read buffer.

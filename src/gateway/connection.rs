@@ -57,6 +57,11 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// Client silent past the idle timeout.
     pub const IDLE: u16 = 1001;
+    /// The client broke the WebSocket protocol (an unmasked frame, reserved
+    /// bits or opcodes).
+    pub const PROTOCOL: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const NOT_UTF8: u16 = 1007;
     /// Frame larger than `max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;
     /// The node is shutting down.
@@ -131,12 +136,13 @@ pub async fn run(
         } else {
             code
         });
-        // Boxed, like every rarely-taken path with a deep future: the task
-        // of an idle connection stays small.
-        Box::pin(writer.close(socket.get_ref().tcp(), code)).await;
+        // The close frame may wait on a client that does not read; leaving
+        // the rooms does not wait for it. Boxed, like every rarely taken path
+        // with a deep future: the task of an idle connection stays small.
+        let tcp = socket.get_ref().tcp();
+        tokio::join!(Box::pin(writer.close(tcp, code)), Box::pin(conn.cleanup()));
         drop(writer);
         drop(socket);
-        Box::pin(conn.cleanup()).await;
         tracing::debug!(code, "closed");
     }
     .instrument(span)
@@ -153,14 +159,19 @@ struct Timers {
 }
 
 /// Runs `work` (a request) while sending what is queued meanwhile, so that a
-/// request waiting on Redis does not hold up the connection's events.
+/// request waiting on Redis does not hold up the connection's events. Only
+/// what the socket takes at once is written here: the request never waits
+/// on the client. When the client does not keep up, the rest stays in the
+/// outbox and the queue fills behind it (a slow consumer is closed 1013).
 async fn pumping<T>(work: impl Future<Output = T>, out: &mut Writer, tcp: &TcpStream) -> T {
     tokio::pin!(work);
     loop {
         tokio::select! {
             biased;
             done = &mut work => return done,
-            Some(item) = out.rx.recv(), if out.closed.is_none() => out.pump(item, tcp).await,
+            Some(item) = out.rx.recv(), if out.closed.is_none() && !out.backed_up() => {
+                out.pump_now(item, tcp);
+            }
         }
     }
 }
@@ -286,6 +297,15 @@ impl Connection {
             if let Some(code) = out.closed {
                 return code;
             }
+            if self.kill.is_killed() {
+                return self.kill.code().unwrap_or(close::NORMAL);
+            }
+            if out.backed_up() {
+                // Left by a request that ran while the client was not
+                // reading: wait for the socket now (or give up on it).
+                out.write(socket.get_ref().tcp()).await;
+                continue;
+            }
             let lapse = self.typing.values().min().copied();
             tokio::select! {
                 biased;
@@ -325,12 +345,7 @@ impl Connection {
                         }
                     }
                 }
-                item = out.rx.recv() => {
-                    // This connection holds a sender: the queue does not end.
-                    let Some(item) = item else { return close::NORMAL };
-                    out.pump(item, socket.get_ref().tcp()).await;
-                }
-                _ = &mut drain, if !self.drained => {
+                _ = &mut drain, if reading && !self.drained => {
                     // Between requests: the one in hand has been answered.
                     self.drained = true;
                     reading = false;
@@ -344,6 +359,11 @@ impl Connection {
                     tracing::debug!("idle timeout");
                     return close::IDLE;
                 }
+                item = out.rx.recv() => {
+                    // This connection holds a sender: the queue does not end.
+                    let Some(item) = item else { return close::NORMAL };
+                    out.pump(item, socket.get_ref().tcp()).await;
+                }
             }
         }
     }
@@ -355,6 +375,14 @@ impl Connection {
             Err(WsError::Capacity(e)) => {
                 tracing::debug!(error = %e, "frame too large");
                 return Flow::Close(close::TOO_BIG);
+            }
+            Err(WsError::Protocol(e)) => {
+                tracing::debug!(error = %e, "websocket protocol error");
+                return Flow::Close(close::PROTOCOL);
+            }
+            Err(WsError::Utf8(e)) => {
+                tracing::debug!(error = %e, "text frame is not utf-8");
+                return Flow::Close(close::NOT_UTF8);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "read failed");
@@ -942,6 +970,8 @@ struct Writer {
     /// Set once the connection is to close: the code (`close::NONE` when the
     /// socket failed).
     closed: Option<u16>,
+    /// How long a write may wait on a client that takes nothing.
+    stall: Duration,
     events_out: Counter,
     replies_out: Counter,
     slow_consumers: Counter,
@@ -971,6 +1001,7 @@ impl Writer {
             hold_limit: app.config().outbound_queue,
             outbox: Outbox::default(),
             closed: None,
+            stall: app.config().idle_timeout,
             events_out: frames("event"),
             replies_out: frames("reply"),
             slow_consumers: metrics.slow_consumers.clone(),
@@ -994,6 +1025,36 @@ impl Writer {
             self.take_ready();
         }
         self.write(tcp).await;
+    }
+
+    /// Takes what is queued and writes what the socket takes without
+    /// waiting (see `pumping`).
+    fn pump_now(&mut self, first: Outbound, tcp: &TcpStream) {
+        self.take(first);
+        self.take_ready();
+        self.write_now(tcp);
+    }
+
+    /// Frames are waiting for the socket.
+    fn backed_up(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Writes what the socket takes now; whether everything went.
+    fn write_now(&mut self, tcp: &TcpStream) -> bool {
+        match self.outbox.write_now(tcp) {
+            Ok(done) => done,
+            Err(e) => {
+                self.failed(e);
+                true
+            }
+        }
+    }
+
+    fn failed(&mut self, e: std::io::Error) {
+        tracing::debug!(error = %e, "write failed");
+        self.closed = Some(close::NONE);
+        self.kill.kill(close::NONE);
     }
 
     /// Sends one frame of the connection's own (a ping, a pong) now, after
@@ -1076,11 +1137,13 @@ impl Writer {
     }
 
     /// Writes what is gathered. A client too slow to take it is cut off
-    /// mid-write when the hub finds its queue full.
+    /// mid-write when the hub finds its queue full, or when it has taken
+    /// nothing for the idle timeout.
     async fn write(&mut self, tcp: &TcpStream) {
-        if self.outbox.is_empty() {
+        if self.outbox.is_empty() || self.write_now(tcp) {
             return;
         }
+        // The socket is full: wait for it (a timer only on this slow path).
         let kill = self.kill.clone();
         let cut_off = async move {
             kill.killed().await;
@@ -1092,11 +1155,16 @@ impl Writer {
         let result = tokio::select! {
             r = self.outbox.write_to(tcp) => r,
             _ = cut_off => return,
+            _ = tokio::time::sleep(self.stall) => {
+                tracing::debug!("the client took nothing for the idle timeout");
+                if self.kill.kill(CLOSE_SLOW) {
+                    self.slow_consumers.inc();
+                }
+                return;
+            }
         };
         if let Err(e) = result {
-            tracing::debug!(error = %e, "write failed");
-            self.closed = Some(close::NONE);
-            self.kill.kill(close::NONE);
+            self.failed(e);
         }
     }
 
@@ -1117,6 +1185,8 @@ fn close_reason(code: u16) -> &'static str {
     match code {
         close::IDLE => "idle timeout",
         close::TOO_BIG => "frame too large",
+        close::PROTOCOL => "websocket protocol error",
+        close::NOT_UTF8 => "text frame is not utf-8",
         close::RESTART => "node restarting; reconnect and resume with since",
         close::SLOW => "outbound queue full; read faster",
         close::UNAUTHORIZED => "unauthorized",

@@ -173,11 +173,19 @@ impl Outbox {
     /// `MAX_IOV` slices at a time. On error (or when the future is dropped)
     /// the outbox holds exactly what was not written.
     pub async fn write_to(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        while !self.write_now(tcp)? {
+            tcp.writable().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes without waiting; whether all was taken.
+    pub fn write_now(&mut self, tcp: &TcpStream) -> io::Result<bool> {
         while !self.frames.is_empty() {
             match self.try_write(tcp) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
@@ -185,7 +193,7 @@ impl Outbox {
         if self.frames.capacity() > 4 * MAX_IOV {
             self.frames.shrink_to(MAX_IOV);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// One `writev` of the waiting frames, if the socket takes it now. The
@@ -290,6 +298,32 @@ mod tests {
         out.advance(1);
         out.discard_unstarted();
         assert_eq!((out.len(), out.offset), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn writing_now_stops_at_a_full_socket_and_resumes_where_it_stopped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut out = Outbox::default();
+        let mut want = Vec::new();
+        // 64 MB: more than any socket buffer holds while the peer sleeps.
+        for i in 0..64u8 {
+            let frame = vec![i; 1 << 20];
+            want.extend_from_slice(&frame);
+            out.push(Bytes::from(frame));
+        }
+        assert!(!out.write_now(&server).unwrap(), "the socket filled up");
+        assert!(!out.is_empty());
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        out.write_to(&server).await.unwrap();
+        drop(server);
+        assert_eq!(reader.await.unwrap(), want);
     }
 
     #[tokio::test]

@@ -1329,6 +1329,14 @@ impl RawClient {
         self.send_frame(OP_TEXT, text.as_bytes()).await;
     }
 
+    /// Writes bytes as they are (a hand-made frame, valid or not).
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(REPLY_TIMEOUT, self.stream.write_all(bytes))
+            .await
+            .expect("raw send in time")
+            .expect("raw send");
+    }
+
     /// Sends one masked frame with any opcode.
     pub(crate) async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
         let frame = client_frame(opcode, payload);
