@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hyper::upgrade::Upgraded;
@@ -170,7 +170,7 @@ async fn pumping<T>(work: impl Future<Output = T>, out: &mut Writer, tcp: &TcpSt
             biased;
             done = &mut work => return done,
             Some(item) = out.rx.recv(), if out.closed.is_none() && !out.backed_up() => {
-                out.pump_now(item, tcp);
+                out.pump_now(item, tcp).await;
             }
         }
     }
@@ -293,6 +293,7 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Cleared once a close is queued: nothing more is read.
         let mut reading = true;
+        let mut turn = 0u32;
         loop {
             if let Some(code) = out.closed {
                 return code;
@@ -307,6 +308,31 @@ impl Connection {
                 continue;
             }
             let lapse = self.typing.values().min().copied();
+            // The select below reaches the timers only when the queue is not
+            // ready (polling the drain future locks the node-wide shutdown
+            // token, too dear for every event). A room busy enough to keep
+            // the queue always ready must not starve them: every 16th turn
+            // they are looked at first.
+            turn = turn.wrapping_add(1);
+            if turn.is_multiple_of(16) {
+                let tcp = socket.get_ref().tcp();
+                if idle.is_elapsed() {
+                    tracing::debug!("idle timeout");
+                    return close::IDLE;
+                }
+                if reading && !self.drained && drain.as_mut().now_or_never().is_some() {
+                    reading = false;
+                    self.start_drain();
+                    continue;
+                }
+                if ping.tick().now_or_never().is_some() {
+                    out.send_now(wire::ping_frame(), tcp).await;
+                }
+                if lapse.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    pumping(Box::pin(self.lapse_typing()), out, tcp).await;
+                    continue;
+                }
+            }
             tokio::select! {
                 biased;
                 _ = self.kill.killed() => return self.kill.code().unwrap_or(close::NORMAL),
@@ -345,11 +371,14 @@ impl Connection {
                         }
                     }
                 }
+                item = out.rx.recv() => {
+                    // This connection holds a sender: the queue does not end.
+                    let Some(item) = item else { return close::NORMAL };
+                    out.pump(item, socket.get_ref().tcp()).await;
+                }
                 _ = &mut drain, if reading && !self.drained => {
-                    // Between requests: the one in hand has been answered.
-                    self.drained = true;
                     reading = false;
-                    self.close_after_queue(close::RESTART);
+                    self.start_drain();
                 }
                 _ = ping.tick() => out.send_now(wire::ping_frame(), socket.get_ref().tcp()).await,
                 _ = sleep_until_some(lapse) => {
@@ -359,13 +388,15 @@ impl Connection {
                     tracing::debug!("idle timeout");
                     return close::IDLE;
                 }
-                item = out.rx.recv() => {
-                    // This connection holds a sender: the queue does not end.
-                    let Some(item) = item else { return close::NORMAL };
-                    out.pump(item, socket.get_ref().tcp()).await;
-                }
             }
         }
+    }
+
+    /// The node is shutting down: close 1012 after what is queued. Runs
+    /// between requests, so the one in hand has been answered.
+    fn start_drain(&mut self) {
+        self.drained = true;
+        self.close_after_queue(close::RESTART);
     }
 
     /// Handles one thing read from the socket.
@@ -1010,6 +1041,19 @@ impl Writer {
 
     /// Sends `first` and everything queued behind it, in one write.
     async fn pump(&mut self, first: Outbound, tcp: &TcpStream) {
+        self.gather(first).await;
+        self.write(tcp).await;
+    }
+
+    /// Takes `first` and everything queued behind it, and writes what the
+    /// socket takes without waiting for it (see `pumping`).
+    async fn pump_now(&mut self, first: Outbound, tcp: &TcpStream) {
+        self.gather(first).await;
+        self.write_now(tcp);
+    }
+
+    /// Takes `first` and what is queued behind it, for one write.
+    async fn gather(&mut self, first: Outbound) {
         self.take(first);
         self.take_ready();
         if self.closed.is_none() {
@@ -1024,15 +1068,6 @@ impl Writer {
             }
             self.take_ready();
         }
-        self.write(tcp).await;
-    }
-
-    /// Takes what is queued and writes what the socket takes without
-    /// waiting (see `pumping`).
-    fn pump_now(&mut self, first: Outbound, tcp: &TcpStream) {
-        self.take(first);
-        self.take_ready();
-        self.write_now(tcp);
     }
 
     /// Frames are waiting for the socket.
