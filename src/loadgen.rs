@@ -270,26 +270,33 @@ struct Plan {
     sender: bool,
 }
 
-async fn traffic(args: &BenchArgs) -> Result<Report, String> {
-    let saturate = matches!(args.mode, BenchMode::Saturate);
-    // One connection creates the rooms.
-    let mut admin = connect(&args.url[0]).await?;
+/// Creates `count` rooms named `prefix N` from one connection, which the
+/// caller keeps open for the run (closing it would post "left" messages).
+async fn create_rooms(url: &str, count: usize, prefix: &str) -> Result<(Ws, Vec<String>), String> {
+    let mut admin = connect(url).await?;
     call(
         &mut admin,
         1,
         json!({"type": "hello", "name": "bench-admin"}),
     )
     .await?;
-    let mut rooms = Vec::new();
-    for r in 0..args.rooms {
+    let mut rooms = Vec::with_capacity(count);
+    for r in 0..count {
         let data = call(
             &mut admin,
             2 + r as u64,
-            json!({"type": "room.create", "name": format!("bench {r}"), "max_participants": 10000}),
+            json!({"type": "room.create", "name": format!("{prefix} {r}"), "max_participants": 10000}),
         )
         .await?;
         rooms.push(data["room"]["id"].as_str().unwrap_or_default().to_owned());
     }
+    Ok((admin, rooms))
+}
+
+async fn traffic(args: &BenchArgs) -> Result<Report, String> {
+    let saturate = matches!(args.mode, BenchMode::Saturate);
+    // One connection creates the rooms.
+    let (_admin, rooms) = create_rooms(&args.url[0], args.rooms, "bench").await?;
     let mut plans = Vec::new();
     for (r, room) in rooms.iter().enumerate() {
         for c in 0..args.clients {
@@ -506,23 +513,7 @@ async fn client_task(
 
 async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let rss_before = rss_bytes(&args.server_pid);
-    let mut admin = connect(&args.url[0]).await?;
-    call(
-        &mut admin,
-        1,
-        json!({"type": "hello", "name": "bench-admin"}),
-    )
-    .await?;
-    let mut rooms = Vec::new();
-    for r in 0..args.rooms.max(1) {
-        let data = call(
-            &mut admin,
-            2 + r as u64,
-            json!({"type": "room.create", "name": format!("idle {r}"), "max_participants": 10000}),
-        )
-        .await?;
-        rooms.push(data["room"]["id"].as_str().unwrap_or_default().to_owned());
-    }
+    let (_admin, rooms) = create_rooms(&args.url[0], args.rooms.max(1), "idle").await?;
     let began = Instant::now();
     let hold = args.duration;
     let sem = Arc::new(tokio::sync::Semaphore::new(200));
