@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -279,24 +278,7 @@ async fn run_script(mut cmd: tokio::process::Command) -> (bool, String, String) 
 
 /// A plain HTTP/1.1 GET: the status code.
 async fn http_status(port: u16, path: &str) -> u16 {
-    let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(REPLY_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} on port {port}: no answer in time"))
-        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"));
-    let head = String::from_utf8_lossy(&raw);
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path} on port {port}: not HTTP: {head:?}"))
+    http_get_at(&format!("127.0.0.1:{port}"), path).await.0
 }
 
 /// A WebSocket upgrade with a browser's `Origin` header: `Ok(())` when the

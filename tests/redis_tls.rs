@@ -314,7 +314,7 @@ impl EnvNode {
 
     /// GET /readyz: (status, JSON body).
     async fn readyz(&self) -> (u16, Value) {
-        let (status, body) = http_get(&self.addr, "/readyz").await;
+        let (status, body) = http_get_at(&self.addr, "/readyz").await;
         let report = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("/readyz is not JSON ({e}): {body}"));
         (status, report)
@@ -332,31 +332,6 @@ impl Drop for EnvNode {
             );
         }
     }
-}
-
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(REPLY_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} at {addr}: no answer in time"))
-        .unwrap_or_else(|e| panic!("GET {path} at {addr}: {e}"));
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path} at {addr}: not HTTP: {text:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path} at {addr}: no status: {head:?}"));
-    (status, body.to_string())
 }
 
 /// Waits (bounded) for /readyz to say ready on the Redis engine.

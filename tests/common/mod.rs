@@ -48,6 +48,17 @@ pub(crate) const QUIET: Duration = Duration::from_millis(400);
 /// Rate-limit flags for tests that send faster than the default 20/s.
 pub(crate) const FAST: &[&str] = &["--rate-limit", "10000", "--rate-burst", "20000"];
 
+/// Heartbeats, node expiry and the janitor in fractions of a second, for
+/// tests about dead nodes and their users.
+pub(crate) const FAST_JANITOR: &[&str] = &[
+    "--heartbeat-interval",
+    "200ms",
+    "--node-timeout",
+    "1s",
+    "--janitor-interval",
+    "200ms",
+];
+
 const NODE_START_TIMEOUT: Duration = Duration::from_secs(15);
 const REDIS_START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -485,34 +496,32 @@ impl Node {
 
     /// A plain HTTP/1.1 GET on the node's port: (status, body).
     pub(crate) async fn http_get(&self, path: &str) -> (u16, String) {
-        let addr = self.addr;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-        );
-        let exchange = async move {
-            let mut stream = TcpStream::connect(addr).await?;
-            stream.write_all(request.as_bytes()).await?;
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).await?;
-            Ok::<_, std::io::Error>(raw)
-        };
-        let raw = tokio::time::timeout(REPLY_TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "GET {path} on {}: no answer within {REPLY_TIMEOUT:?}",
-                    self.node_id
-                )
-            })
-            .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", self.node_id));
-        parse_http_response(&raw).unwrap_or_else(|| {
-            panic!(
-                "GET {path} on {}: unparsable response {:?}",
-                self.node_id,
-                String::from_utf8_lossy(&raw)
-            )
-        })
+        http_get_at(&self.addr.to_string(), path).await
     }
+}
+
+/// A plain HTTP/1.1 GET to `addr` (`host:port`): (status, body), chunked
+/// bodies decoded. Panics when nothing HTTP comes back in time.
+pub(crate) async fn http_get_at(addr: &str, path: &str) -> (u16, String) {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(REPLY_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} at {addr}: no answer within {REPLY_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("GET {path} at {addr}: {e}"));
+    parse_http_response(&raw).unwrap_or_else(|| {
+        panic!(
+            "GET {path} at {addr}: unparsable response {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
 }
 
 fn parse_http_response(raw: &[u8]) -> Option<(u16, String)> {
