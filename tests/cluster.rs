@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::{
-    Client, EVENT_TIMEOUT, FAST, Node, QUIET, RedisServer, assert_consecutive, ids,
+    Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, Node, QUIET, RedisServer, assert_consecutive, ids,
     is_message_event, mint_token, s, seq, seqs, unique,
 };
 use serde_json::{Value, json};
@@ -1679,16 +1679,8 @@ async fn edits_and_deletes_are_replayed_and_update_search() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_drops_users_whose_connections_end() {
     let mut args = FAST.to_vec();
-    args.extend([
-        "--jwt-secret",
-        SECRET,
-        "--heartbeat-interval",
-        "200ms",
-        "--node-timeout",
-        "1s",
-        "--janitor-interval",
-        "200ms",
-    ]);
+    args.extend(["--jwt-secret", SECRET]);
+    args.extend(FAST_JANITOR);
     let (_redis, mut a, b) = two_nodes(&args).await;
     let mut u1a = user(&a, "u1", "Una").await;
     let room = u1a.create_room("who is left", json!({})).await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Client, FAST, Node, RedisServer, unique};
+use common::{Client, FAST, FAST_JANITOR, Node, RedisServer, unique};
 
 /// Sends `count` messages with client_msg_ids, retrying `unavailable` with
 /// the same id as a real client would, until each is acknowledged. Returns
@@ -359,13 +359,8 @@ async fn a_rolling_restart_does_not_announce_users_who_come_back() {
         "100ms",
         "--shutdown-grace",
         "3s",
-        "--heartbeat-interval",
-        "200ms",
-        "--node-timeout",
-        "1s",
-        "--janitor-interval",
-        "200ms",
     ]);
+    args.extend(FAST_JANITOR);
     let mut a = Node::start(Some(&redis.url()), "a", &args).await;
     let b = Node::start(Some(&redis.url()), "b", &args).await;
     let token = common::mint_token(SECRET, "ann", "Ann");

@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{Client, EVENT_TIMEOUT, FAST, Node, RedisServer, huddle_bin, mint_token};
+use common::{
+    Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, Node, RedisServer, huddle_bin, mint_token,
+};
 
 const SECRET: &str = "operations-secret-0123456789";
 
@@ -382,14 +384,7 @@ async fn sessions_and_activity_are_recorded_in_redis() {
 async fn a_dead_nodes_users_leave_and_its_sessions_are_removed() {
     let redis = RedisServer::start().await;
     let mut args = FAST.to_vec();
-    args.extend([
-        "--heartbeat-interval",
-        "200ms",
-        "--node-timeout",
-        "1s",
-        "--janitor-interval",
-        "200ms",
-    ]);
+    args.extend(FAST_JANITOR);
     let a = Node::start(Some(&redis.url()), "a", &args).await;
     let mut b = Node::start(Some(&redis.url()), "b", &args).await;
     let mut ann = Client::connect(&a).await;
