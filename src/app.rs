@@ -1,6 +1,10 @@
 //! The composition root: builds every part of a node once from its
 //! configuration and hands out cheap clones. No global state.
 //!
+//! The node's local fan-out (the gateway's hub) is handed in as the
+//! `EventSink` the bus and the memory engine deliver to: the app knows the
+//! sink, never the gateway.
+//!
 //! Without a Redis URL the node runs the memory engine (store and bus in
 //! process, a single node). With one, it connects the Redis store (a bb8
 //! pool) and the Redis bus (one pub/sub connection), and the node is one of
@@ -15,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{EventBus, EventSink, MemoryBus, RedisBus};
 use crate::config::{Config, RedisConnMode};
-use crate::gateway::Hub;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
 use crate::store::breaker::BreakerState;
@@ -46,7 +49,6 @@ struct Inner {
     /// Kept separately for pool statistics.
     redis: Option<RedisStore>,
     bus: Arc<dyn EventBus>,
-    hub: Arc<Hub>,
     rooms: RoomService,
     messages: MessageService,
     sessions: SessionService,
@@ -106,13 +108,15 @@ impl Drop for ConnectionSlot {
 }
 
 impl App {
-    /// Builds a node from its configuration.
-    pub async fn build(config: Config) -> Result<App, BuildError> {
+    /// Builds a node from its configuration. Received room events go to
+    /// `sink` (the node's local fan-out); `metrics` is the node's registry.
+    pub async fn build(
+        config: Config,
+        metrics: Arc<Metrics>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<App, BuildError> {
         let config = Arc::new(config);
         let node_id = config.resolved_node_id();
-        let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(metrics.clone()));
-        let sink: Arc<dyn EventSink> = hub.clone();
         let settings = StoreSettings {
             message_ttl: config.message_ttl,
             event_log_len: config.event_log_len,
@@ -201,7 +205,6 @@ impl App {
                 store,
                 redis,
                 bus,
-                hub,
                 rooms,
                 messages,
                 sessions,
@@ -228,10 +231,6 @@ impl App {
     /// The event bus.
     pub fn bus(&self) -> &Arc<dyn EventBus> {
         &self.inner.bus
-    }
-    /// The local fan-out.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.inner.hub
     }
     /// Room rules.
     pub fn rooms(&self) -> &RoomService {

@@ -63,10 +63,10 @@ fn config() -> impl bincode::config::Config {
 pub fn encode_tail(event: &Event, published_us: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(&published_us.to_be_bytes());
-    // Encoding an in-memory `Event` into a Vec cannot fail: every type in it
-    // is serde-serializable with no custom serializer, and the size limit
-    // only applies to decoding.
-    let body = bincode::serde::encode_to_vec(event, config()).unwrap_or_default();
+    let body = bincode::serde::encode_to_vec(event, config()).expect(
+        "every type in an Event derives Serialize with no custom serializer, and the size \
+         limit only applies to decoding: encoding into a Vec cannot fail",
+    );
     out.extend_from_slice(&body);
     out
 }
@@ -88,7 +88,17 @@ pub fn encode(seq: u64, event: &Event, published_us: u64) -> Vec<u8> {
 /// Reads only the seq, without decoding the body.
 pub fn peek_seq(bytes: &[u8]) -> Result<u64, CodecError> {
     check_header(bytes)?;
-    Ok(u64::from_be_bytes(bytes[1..9].try_into().unwrap_or([0; 8])))
+    Ok(be_u64(&bytes[1..9]))
+}
+
+/// Reads a big-endian u64 from a slice of the header (checked to be long
+/// enough by `check_header`).
+fn be_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(
+        bytes
+            .try_into()
+            .expect("header fields are 8-byte slices of a checked header"),
+    )
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), CodecError> {
@@ -104,8 +114,8 @@ fn check_header(bytes: &[u8]) -> Result<(), CodecError> {
 /// Decodes an envelope.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
     check_header(bytes)?;
-    let seq = u64::from_be_bytes(bytes[1..9].try_into().unwrap_or([0; 8]));
-    let published_us = u64::from_be_bytes(bytes[9..17].try_into().unwrap_or([0; 8]));
+    let seq = be_u64(&bytes[1..9]);
+    let published_us = be_u64(&bytes[9..17]);
     let (mut event, used): (Event, usize) =
         bincode::serde::decode_from_slice(&bytes[HEADER_LEN..], config())
             .map_err(|e| CodecError::Body(e.to_string()))?;

@@ -1,10 +1,13 @@
-//! Errors, and the one place they become protocol error codes.
+//! Errors, and the one place they become protocol error codes and close
+//! codes.
 //!
 //! Layers have their own enums: `store::StoreError` (infrastructure),
 //! `ServiceError` (business rules, wrapping store errors). The gateway turns a
 //! `ServiceError` into an `ApiError` with `ApiError::from`, which is the only
 //! mapping to wire codes. Client mistakes are not logged as errors; internal
-//! ones are logged once, with the correlation id the client sees.
+//! ones are logged once, with the correlation id the client sees. The
+//! WebSocket close codes the node sends, with the reason text each carries,
+//! are in `close`.
 
 use serde::Serialize;
 
@@ -107,6 +110,55 @@ impl ApiError {
     }
 }
 
+/// The close codes the node sends, and the reason text of each.
+pub mod close {
+    use super::ErrorCode;
+
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Client silent past the idle timeout.
+    pub const IDLE: u16 = 1001;
+    /// The client broke the WebSocket protocol (an unmasked frame, reserved
+    /// bits or opcodes).
+    pub const PROTOCOL: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const NOT_UTF8: u16 = 1007;
+    /// Frame larger than `max_frame_bytes`.
+    pub const TOO_BIG: u16 = 1009;
+    /// The node is shutting down.
+    pub const RESTART: u16 = 1012;
+    /// The client does not read its frames (its outbound queue is full, or
+    /// it took nothing for the idle timeout).
+    pub const SLOW: u16 = 1013;
+    /// Bad or expired token.
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// Sustained abuse of the rate limit.
+    pub const ABUSE: u16 = 4008;
+    /// No close frame: the socket failed or the client closed first.
+    pub const NONE: u16 = 0;
+
+    /// The reason text sent with a close code.
+    pub fn reason(code: u16) -> &'static str {
+        match code {
+            IDLE => "idle timeout",
+            TOO_BIG => "frame too large",
+            PROTOCOL => "websocket protocol error",
+            NOT_UTF8 => "text frame is not utf-8",
+            RESTART => "node restarting; reconnect and resume with since",
+            SLOW => "outbound queue full; read faster",
+            UNAUTHORIZED => "unauthorized",
+            ABUSE => "rate limit abused",
+            _ => "",
+        }
+    }
+
+    /// The close that follows a refused request, if any: a `hello` refused
+    /// as unauthorized (a bad or expired token) ends the connection.
+    pub fn after_refusal(verb: &str, code: ErrorCode) -> Option<u16> {
+        (verb == "hello" && code == ErrorCode::Unauthorized).then_some(UNAUTHORIZED)
+    }
+}
+
 /// Errors of the service layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -190,6 +242,21 @@ mod tests {
         let api = ApiError::from(e);
         assert_eq!(api.code, ErrorCode::Internal);
         assert!(api.message.contains("correlation id"), "{}", api.message);
+    }
+
+    #[test]
+    fn only_an_unauthorized_hello_closes() {
+        assert_eq!(
+            close::after_refusal("hello", ErrorCode::Unauthorized),
+            Some(close::UNAUTHORIZED)
+        );
+        assert_eq!(close::after_refusal("hello", ErrorCode::BadRequest), None);
+        assert_eq!(close::after_refusal("ping", ErrorCode::Unauthorized), None);
+        assert_eq!(
+            close::reason(close::RESTART),
+            "node restarting; reconnect and resume with since"
+        );
+        assert_eq!(close::reason(close::NORMAL), "");
     }
 
     #[test]

@@ -45,8 +45,8 @@ fn serve(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         let bind = config.bind;
-        let app = match huddle::App::build(config).await {
-            Ok(app) => app,
+        let gateway = match huddle::gateway::Gateway::build(config).await {
+            Ok(gateway) => gateway,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 return ExitCode::FAILURE;
@@ -60,11 +60,11 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(bind);
-        tracing::info!(%addr, node = app.node_id(), "listening");
+        tracing::info!(%addr, node = gateway.app().node_id(), "listening");
         // The one line on stdout: tools and tests read the port from it.
         println!("listening on {addr}");
         let _ = std::io::stdout().flush();
-        let report = huddle::gateway::serve(app, listener, shutdown_signal()).await;
+        let report = huddle::gateway::serve(gateway, listener, shutdown_signal()).await;
         if report.clean {
             tracing::info!(took_ms = report.took.as_millis() as u64, "drained; bye");
             ExitCode::SUCCESS

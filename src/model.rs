@@ -96,6 +96,24 @@ pub struct Attachment {
     pub mime: Option<String>,
 }
 
+/// An attachment as a client gives it, before validation (`url` checked,
+/// `name` defaulted from the URL).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    /// `http(s)` URL.
+    pub url: String,
+    /// File name; defaults to the last segment of the URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// MIME type.
+    #[serde(default)]
+    pub mime: Option<String>,
+}
+
 /// A chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {

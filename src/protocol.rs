@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 
 use crate::codec::Envelope;
 use crate::error::ApiError;
-use crate::model::{Event, Message, Room, User};
+use crate::model::{AttachmentInput, Event, Message, Room, User};
+
+pub mod replies;
 
 /// A request id as the client sent it (an integer), echoed in the reply.
 pub type RequestId = serde_json::Number;
@@ -32,23 +34,6 @@ pub struct BadFrame {
     pub id: Option<RequestId>,
     /// The `bad_request` error to send.
     pub error: ApiError,
-}
-
-/// An attachment as a client sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttachmentInput {
-    /// `http(s)` URL.
-    pub url: String,
-    /// File name; defaults to the last segment of the URL.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Size in bytes.
-    #[serde(default)]
-    pub size: Option<u64>,
-    /// MIME type.
-    #[serde(default)]
-    pub mime: Option<String>,
 }
 
 /// Every client verb with its fields.
@@ -391,18 +376,15 @@ fn room_updated_frame(room: &Room) -> String {
     })
 }
 
-/// A rendered event frame embedded as-is in a reply (`room.join` with `since`).
-pub fn raw(frame: String) -> Box<RawValue> {
-    RawValue::from_string(frame).unwrap_or_else(|_| {
-        // Only reachable if rendering produced invalid JSON, which serde_json
-        // never does.
-        RawValue::from_string("null".to_owned()).unwrap_or_default()
-    })
+/// JSON rendered by this module (an event frame, reply data) embedded as-is
+/// in a reply.
+pub fn raw(json: String) -> Box<RawValue> {
+    RawValue::from_string(json).expect("JSON rendered by serde_json is valid JSON")
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
-    // Serializing our own plain structs to a String cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
+    serde_json::to_string(value)
+        .expect("frames are plain structs of strings, numbers and lists: they always serialize")
 }
 
 #[cfg(test)]

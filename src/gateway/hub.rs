@@ -10,7 +10,14 @@
 //!
 //! The registry is a `std::sync::RwLock`: fan-out takes the read lock for the
 //! length of a loop of `try_send`s and never awaits; attach and detach take
-//! the write lock briefly.
+//! the write lock briefly and cost O(1) whatever the room's size (a room's
+//! recipients are a vector for the fan-out loop plus each connection's index
+//! in it).
+//!
+//! A connection reaches the hub through a `HubListener`, the gateway's
+//! implementation of the services' `Listener`: the services' room
+//! subscription attaches and detaches it, so the order "receive the room's
+//! events, then read the snapshot" is kept in one place.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -23,9 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::EventSink;
 use crate::codec;
+use crate::error::close;
 use crate::metrics::Metrics;
 use crate::model::now_us;
 use crate::protocol;
+use crate::service::Listener;
 
 use super::wire;
 
@@ -121,12 +130,45 @@ pub struct Subscriber {
     pub kill: Arc<Kill>,
 }
 
-/// Close code for a client that does not read.
-pub const CLOSE_SLOW: u16 = 1013;
+/// A room's local recipients.
+#[derive(Debug, Default)]
+struct Recipients {
+    /// In no particular order: what the fan-out loop walks.
+    subs: Vec<Subscriber>,
+    /// Connection number → its place in `subs`, for O(1) attach and detach.
+    index: HashMap<u64, usize>,
+}
+
+impl Recipients {
+    /// Adds `sub` unless it is there already.
+    fn insert(&mut self, sub: Subscriber) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(sub.id) {
+            slot.insert(self.subs.len());
+            self.subs.push(sub);
+        }
+    }
+
+    /// Removes connection `id`: the last recipient takes its place.
+    fn remove(&mut self, id: u64) {
+        let Some(at) = self.index.remove(&id) else {
+            return;
+        };
+        self.subs.swap_remove(at);
+        if let Some(moved) = self.subs.get(at) {
+            self.index.insert(moved.id, at);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.subs.len()
+    }
+}
 
 /// The local fan-out.
 pub struct Hub {
-    rooms: RwLock<HashMap<Arc<str>, Vec<Subscriber>>>,
+    /// Room → its local recipients.
+    rooms: RwLock<HashMap<Arc<str>, Recipients>>,
+    /// Fan-out latency, deliveries, slow consumers.
     metrics: Arc<Metrics>,
 }
 
@@ -142,18 +184,15 @@ impl Hub {
     /// Adds a connection to a room's local recipients (idempotent).
     pub fn attach(&self, room: &Arc<str>, sub: Subscriber) {
         let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        let subs = rooms.entry(room.clone()).or_default();
-        if !subs.iter().any(|s| s.id == sub.id) {
-            subs.push(sub);
-        }
+        rooms.entry(room.clone()).or_default().insert(sub);
     }
 
     /// Removes a connection from a room's local recipients.
     pub fn detach(&self, room: &str, id: u64) {
         let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(subs) = rooms.get_mut(room) {
-            subs.retain(|s| s.id != id);
-            if subs.is_empty() {
+        if let Some(recipients) = rooms.get_mut(room) {
+            recipients.remove(id);
+            if recipients.len() == 0 {
                 rooms.remove(room);
             }
         }
@@ -162,7 +201,7 @@ impl Hub {
     /// Local connections joined to a room.
     pub fn local_count(&self, room: &str) -> usize {
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
-        rooms.get(room).map_or(0, Vec::len)
+        rooms.get(room).map_or(0, Recipients::len)
     }
 }
 
@@ -186,7 +225,7 @@ impl EventSink for Hub {
         }
         let frame = wire::text_frame(&protocol::event_frame(room, &env));
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
-        let Some((key, subs)) = rooms.get_key_value(room) else {
+        let Some((key, recipients)) = rooms.get_key_value(room) else {
             return;
         };
         let shared = Arc::new(RoomFrame {
@@ -195,11 +234,11 @@ impl EventSink for Hub {
             frame,
         });
         let mut delivered = 0u64;
-        for sub in subs {
+        for sub in &recipients.subs {
             match sub.tx.try_send(Outbound::Event(shared.clone())) {
                 Ok(()) => delivered += 1,
                 Err(TrySendError::Full(_)) => {
-                    if sub.kill.kill(CLOSE_SLOW) {
+                    if sub.kill.kill(close::SLOW) {
                         self.metrics.slow_consumers.inc();
                         tracing::info!(conn = sub.id, room, "slow consumer closed");
                     }
@@ -208,6 +247,32 @@ impl EventSink for Hub {
             }
         }
         self.metrics.events_delivered.inc_by(delivered);
+    }
+}
+
+/// One connection's place in the hub, as the services' room subscriptions
+/// see it.
+pub struct HubListener {
+    /// The node's hub.
+    hub: Arc<Hub>,
+    /// The connection.
+    sub: Subscriber,
+}
+
+impl HubListener {
+    /// The listener of connection `sub`.
+    pub fn new(hub: Arc<Hub>, sub: Subscriber) -> HubListener {
+        HubListener { hub, sub }
+    }
+}
+
+impl Listener for HubListener {
+    fn attach(&self, room: &Arc<str>) {
+        self.hub.attach(room, self.sub.clone());
+    }
+
+    fn detach(&self, room: &str) {
+        self.hub.detach(room, self.sub.id);
     }
 }
 
@@ -283,13 +348,43 @@ mod tests {
         for _ in 0..3 {
             hub.deliver("r1", &codec::encode(0, &Event::ParticipantLeft(user()), 1));
         }
-        assert_eq!(slow_kill.code(), Some(CLOSE_SLOW));
+        assert_eq!(slow_kill.code(), Some(close::SLOW));
         assert_eq!(metrics.slow_consumers.get(), 1);
         let mut got = 0;
         while rf.try_recv().is_ok() {
             got += 1;
         }
         assert_eq!(got, 3);
+    }
+
+    #[test]
+    fn detach_keeps_every_other_recipient() {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let room: Arc<str> = Arc::from("r1");
+        let mut queues = Vec::new();
+        for id in 0..6 {
+            let (s, rx) = sub(id, 4);
+            hub.attach(&room, s);
+            queues.push(rx);
+        }
+        // First, middle, last and an unknown id: the moved ones stay found.
+        for id in [0, 3, 5, 42] {
+            hub.detach("r1", id);
+        }
+        assert_eq!(hub.local_count("r1"), 3);
+        hub.deliver("r1", &codec::encode(0, &Event::ParticipantLeft(user()), 1));
+        let got: Vec<u64> = (0..6)
+            .filter(|&id| queues[id as usize].try_recv().is_ok())
+            .collect();
+        assert_eq!(got, [1, 2, 4]);
+        for id in [1, 2, 4] {
+            hub.detach("r1", id);
+        }
+        assert_eq!(hub.local_count("r1"), 0);
+        assert!(
+            hub.rooms.read().expect("lock").is_empty(),
+            "empty rooms are dropped"
+        );
     }
 
     #[test]

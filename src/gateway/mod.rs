@@ -5,6 +5,9 @@
 //! task), `GET /healthz`, `GET /readyz` and `GET /metrics` answer operators.
 //! The gateway is the only layer that knows WebSocket types.
 //!
+//! `Gateway::build` makes the node: the hub (this node's local fan-out)
+//! first, then the app, which hands the hub to the bus as its event sink.
+//!
 //! Shutdown: when the `shutdown` future resolves the node reports not ready,
 //! stops accepting, asks every WebSocket to close with 1012, lets HTTP
 //! requests in flight finish, and waits for all of it up to
@@ -14,6 +17,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,8 +35,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::App;
+use crate::app::{App, BuildError};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use crate::protocol::replies::HistoryData;
 
 pub mod connection;
 pub mod hub;
@@ -58,7 +65,38 @@ pub struct DrainReport {
     pub took: Duration,
 }
 
+/// A node: its app and the hub its connections receive room events
+/// through. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    /// Services, store, bus, config, metrics.
+    app: App,
+    /// The local fan-out, which the bus delivers to.
+    hub: Arc<Hub>,
+}
+
+impl Gateway {
+    /// Builds a node from its configuration.
+    pub async fn build(config: Config) -> Result<Gateway, BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let app = App::build(config, metrics, hub.clone()).await?;
+        Ok(Gateway { app, hub })
+    }
+
+    /// The node's app.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The node's local fan-out.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
 struct Shared {
+    gateway: Gateway,
     app: App,
     sockets: TaskTracker,
     close_sockets: CancellationToken,
@@ -71,11 +109,13 @@ struct Shared {
 /// Serves HTTP and WebSocket on `listener` until `shutdown` resolves, then
 /// drains.
 pub async fn serve(
-    app: App,
+    gateway: Gateway,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> DrainReport {
-    let shared = std::sync::Arc::new(Shared {
+    let app = gateway.app().clone();
+    let shared = Arc::new(Shared {
+        gateway,
         app: app.clone(),
         sockets: TaskTracker::new(),
         close_sockets: CancellationToken::new(),
@@ -128,7 +168,7 @@ pub async fn serve(
     drain(app, listener, shared).await
 }
 
-async fn drain(app: App, listener: TcpListener, shared: std::sync::Arc<Shared>) -> DrainReport {
+async fn drain(app: App, listener: TcpListener, shared: Arc<Shared>) -> DrainReport {
     let started = Instant::now();
     let grace = app.config().shutdown_grace;
     app.set_draining();
@@ -180,7 +220,9 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
+    let body = serde_json::to_vec(value).expect(
+        "HTTP bodies are plain structs of strings, numbers and lists: they always serialize",
+    );
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -231,11 +273,6 @@ async fn rest_history(app: &App, req: &Request<Incoming>) -> Response<Body> {
     #[derive(Serialize)]
     struct ErrorBody<'a> {
         error: &'a ApiError,
-    }
-    #[derive(Serialize)]
-    struct Page<'a> {
-        messages: &'a [crate::model::Message],
-        has_more: bool,
     }
     let fail = |err: ApiError| {
         let status = StatusCode::from_u16(err.code.http_status())
@@ -300,7 +337,7 @@ async fn rest_history(app: &App, req: &Request<Incoming>) -> Response<Body> {
     match page {
         Ok(page) => json(
             StatusCode::OK,
-            &Page {
+            &HistoryData {
                 messages: &page.messages,
                 has_more: page.has_more,
             },
@@ -387,12 +424,12 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
         // only reads: the connection writes its frames itself (`wire`).
         .read_buffer_size(READ_BUFFER_BYTES);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let app2 = app.clone();
+    let gateway = shared.gateway.clone();
     let stop = shared.close_sockets.clone();
     let task = async move {
         let _slot = slot;
         match on_upgrade.await {
-            Ok(upgraded) => connection::run(app2, upgraded, ws_config, id, peer, stop).await,
+            Ok(upgraded) => connection::run(gateway, upgraded, ws_config, id, peer, stop).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     };

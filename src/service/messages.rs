@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use super::{int_field, room_id, text_field, url_field};
 use crate::error::ServiceError;
-use crate::model::{Attachment, Event, Message, MessageKind, User, now_ms};
-use crate::protocol::AttachmentInput;
+use crate::model::{Attachment, AttachmentInput, Event, Message, MessageKind, User, now_ms};
 use crate::store::{
     AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, RoomStore, StoredMessage,
 };

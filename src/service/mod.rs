@@ -6,6 +6,9 @@
 //! - `MessageService`: sending and reading messages.
 //! - `SessionService`: who a connection is (guest or JWT) and its session
 //!   record.
+//! - `RoomSubscription`: a connection's hold on a room's events, taken
+//!   before a join reads its snapshot; `Typing`: a connection's typing
+//!   indicators and when they lapse.
 //!
 //! Services know neither WebSocket nor Redis. The validation helpers here are
 //! pure functions so the rules are unit-tested without any I/O.
@@ -16,11 +19,15 @@ pub mod janitor;
 pub mod messages;
 pub mod rooms;
 pub mod sessions;
+pub mod subscription;
+pub mod typing;
 
 pub use janitor::{Janitor, JanitorSettings};
 pub use messages::MessageService;
 pub use rooms::{JoinHistory, Joined, RoomService};
 pub use sessions::{Claims, SessionService};
+pub use subscription::{Listener, RoomSubscription};
+pub use typing::Typing;
 
 /// Longest accepted URL (image, attachment).
 pub const MAX_URL_CHARS: usize = 2048;
@@ -185,8 +192,7 @@ mod properties {
 
     use super::*;
     use crate::error::ErrorCode;
-    use crate::model::MessageKind;
-    use crate::protocol::AttachmentInput;
+    use crate::model::{AttachmentInput, MessageKind};
     use crate::service::messages::{parse_kind, validate_body};
 
     proptest! {

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use rand::RngExt;
 
+use super::subscription::{Listener, RoomSubscription};
+use super::typing::TYPING_TTL;
 use super::{int_field, room_id, text_field};
 use crate::bus::EventBus;
 use crate::codec::{self, Envelope};
@@ -23,8 +25,6 @@ use crate::store::{
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTWXYZ";
 /// Messages in a join snapshot without `since`.
 pub const JOIN_MESSAGES: usize = 50;
-/// A typing indicator lapses this long after its last `active: true`.
-pub const TYPING_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a join returns.
 #[derive(Debug, Clone)]
@@ -110,16 +110,33 @@ impl RoomService {
         }
     }
 
-    /// A fresh room id. The gateway takes one before `create` so it can
-    /// subscribe to the room's events before the room exists.
-    pub fn new_id() -> String {
-        uuid::Uuid::new_v4().to_string()
+    /// Subscribes `listener` to the events of a room that does not exist
+    /// yet, under a fresh id, for `create`: the creator's connection then
+    /// receives everything from the room's first event on.
+    pub async fn subscribe_new(
+        &self,
+        listener: Arc<dyn Listener>,
+    ) -> Result<RoomSubscription, ServiceError> {
+        let id: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
+        RoomSubscription::start(id, listener, self.bus.clone()).await
     }
 
-    /// Creates the room `id` (from `new_id`); `user` has joined it on `conn`.
-    pub async fn create(
+    /// Subscribes `listener` to the events of the room `id` (resolved by
+    /// `resolve_join`), for `join`.
+    pub async fn subscribe(
         &self,
         id: &str,
+        listener: Arc<dyn Listener>,
+    ) -> Result<RoomSubscription, ServiceError> {
+        let id = room_id(id)?;
+        RoomSubscription::start(Arc::from(id), listener, self.bus.clone()).await
+    }
+
+    /// Creates the room `subscription` was taken for (`subscribe_new`);
+    /// `user` has joined it on `conn`.
+    pub async fn create(
+        &self,
+        subscription: &RoomSubscription,
         user: &User,
         conn: &str,
         name: &str,
@@ -128,7 +145,7 @@ impl RoomService {
     ) -> Result<Room, ServiceError> {
         let name = text_field("name", name, 100)?;
         let max = int_field("max_participants", max_participants, 50, 2, 10_000)?;
-        let id = room_id(id)?.to_owned();
+        let id = room_id(subscription.room())?.to_owned();
         let note = system_message(&id, format!("{} created the room", user.name));
         // Codes are random: on a collision try again, growing the code after
         // a few tries so a crowded code space cannot stall creation.
@@ -190,16 +207,18 @@ impl RoomService {
         }
     }
 
-    /// Joins `conn` to the room (already resolved) and reads the snapshot.
-    /// The caller subscribes to the room's events before calling, so that
-    /// nothing after the snapshot's `floor` can be missed.
+    /// Joins `conn` to the room of `subscription` (resolved by
+    /// `resolve_join`, subscribed by `subscribe`) and reads the snapshot.
+    /// The subscription came first, so nothing after the snapshot's `floor`
+    /// can be missed.
     pub async fn join(
         &self,
+        subscription: &RoomSubscription,
         user: &User,
         conn: &str,
-        room_id: &str,
         since: Option<u64>,
     ) -> Result<Joined, ServiceError> {
+        let room_id: &str = subscription.room();
         let note = system_message(room_id, format!("{} joined", user.name));
         match self.rooms.join(room_id, user, conn, &note).await? {
             JoinOutcome::NoRoom => return Err(not_found(room_id)),

@@ -1,0 +1,292 @@
+//! A connection's requests: from a WebSocket message to a typed request
+//! (`protocol::parse`), through the limits, to the service that answers it,
+//! and back as one reply (or one `error` frame for a request without an id).
+//! Verbs about room membership and typing are in `membership`.
+
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tracing::Instrument;
+
+use super::limits::Verdict;
+use super::{Connection, Flow};
+use crate::error::{ApiError, ErrorCode, ServiceError, close};
+use crate::metrics::TypeLabel;
+use crate::model::now_ms;
+use crate::protocol::replies::{
+    HelloData, HistoryData, MessageData, PingData, PresenceData, RoomWithParticipants, RoomsData,
+    SearchData, data,
+};
+use crate::protocol::{self, Request, RequestId};
+
+impl Connection {
+    /// Handles one thing read from the socket.
+    pub(super) async fn on_frame(&mut self, next: Result<WsMessage, WsError>) -> Flow {
+        let msg = match next {
+            Ok(msg) => msg,
+            Err(WsError::Capacity(e)) => {
+                tracing::debug!(error = %e, "frame too large");
+                return Flow::Close(close::TOO_BIG);
+            }
+            Err(WsError::Protocol(e)) => {
+                tracing::debug!(error = %e, "websocket protocol error");
+                return Flow::Close(close::PROTOCOL);
+            }
+            Err(WsError::Utf8(e)) => {
+                tracing::debug!(error = %e, "text frame is not utf-8");
+                return Flow::Close(close::NOT_UTF8);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                return Flow::Closed;
+            }
+        };
+        match msg {
+            WsMessage::Text(text) => self.on_text(&text).await,
+            WsMessage::Binary(_) => {
+                self.count_in("binary");
+                match self.admit(None) {
+                    Err(flow) => flow,
+                    Ok(()) => {
+                        self.fail(
+                            None,
+                            ApiError::bad_request(
+                                "binary frames are not accepted; send JSON in text frames",
+                            ),
+                        );
+                        Flow::Continue
+                    }
+                }
+            }
+            // tungstenite has queued the close reply.
+            WsMessage::Close(_) => Flow::Closed,
+            // Pings are answered by tungstenite; pongs only prove life.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Flow::Continue,
+        }
+    }
+
+    fn count_in(&self, verb: &'static str) {
+        self.app
+            .metrics()
+            .frames_in
+            .get_or_create(&TypeLabel { r#type: verb })
+            .inc();
+    }
+
+    /// Applies the limits to one frame. A refused frame gets exactly one
+    /// answer: a `rate_limited` reply to its id, or an `error` frame when it
+    /// has none.
+    fn admit(&mut self, id: Option<&RequestId>) -> Result<(), Flow> {
+        match self.limits.check() {
+            Verdict::Pass => Ok(()),
+            Verdict::Abusive => {
+                tracing::info!("closing a connection that keeps flooding");
+                Err(Flow::Close(close::ABUSE))
+            }
+            Verdict::Limited(wait) => {
+                self.app.metrics().rate_limited.inc();
+                let mut err = ApiError::new(ErrorCode::RateLimited, "too many requests; slow down");
+                err.retry_after_ms = Some(wait.as_millis() as u64);
+                self.fail(id, err);
+                Err(Flow::Continue)
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let frame = match protocol::parse(text) {
+            Ok(frame) => frame,
+            Err(bad) => {
+                self.count_in("invalid");
+                if let Err(flow) = self.admit(bad.id.as_ref()) {
+                    return flow;
+                }
+                self.fail(bad.id.as_ref(), bad.error);
+                return Flow::Continue;
+            }
+        };
+        self.count_in(frame.request.verb());
+        if let Err(flow) = self.admit(frame.id.as_ref()) {
+            return flow;
+        }
+        let verb = frame.request.verb();
+        let span = tracing::info_span!(
+            "request",
+            verb,
+            id = frame.id.as_ref().map(|n| n.to_string())
+        );
+        let outcome = self
+            .dispatch(frame.id.as_ref(), frame.request)
+            .instrument(span)
+            .await;
+        match outcome {
+            Ok(Some(reply)) => {
+                if let Some(id) = &frame.id {
+                    self.send_frame(protocol::reply_ok(id, &reply));
+                }
+                Flow::Continue
+            }
+            Ok(None) => Flow::Continue,
+            Err(err) => {
+                let then_close = close::after_refusal(verb, err.code);
+                self.fail(frame.id.as_ref(), err);
+                match then_close {
+                    Some(code) => Flow::Close(code),
+                    None => Flow::Continue,
+                }
+            }
+        }
+    }
+
+    /// Runs a request. `Ok(None)` means the reply was queued already (joins).
+    async fn dispatch(
+        &mut self,
+        id: Option<&RequestId>,
+        request: Request,
+    ) -> Result<Option<Box<RawValue>>, ApiError> {
+        let request = match request {
+            Request::Hello { token, name, image } => {
+                return self
+                    .hello(token.as_deref(), name.as_deref(), image.as_deref())
+                    .await
+                    .map(Some);
+            }
+            other => other,
+        };
+        let Some(user) = self.user.clone() else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "the first frame must be hello",
+            ));
+        };
+        let app = self.app.clone();
+        let result: Result<Option<Box<RawValue>>, ServiceError> = match request {
+            Request::Hello { .. } => Err(ServiceError::BadRequest(
+                "hello was already said on this connection".into(),
+            )),
+            Request::Ping => Ok(Some(data(&PingData {
+                server_time: now_ms(),
+            }))),
+            Request::RoomCreate {
+                name,
+                max_participants,
+                private,
+            } => {
+                return self
+                    .create(id, &user, &name, max_participants, private)
+                    .await;
+            }
+            Request::RoomJoin { room, code, since } => {
+                return self
+                    .join(id, &user, room.as_deref(), code.as_deref(), since)
+                    .await;
+            }
+            Request::RoomLeave { room } => return self.leave(&user, &room).await,
+            Request::Typing { room, active } => return self.typing(&user, &room, active).await,
+            Request::RoomGet { room } => app.rooms().get(&user, &room).await.map(|(r, p)| {
+                Some(data(&RoomWithParticipants {
+                    room: &r,
+                    participants: &p,
+                }))
+            }),
+            Request::RoomList { limit } => app
+                .rooms()
+                .list(limit)
+                .await
+                .map(|rooms| Some(data(&RoomsData { rooms: &rooms }))),
+            Request::MessageSend {
+                room,
+                kind,
+                content,
+                attachment,
+                client_msg_id,
+            } => app
+                .messages()
+                .send(
+                    &user,
+                    &room,
+                    kind.as_deref(),
+                    content.as_deref(),
+                    attachment.as_ref(),
+                    client_msg_id.as_deref(),
+                )
+                .await
+                .map(|sent| {
+                    if !sent.duplicate {
+                        app.metrics().messages_sent.inc();
+                        self.messages_sent += 1;
+                    }
+                    Some(data(&MessageData {
+                        message: &sent.message,
+                    }))
+                }),
+            Request::MessageHistory {
+                room,
+                before,
+                limit,
+            } => app
+                .messages()
+                .history(&user, &room, before, limit)
+                .await
+                .map(|page| {
+                    Some(data(&HistoryData {
+                        messages: &page.messages,
+                        has_more: page.has_more,
+                    }))
+                }),
+            Request::MessageEdit {
+                room,
+                message,
+                content,
+            } => app
+                .messages()
+                .edit(&user, &room, &message, &content)
+                .await
+                .map(|m| Some(data(&MessageData { message: &m }))),
+            Request::MessageDelete { room, message } => app
+                .messages()
+                .delete(&user, &room, &message)
+                .await
+                .map(|m| Some(data(&MessageData { message: &m }))),
+            Request::MessageSearch { room, query, limit } => app
+                .messages()
+                .search(&user, &room, &query, limit)
+                .await
+                .map(|messages| {
+                    Some(data(&SearchData {
+                        messages: &messages,
+                    }))
+                }),
+            Request::Presence { room } => app
+                .rooms()
+                .presence(&user, &room)
+                .await
+                .map(|online| Some(data(&PresenceData { online: &online }))),
+        };
+        result.map_err(ApiError::from)
+    }
+
+    async fn hello(
+        &mut self,
+        token: Option<&str>,
+        name: Option<&str>,
+        image: Option<&str>,
+    ) -> Result<Box<RawValue>, ApiError> {
+        if self.user.is_some() {
+            return Err(ApiError::bad_request(
+                "hello was already said on this connection",
+            ));
+        }
+        let sessions = self.app.sessions();
+        let user = sessions.authenticate(token, name, image)?;
+        sessions.open(&self.conn_id, &user).await?;
+        tracing::debug!(user = %user.id, "hello");
+        let reply = data(&HelloData {
+            user: &user,
+            session: &self.conn_id,
+            node: sessions.node(),
+            server_time: now_ms(),
+        });
+        self.user = Some(user);
+        Ok(reply)
+    }
+}

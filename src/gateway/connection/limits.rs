@@ -1,0 +1,155 @@
+//! A connection's request limits: the rate limiter (a token bucket per
+//! connection, `--rate-limit` sustained, `--rate-burst` burst) and the abuse
+//! meter that spots a client which keeps sending at more than five times its
+//! rate for ten seconds in a row (closed 4008).
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// What the limits say of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Handle it.
+    Pass,
+    /// Refuse it with `rate_limited`; a retry may pass after this long.
+    Limited(Duration),
+    /// The client keeps flooding: close it.
+    Abusive,
+}
+
+/// One connection's limits.
+pub(super) struct Limits {
+    /// The token bucket.
+    limiter: DefaultDirectRateLimiter,
+    /// Sustained flooding.
+    abuse: AbuseMeter,
+}
+
+impl Limits {
+    /// `rate` requests per second sustained, `burst` at once.
+    pub(super) fn new(rate: u32, burst: u32) -> Limits {
+        let quota = Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        Limits {
+            limiter: RateLimiter::direct(quota),
+            abuse: AbuseMeter::new(rate.saturating_mul(5)),
+        }
+    }
+
+    /// Counts one frame received now.
+    pub(super) fn check(&mut self) -> Verdict {
+        if self.abuse.record(Instant::now()) {
+            return Verdict::Abusive;
+        }
+        match self.limiter.check() {
+            Ok(()) => Verdict::Pass,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Verdict::Limited(wait.max(Duration::from_millis(1)))
+            }
+        }
+    }
+}
+
+/// Counts frames per second and spots a client that keeps sending at more
+/// than five times its rate for ten seconds in a row.
+struct AbuseMeter {
+    /// Frames in one second above which that second counts as abuse.
+    threshold: u32,
+    /// Start of the current one-second window.
+    window_start: Instant,
+    /// Frames in the current window.
+    count: u32,
+    /// Consecutive abusive seconds so far.
+    streak: u32,
+}
+
+/// Consecutive over-threshold seconds that count as abuse.
+const ABUSE_SECONDS: u32 = 10;
+
+impl AbuseMeter {
+    fn new(threshold: u32) -> AbuseMeter {
+        AbuseMeter {
+            threshold: threshold.max(1),
+            window_start: Instant::now(),
+            count: 0,
+            streak: 0,
+        }
+    }
+
+    /// Records a frame; true when the connection is abusive.
+    fn record(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            let over = self.count > self.threshold;
+            // A whole quiet second in between breaks the streak.
+            self.streak = if over && elapsed < Duration::from_secs(2) {
+                self.streak + 1
+            } else {
+                0
+            };
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.streak >= ABUSE_SECONDS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abuse_needs_ten_busy_seconds_in_a_row() {
+        let start = Instant::now();
+        let mut m = AbuseMeter::new(5);
+        m.window_start = start;
+        let mut abusive = false;
+        for sec in 0..12u64 {
+            for i in 0..7u64 {
+                let t = start + Duration::from_millis(sec * 1000 + i * 10);
+                abusive = m.record(t);
+            }
+            if sec < 10 {
+                assert!(!abusive, "not yet at second {sec}");
+            }
+        }
+        assert!(abusive);
+        // A quiet gap resets.
+        let later = start + Duration::from_secs(20);
+        assert!(!m.record(later));
+    }
+
+    #[test]
+    fn modest_rates_are_not_abuse() {
+        let start = Instant::now();
+        let mut m = AbuseMeter::new(5);
+        m.window_start = start;
+        for sec in 0..30u64 {
+            for i in 0..5u64 {
+                assert!(!m.record(start + Duration::from_millis(sec * 1000 + i * 100)));
+            }
+        }
+    }
+
+    #[test]
+    fn the_burst_passes_then_the_rate_limits() {
+        let mut limits = Limits::new(2, 3);
+        for _ in 0..3 {
+            assert_eq!(limits.check(), Verdict::Pass);
+        }
+        match limits.check() {
+            Verdict::Limited(wait) => {
+                assert!(
+                    wait > Duration::ZERO && wait <= Duration::from_millis(500),
+                    "{wait:?}"
+                )
+            }
+            other => panic!("expected a limit, got {other:?}"),
+        }
+    }
+}

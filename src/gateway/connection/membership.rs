@@ -1,0 +1,240 @@
+//! A connection's rooms: creating, joining (with `since`), leaving, typing,
+//! and leaving everything when the socket ends.
+//!
+//! Each joined room is held as the services' `RoomSubscription`, which
+//! attaches the connection to the hub and holds the room's bus channel, and
+//! gives both back when released. Ordering with the writer: a join first
+//! queues `Outbound::Pending` (the writer holds the room's events), then
+//! subscribes and reads the snapshot, then queues `Outbound::Joined` (the
+//! reply, then the held events above the snapshot's floor). A failed join
+//! goes back to what was before.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::super::hub::{Outbound, Snapshot};
+use super::super::wire;
+use super::Connection;
+use crate::error::{ApiError, ServiceError};
+use crate::model::User;
+use crate::protocol::replies::{Empty, JoinEvents, JoinMessages, RoomData, data};
+use crate::protocol::{self, RequestId};
+use crate::service::{JoinHistory, Joined, RoomSubscription};
+
+impl Connection {
+    pub(super) async fn create(
+        &mut self,
+        id: Option<&RequestId>,
+        user: &User,
+        name: &str,
+        max: Option<i64>,
+        private: Option<bool>,
+    ) -> Result<Option<Box<RawValue>>, ApiError> {
+        let app = self.app.clone();
+        // The room does not exist before `create`, so none of its events can
+        // arrive before the writer holds them.
+        let subscription = app.rooms().subscribe_new(self.listener.clone()).await?;
+        let key = subscription.room().clone();
+        self.enqueue(Outbound::Pending(Box::new(key.clone())));
+        match app
+            .rooms()
+            .create(&subscription, user, &self.conn_id, name, max, private)
+            .await
+        {
+            Ok(room) => {
+                self.rooms.insert(key.clone(), subscription);
+                self.joined(id, &key, room.last_seq, data(&RoomData { room: &room }));
+                Ok(None)
+            }
+            Err(e) => {
+                subscription.release().await;
+                self.enqueue(Outbound::Left(Box::new(key)));
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(super) async fn join(
+        &mut self,
+        request_id: Option<&RequestId>,
+        user: &User,
+        room: Option<&str>,
+        code: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<Option<Box<RawValue>>, ApiError> {
+        let app = self.app.clone();
+        let id = app.rooms().resolve_join(user, room, code).await?;
+        let key: Arc<str> = Arc::from(id.as_str());
+        // Hold the room's events from before the subscription starts.
+        self.enqueue(Outbound::Pending(Box::new(key.clone())));
+        // Joined already on this connection (a resume): the subscription in
+        // hand serves.
+        let fresh = if self.rooms.contains_key(&key) {
+            None
+        } else {
+            match app.rooms().subscribe(&key, self.listener.clone()).await {
+                Ok(subscription) => Some(subscription),
+                Err(e) => {
+                    self.enqueue(Outbound::Left(Box::new(key)));
+                    return Err(e.into());
+                }
+            }
+        };
+        let outcome = {
+            let subscription = match &fresh {
+                Some(fresh) => fresh,
+                None => &self.rooms[&key],
+            };
+            app.rooms()
+                .join(subscription, user, &self.conn_id, since)
+                .await
+        };
+        match outcome {
+            Ok(joined) => {
+                if let Some(fresh) = fresh {
+                    self.rooms.insert(key.clone(), fresh);
+                }
+                self.joined(request_id, &key, joined.floor, join_reply(&joined));
+                Ok(None)
+            }
+            Err(e) => {
+                match fresh {
+                    Some(fresh) => {
+                        fresh.release().await;
+                        self.enqueue(Outbound::Left(Box::new(key)));
+                    }
+                    // Still joined from before: back to live delivery.
+                    None => self.enqueue(Outbound::Joined(Box::new(Snapshot {
+                        room: key,
+                        floor: 0,
+                        reply: None,
+                    }))),
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Queues a join snapshot through the writer's room state, so the reply
+    /// is ordered with the room's held events. Without a request id the
+    /// reply is silent, but the held events are still released.
+    fn joined(&mut self, id: Option<&RequestId>, room: &Arc<str>, floor: u64, data: Box<RawValue>) {
+        let reply = id.map(|id| wire::text_frame(&protocol::reply_ok(id, &data)));
+        self.enqueue(Outbound::Joined(Box::new(Snapshot {
+            room: room.clone(),
+            floor,
+            reply,
+        })));
+    }
+
+    pub(super) async fn leave(
+        &mut self,
+        user: &User,
+        room: &str,
+    ) -> Result<Option<Box<RawValue>>, ApiError> {
+        let app = self.app.clone();
+        if self.typing.clear(room) {
+            self.tell_typing_stopped(user, room).await;
+        }
+        app.rooms().leave(user, &self.conn_id, room).await?;
+        if let Some((key, subscription)) = self.rooms.remove_entry(room) {
+            subscription.release().await;
+            self.enqueue(Outbound::Left(Box::new(key)));
+        }
+        Ok(Some(data(&Empty {})))
+    }
+
+    pub(super) async fn typing(
+        &mut self,
+        user: &User,
+        room: &str,
+        active: bool,
+    ) -> Result<Option<Box<RawValue>>, ApiError> {
+        let Some(key) = self.rooms.get_key_value(room).map(|(key, _)| key.clone()) else {
+            return Err(ServiceError::Forbidden("join the room before typing in it".into()).into());
+        };
+        if self.typing.set(&key, active, tokio::time::Instant::now()) {
+            self.app.rooms().typing(user, &key, active).await?;
+        }
+        Ok(Some(data(&Empty {})))
+    }
+
+    /// Turns off typing indicators whose 5 s have passed without a repeat.
+    pub(super) async fn lapse_typing(&mut self) {
+        let Some(user) = self.user.clone() else {
+            return;
+        };
+        for room in self.typing.take_lapsed(tokio::time::Instant::now()) {
+            self.tell_typing_stopped(&user, &room).await;
+        }
+    }
+
+    /// Tells the room that `user` stopped typing; a failure only costs the
+    /// others' indicator its lapse, so it is logged.
+    async fn tell_typing_stopped(&self, user: &User, room: &str) {
+        if let Err(e) = self.app.rooms().typing(user, room, false).await {
+            tracing::debug!(room, error = %e, "could not clear typing");
+        }
+    }
+
+    /// Leaves every room and removes the session; runs when the socket ends.
+    pub(super) async fn cleanup(&mut self) {
+        let typing = self.typing.take_all();
+        let Some(user) = self.user.take() else {
+            return;
+        };
+        for room in typing {
+            self.tell_typing_stopped(&user, &room).await;
+        }
+        let app = self.app.clone();
+        let rooms: Vec<(Arc<str>, RoomSubscription)> = self.rooms.drain().collect();
+        if self.drained {
+            // A rolling update: the client reconnects elsewhere and resumes.
+            // Leaving now would write "left" and, a moment later, "joined";
+            // the janitor removes this session once the node is gone, and
+            // announces a departure only if the user did not come back.
+            for (_, subscription) in rooms {
+                subscription.release().await;
+            }
+            app.sessions()
+                .record_activity(&user, self.messages_sent)
+                .await;
+            return;
+        }
+        for (room, subscription) in rooms {
+            subscription.release().await;
+            if let Err(e) = app.rooms().leave(&user, &self.conn_id, &room).await {
+                tracing::warn!(room = %room, error = %e, "could not leave on disconnect");
+            }
+        }
+        if let Err(e) = app
+            .sessions()
+            .close(&self.conn_id, &user, self.messages_sent)
+            .await
+        {
+            tracing::warn!(error = %e, "could not remove session");
+        }
+    }
+}
+
+/// The reply data of a join: the latest messages, or the events after
+/// `since` rendered as they are pushed live.
+fn join_reply(joined: &Joined) -> Box<RawValue> {
+    match &joined.history {
+        JoinHistory::Messages(messages) => data(&JoinMessages {
+            room: &joined.room,
+            participants: &joined.participants,
+            messages,
+        }),
+        JoinHistory::Events { events, complete } => data(&JoinEvents {
+            room: &joined.room,
+            participants: &joined.participants,
+            events: events
+                .iter()
+                .map(|e| protocol::raw(protocol::event_frame(&joined.room.id, e)))
+                .collect(),
+            complete: *complete,
+        }),
+    }
+}

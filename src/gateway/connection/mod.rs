@@ -1,0 +1,345 @@
+//! One WebSocket connection, served by one task.
+//!
+//! The task reads the client's frames and handles one request at a time, in
+//! order. Replies and the room's events meet in one bounded queue (the hub
+//! pushes events to it from the bus), and the task sends what is queued, in
+//! queue order, also while a request is waiting on Redis. The writer side
+//! keeps, per room, the seq floor below which events are already covered by
+//! a join snapshot: while a join is in flight the room's events are held
+//! (`Outbound::Pending`), then the snapshot reply is sent and the held events
+//! above its floor follow (`Outbound::Joined`). That is how a joining client
+//! sees every event exactly once, in order, with no gap between its snapshot
+//! and the live stream.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the task: the socket loop, timers (idle, ping, typing lapse, drain) |
+//! | `dispatch.rs` | frames → requests → services → one reply each |
+//! | `membership.rs` | create, join, leave, typing; leaving everything at the end |
+//! | `writer.rs` | the queue, per-room delivery state, batched writes |
+//! | `limits.rs` | the rate limit and the abuse meter |
+//!
+//! The close codes and their reasons are chosen in `crate::error::close`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use rand::RngExt;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Gateway;
+use super::hub::{HubListener, Kill, Outbound, Subscriber};
+use super::wire::{self, Wire};
+use crate::app::App;
+use crate::error::{ApiError, ErrorCode, close};
+use crate::model::User;
+use crate::protocol::{self, RequestId};
+use crate::service::{Listener, RoomSubscription, Typing};
+
+use self::limits::Limits;
+use self::writer::{Writer, pumping};
+
+mod dispatch;
+mod limits;
+mod membership;
+mod writer;
+
+type Socket = WebSocketStream<Wire>;
+
+/// Runs a connection until it closes. When `shutdown` fires, the connection
+/// finishes the request in hand and closes with 1012 at a random moment
+/// within `--drain-window`, so clients do not all reconnect at once.
+pub async fn run(
+    gateway: Gateway,
+    upgraded: Upgraded,
+    ws_config: WebSocketConfig,
+    id: u64,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let conn_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("conn", id, session = %conn_id, %peer);
+    async move {
+        let Some(wire) = Wire::from_upgraded(upgraded) else {
+            tracing::warn!("the upgraded connection is not a TCP stream; dropping it");
+            return;
+        };
+        let mut socket =
+            WebSocketStream::from_raw_socket(wire, Role::Server, Some(ws_config)).await;
+        tracing::debug!("connected");
+        let app = gateway.app().clone();
+        let config = app.config();
+        let (tx, rx) = mpsc::channel(config.outbound_queue);
+        let kill = Arc::new(Kill::default());
+        let mut writer = Writer::new(rx, kill.clone(), &app);
+        let listener = Arc::new(HubListener::new(
+            gateway.hub().clone(),
+            Subscriber {
+                id,
+                tx: tx.clone(),
+                kill: kill.clone(),
+            },
+        ));
+        let mut conn = Connection {
+            app,
+            conn_id,
+            user: None,
+            rooms: HashMap::new(),
+            listener,
+            tx,
+            kill: kill.clone(),
+            limits: Limits::new(config.rate_limit, config.rate_burst),
+            typing: Typing::default(),
+            messages_sent: 0,
+            drained: false,
+        };
+        let drain_window = config.drain_window;
+        let drain = async move {
+            shutdown.cancelled().await;
+            let spread = drain_window.as_millis() as u64;
+            let delay = rand::rng().random_range(0..=spread);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        };
+        let timers = Timers {
+            idle: config.idle_timeout,
+            ping: config.ping_interval,
+        };
+        let code = conn.serve(&mut socket, &mut writer, timers, drain).await;
+        // From here the hub's pushes fail quietly (no slow-consumer count).
+        kill.kill(if code == close::NONE {
+            close::NORMAL
+        } else {
+            code
+        });
+        // The close frame may wait on a client that does not read; leaving
+        // the rooms does not wait for it. Boxed, like every rarely taken path
+        // with a deep future: the task of an idle connection stays small.
+        let tcp = socket.get_ref().tcp();
+        tokio::join!(Box::pin(writer.close(tcp, code)), Box::pin(conn.cleanup()));
+        drop(writer);
+        drop(socket);
+        tracing::debug!(code, "closed");
+    }
+    .instrument(span)
+    .await
+}
+
+/// The connection's timers.
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    /// Close a client silent for this long.
+    idle: Duration,
+    /// Send a WebSocket ping this often.
+    ping: Duration,
+}
+
+/// A connection's state, as the request handlers see it.
+struct Connection {
+    /// The node's services, config and metrics.
+    app: App,
+    /// The session id (`hello`'s `session`), a UUID.
+    conn_id: String,
+    /// Who, once `hello` succeeded.
+    user: Option<User>,
+    /// The rooms joined on this connection, each held by its subscription.
+    rooms: HashMap<Arc<str>, RoomSubscription>,
+    /// This connection's place in the hub, for new subscriptions.
+    listener: Arc<dyn Listener>,
+    /// The connection's own queue, for replies and join markers.
+    tx: mpsc::Sender<Outbound>,
+    /// Closes the connection from any task.
+    kill: Arc<Kill>,
+    /// Rate limit and abuse meter.
+    limits: Limits,
+    /// Rooms where this connection's typing indicator is on.
+    typing: Typing,
+    /// Messages sent, for the user's activity record.
+    messages_sent: u64,
+    /// Closed by the node's drain (1012): the client is expected back on
+    /// another node, so its participation is left to the janitor.
+    drained: bool,
+}
+
+/// What follows a frame from the client.
+enum Flow {
+    /// Read the next one.
+    Continue,
+    /// Close with this code once what is queued before it is sent.
+    Close(u16),
+    /// The client closed, or the socket failed: end without a close frame.
+    Closed,
+}
+
+impl Connection {
+    /// Reads and answers the client's frames and sends what is queued,
+    /// until the connection is to close; returns the close code to send.
+    async fn serve(
+        &mut self,
+        socket: &mut Socket,
+        out: &mut Writer,
+        timers: Timers,
+        drain: impl Future<Output = ()>,
+    ) -> u16 {
+        tokio::pin!(drain);
+        let idle = tokio::time::sleep(timers.idle);
+        tokio::pin!(idle);
+        let start = tokio::time::Instant::now() + timers.ping;
+        let mut ping = tokio::time::interval_at(start, timers.ping);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Cleared once a close is queued: nothing more is read.
+        let mut reading = true;
+        let mut turn = 0u32;
+        loop {
+            if let Some(code) = out.closed {
+                return code;
+            }
+            if self.kill.is_killed() {
+                return self.kill.code().unwrap_or(close::NORMAL);
+            }
+            if out.backed_up() {
+                // Left by a request that ran while the client was not
+                // reading: wait for the socket now (or give up on it).
+                out.write(socket.get_ref().tcp()).await;
+                continue;
+            }
+            let lapse = self.typing.next_lapse();
+            // The select below reaches the timers only when the queue is not
+            // ready (polling the drain future locks the node-wide shutdown
+            // token, too dear for every event). A room busy enough to keep
+            // the queue always ready must not starve them: every 16th turn
+            // they are looked at first.
+            turn = turn.wrapping_add(1);
+            if turn.is_multiple_of(16) {
+                let tcp = socket.get_ref().tcp();
+                if idle.is_elapsed() {
+                    tracing::debug!("idle timeout");
+                    return close::IDLE;
+                }
+                if reading && !self.drained && drain.as_mut().now_or_never().is_some() {
+                    reading = false;
+                    self.start_drain();
+                    continue;
+                }
+                if ping.tick().now_or_never().is_some() {
+                    out.send_now(wire::ping_frame(), tcp).await;
+                }
+                if lapse.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    pumping(Box::pin(self.lapse_typing()), out, tcp).await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = self.kill.killed() => return self.kill.code().unwrap_or(close::NORMAL),
+                next = socket.next(), if reading => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + timers.idle);
+                    // tungstenite answers pings and closes on its next write:
+                    // make it now, then send what it wrote.
+                    if matches!(next, Some(Ok(WsMessage::Ping(_) | WsMessage::Close(_)))) {
+                        let _ = socket.flush().await;
+                    }
+                    if let Some(control) = socket.get_mut().take_control() {
+                        out.send_now(control, socket.get_ref().tcp()).await;
+                    }
+                    let flow = match next {
+                        None => Flow::Closed,
+                        Some(next) => {
+                            let tcp = socket.get_ref().tcp();
+                            // Boxed: a request's state lives on the heap only
+                            // while it runs.
+                            pumping(Box::pin(self.on_frame(next)), out, tcp).await
+                        }
+                    };
+                    match flow {
+                        Flow::Continue => {
+                            // Reading first is fair only if what is queued
+                            // goes out between frames: a client sending fast
+                            // must not hold up its own replies and events.
+                            if let Ok(item) = out.rx.try_recv() {
+                                out.pump(item, socket.get_ref().tcp()).await;
+                            }
+                        }
+                        Flow::Closed => return close::NONE,
+                        Flow::Close(code) => {
+                            reading = false;
+                            self.close_after_queue(code);
+                        }
+                    }
+                }
+                item = out.rx.recv() => {
+                    // This connection holds a sender: the queue does not end.
+                    let Some(item) = item else { return close::NORMAL };
+                    out.pump(item, socket.get_ref().tcp()).await;
+                }
+                _ = &mut drain, if reading && !self.drained => {
+                    reading = false;
+                    self.start_drain();
+                }
+                _ = ping.tick() => out.send_now(wire::ping_frame(), socket.get_ref().tcp()).await,
+                _ = sleep_until_some(lapse) => {
+                    pumping(Box::pin(self.lapse_typing()), out, socket.get_ref().tcp()).await;
+                }
+                _ = &mut idle => {
+                    tracing::debug!("idle timeout");
+                    return close::IDLE;
+                }
+            }
+        }
+    }
+
+    /// The node is shutting down: close 1012 after what is queued. Runs
+    /// between requests, so the one in hand has been answered.
+    fn start_drain(&mut self) {
+        self.drained = true;
+        self.close_after_queue(close::RESTART);
+    }
+
+    fn enqueue(&mut self, item: Outbound) {
+        match self.tx.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                if self.kill.kill(close::SLOW) {
+                    self.app.metrics().slow_consumers.inc();
+                }
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn send_frame(&mut self, frame: String) {
+        self.enqueue(Outbound::Frame(Box::new(wire::text_frame(&frame))));
+    }
+
+    fn fail(&mut self, id: Option<&RequestId>, err: ApiError) {
+        self.app.metrics().error(err.code);
+        if err.code != ErrorCode::Internal && err.code != ErrorCode::Unavailable {
+            tracing::debug!(code = err.code.as_str(), message = %err.message, "refused");
+        }
+        self.send_frame(protocol::failure(id, &err));
+    }
+
+    fn close_after_queue(&mut self, code: u16) {
+        if self.tx.try_send(Outbound::Close(code)).is_err() {
+            self.kill.kill(code);
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,103 @@
+//! Typing indicators of one connection: the rule for when the room is told,
+//! and when an indicator lapses by itself.
+//!
+//! An active indicator lapses `TYPING_TTL` after its last `active: true`
+//! unless repeated. A repeat extends the lapse and is told to the room too
+//! (other clients' own 5 s windows restart); turning off an indicator that
+//! is on is told once; turning off one that is not on is silent. The
+//! connection owns a `Typing` and asks it; `RoomService::typing` publishes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A typing indicator lapses this long after its last `active: true`.
+pub(crate) const TYPING_TTL: Duration = Duration::from_secs(5);
+
+/// The rooms where one connection's typing indicator is on.
+#[derive(Debug, Default)]
+pub struct Typing {
+    /// Room → when its indicator lapses unless repeated.
+    lapses: HashMap<Arc<str>, Instant>,
+}
+
+impl Typing {
+    /// Records `active` in `room` at `now`; whether the room must be told.
+    pub fn set(&mut self, room: &Arc<str>, active: bool, now: Instant) -> bool {
+        if active {
+            self.lapses.insert(room.clone(), now + TYPING_TTL);
+            true
+        } else {
+            self.lapses.remove(room).is_some()
+        }
+    }
+
+    /// The next moment an indicator lapses, if any is on.
+    pub fn next_lapse(&self) -> Option<Instant> {
+        self.lapses.values().min().copied()
+    }
+
+    /// Turns off every indicator lapsed by `now`; the rooms to tell.
+    pub fn take_lapsed(&mut self, now: Instant) -> Vec<Arc<str>> {
+        let lapsed: Vec<Arc<str>> = self
+            .lapses
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in &lapsed {
+            self.lapses.remove(room);
+        }
+        lapsed
+    }
+
+    /// Turns off the indicator in `room` (leaving it); whether it was on.
+    pub fn clear(&mut self, room: &str) -> bool {
+        self.lapses.remove(room).is_some()
+    }
+
+    /// Turns off every indicator (the connection ends); the rooms to tell.
+    pub fn take_all(&mut self) -> Vec<Arc<str>> {
+        self.lapses.drain().map(|(room, _)| room).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_extend_and_off_is_told_once() {
+        let room: Arc<str> = Arc::from("r");
+        let t0 = Instant::now();
+        let mut typing = Typing::default();
+        assert!(!typing.set(&room, false, t0), "off while off is silent");
+        assert!(typing.set(&room, true, t0));
+        assert_eq!(typing.next_lapse(), Some(t0 + TYPING_TTL));
+        let t1 = t0 + Duration::from_secs(3);
+        assert!(typing.set(&room, true, t1), "a repeat is told");
+        assert_eq!(typing.next_lapse(), Some(t1 + TYPING_TTL));
+        assert!(typing.set(&room, false, t1));
+        assert!(!typing.set(&room, false, t1));
+        assert_eq!(typing.next_lapse(), None);
+    }
+
+    #[test]
+    fn lapses_take_only_what_is_due() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let t0 = Instant::now();
+        let mut typing = Typing::default();
+        typing.set(&a, true, t0);
+        typing.set(&b, true, t0 + Duration::from_secs(2));
+        assert!(typing.take_lapsed(t0 + Duration::from_secs(4)).is_empty());
+        assert_eq!(typing.take_lapsed(t0 + TYPING_TTL), vec![a.clone()]);
+        assert_eq!(typing.next_lapse(), Some(t0 + Duration::from_secs(7)));
+        assert!(typing.clear("b"));
+        assert!(!typing.clear("a"));
+        typing.set(&a, true, t0);
+        assert_eq!(typing.take_all(), vec![a]);
+        assert!(typing.take_all().is_empty());
+    }
+}
