@@ -155,6 +155,8 @@ fn token(args: &TokenArgs) -> ExitCode {
         name: args.name.clone(),
         image: args.image.clone(),
         exp: now + args.ttl.as_secs(),
+        nbf: None,
+        iat: Some(now),
     };
     match sign(&args.secret, &claims) {
         Ok(t) => {

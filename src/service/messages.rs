@@ -18,6 +18,27 @@ use crate::store::{
 
 /// Longest message text.
 pub const MAX_CONTENT_CHARS: usize = 4000;
+/// Checks a `client_msg_id`: 1–64 characters, not blank, no control
+/// characters. It is kept verbatim (a retry must send the same bytes).
+pub fn check_client_msg_id(id: &str) -> Result<(), ServiceError> {
+    if id.trim().is_empty() {
+        return Err(ServiceError::BadRequest(
+            "`client_msg_id` must not be empty or blank".into(),
+        ));
+    }
+    if id.chars().count() > MAX_CLIENT_MSG_ID {
+        return Err(ServiceError::TooLarge(format!(
+            "`client_msg_id` is longer than {MAX_CLIENT_MSG_ID} characters"
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ServiceError::BadRequest(
+            "`client_msg_id` contains control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Longest `client_msg_id`.
 pub const MAX_CLIENT_MSG_ID: usize = 64;
 /// Longest search query.
@@ -149,16 +170,7 @@ impl MessageService {
         let kind = parse_kind(kind)?;
         let (content, attachment) = validate_body(kind, content, attachment)?;
         if let Some(id) = client_msg_id {
-            if id.is_empty() {
-                return Err(ServiceError::BadRequest(
-                    "`client_msg_id` must not be empty".into(),
-                ));
-            }
-            if id.chars().count() > MAX_CLIENT_MSG_ID {
-                return Err(ServiceError::TooLarge(format!(
-                    "`client_msg_id` is longer than {MAX_CLIENT_MSG_ID} characters"
-                )));
-            }
+            check_client_msg_id(id)?;
         }
         let message = Message {
             id: uuid::Uuid::now_v7().to_string(),
@@ -408,6 +420,25 @@ mod tests {
             size: Some(10),
             mime: Some("image/png".into()),
         }
+    }
+
+    #[test]
+    fn client_msg_ids_are_visible_text() {
+        assert!(check_client_msg_id("c-1 ünïcode").is_ok());
+        assert!(check_client_msg_id(&"x".repeat(MAX_CLIENT_MSG_ID)).is_ok());
+        for bad in ["", "   ", "\t", "a\u{0}b", "a\nb", "\u{7f}"] {
+            assert_eq!(
+                check_client_msg_id(bad).unwrap_err().code(),
+                ErrorCode::BadRequest,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_client_msg_id(&"x".repeat(MAX_CLIENT_MSG_ID + 1))
+                .unwrap_err()
+                .code(),
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]

@@ -57,6 +57,60 @@ pub fn text_field(field: &str, value: &str, max: usize) -> Result<String, Servic
     Ok(value.to_owned())
 }
 
+/// Characters that reorder or hide text: bidirectional controls (which can
+/// make a name read as something else) and invisible fillers. Joiners
+/// (U+200C, U+200D) and variation selectors are not here: scripts and emoji
+/// need them inside names.
+fn hides_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+    )
+}
+
+/// Checks a display name (1–64 characters): a text field with no
+/// bidirectional controls or invisible fillers, at least one visible
+/// character, and not the system user's name (messages from "Huddle" are
+/// the server's own).
+pub fn display_name(field: &str, value: &str) -> Result<String, ServiceError> {
+    let name = text_field(field, value, 64)?;
+    if name.chars().any(hides_text) {
+        return Err(ServiceError::BadRequest(format!(
+            "`{field}` contains invisible or text-direction characters"
+        )));
+    }
+    if name
+        .chars()
+        .all(|c| c.is_whitespace() || matches!(c, '\u{200C}' | '\u{200D}'))
+    {
+        return Err(ServiceError::BadRequest(format!(
+            "`{field}` has no visible character"
+        )));
+    }
+    if name.eq_ignore_ascii_case(&crate::model::system_user().name) {
+        return Err(ServiceError::BadRequest(format!(
+            "`{field}` {name:?} is reserved for the server's own messages"
+        )));
+    }
+    Ok(name)
+}
+
 /// Checks an integer field against an inclusive range, with a default.
 pub fn int_field(
     field: &str,
@@ -138,6 +192,37 @@ mod tests {
             ErrorCode::BadRequest
         );
         assert!(text_field("content", "line\nline", 64).is_ok());
+    }
+
+    #[test]
+    fn display_names_refuse_impersonation_and_hidden_text() {
+        assert_eq!(display_name("name", " Ann ").expect("ok"), "Ann");
+        assert_eq!(
+            display_name("name", "Zoë 👨‍👩‍👧").expect("emoji joiners"),
+            "Zoë 👨‍👩‍👧"
+        );
+        assert!(
+            display_name("name", "می‌خواهم").is_ok(),
+            "a joiner inside a word"
+        );
+        for bad in [
+            "Huddle",
+            "huddle",
+            " HUDDLE ",
+            "Ann\u{202E}nnA",
+            "\u{2066}Ann",
+            "A\u{200B}nn",
+            "\u{3164}",
+            "\u{200D}\u{200C}",
+            "\u{FEFF}Ann",
+        ] {
+            let err = display_name("name", bad).expect_err(bad);
+            assert_eq!(err.code(), ErrorCode::BadRequest, "{bad:?}");
+        }
+        assert_eq!(
+            display_name("name", &"a".repeat(65)).unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]

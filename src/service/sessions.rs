@@ -11,9 +11,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{text_field, url_field};
+use super::{display_name, text_field, url_field};
 use crate::error::ServiceError;
-use crate::model::{User, now_ms};
+use crate::model::{User, now_ms, system_user};
 use crate::store::{SessionRecord, SessionStore};
 
 /// The claims Huddle reads from a token.
@@ -29,6 +29,32 @@ pub struct Claims {
     pub image: Option<String>,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// Not valid before, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, Unix seconds; a token from the future is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, seconds.
+const LEEWAY_SECS: u64 = 5;
+
+/// What a client is told about a token that was refused: the kind of
+/// problem in our words, never the library's.
+fn token_refusal(e: &jsonwebtoken::errors::Error) -> ServiceError {
+    use jsonwebtoken::errors::ErrorKind;
+    let why = match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
+        ErrorKind::InvalidSignature => "the token's signature does not match".to_owned(),
+        ErrorKind::InvalidAlgorithm => "the token must be signed with HS256".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the token's `{claim}` claim is malformed"),
+        _ => "the token is malformed".to_owned(),
+    };
+    tracing::debug!(error = %e, "token refused");
+    ServiceError::Unauthorized(format!("invalid token: {why}"))
 }
 
 /// Session rules.
@@ -87,7 +113,7 @@ impl SessionService {
             })?;
             return Ok(User {
                 id: uuid::Uuid::new_v4().to_string(),
-                name: text_field("name", name, 64)?,
+                name: display_name("name", name)?,
                 image: image.map(|i| url_field("image", i)).transpose()?,
             });
         };
@@ -95,20 +121,34 @@ impl SessionService {
             ServiceError::Unauthorized("this node requires a token in `hello`".into())
         })?;
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let claims = jsonwebtoken::decode::<Claims>(
             token,
             &DecodingKey::from_secret(secret.as_bytes()),
             &validation,
         )
-        .map_err(|e| ServiceError::Unauthorized(format!("invalid token: {e}")))?
+        .map_err(|e| token_refusal(&e))?
         .claims;
         let bad = |e: ServiceError| ServiceError::Unauthorized(format!("invalid token: {e}"));
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now_ms() / 1000 + LEEWAY_SECS)
+        {
+            return Err(bad(ServiceError::Unauthorized(
+                "it was issued in the future (iat)".into(),
+            )));
+        }
         let id = text_field("sub", &claims.sub, 128).map_err(bad)?;
+        if id == system_user().id {
+            return Err(bad(ServiceError::Unauthorized(format!(
+                "`sub` {id:?} is reserved for the server"
+            ))));
+        }
         let name = match claims.name.as_deref().or(name) {
-            Some(n) => text_field("name", n, 64)?,
-            None => id.chars().take(64).collect(),
+            Some(n) => display_name("name", n)?,
+            None => display_name("name", &id.chars().take(64).collect::<String>())?,
         };
         let image = claims
             .image
@@ -188,6 +228,8 @@ mod tests {
             name: Some("Bea".into()),
             image: None,
             exp,
+            nbf: None,
+            iat: None,
         }
     }
 
@@ -226,5 +268,72 @@ mod tests {
         assert_eq!(code(Some(&expired)), ErrorCode::Unauthorized);
         let other = sign("another-secret-entirely", &claims(exp)).expect("sign");
         assert_eq!(code(Some(&other)), ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn tokens_from_the_future_or_for_the_system_user_are_refused() {
+        let secret = "0123456789abcdef0123";
+        let s = service(Some(secret));
+        let now = now_ms() / 1000;
+        let refused = |claims: &Claims| {
+            let token = sign(secret, claims).expect("sign");
+            s.authenticate(Some(&token), None, None)
+                .expect_err("refused")
+        };
+        let mut c = claims(now + 3600);
+        c.nbf = Some(now + 600);
+        let err = refused(&c);
+        assert_eq!(err.code(), ErrorCode::Unauthorized);
+        assert!(err.to_string().contains("not valid yet"), "{err}");
+        let mut c = claims(now + 3600);
+        c.iat = Some(now + 600);
+        assert!(refused(&c).to_string().contains("issued in the future"));
+        let mut c = claims(now + 3600);
+        c.sub = "system".into();
+        assert!(refused(&c).to_string().contains("reserved"));
+        let mut c = claims(now + 3600);
+        c.name = Some("Huddle".into());
+        assert_eq!(refused(&c).code(), ErrorCode::BadRequest);
+        // Within the leeway, and in the past, both pass.
+        let mut c = claims(now + 3600);
+        c.nbf = Some(now + 2);
+        c.iat = Some(now - 60);
+        let token = sign(secret, &c).expect("sign");
+        assert!(s.authenticate(Some(&token), None, None).is_ok());
+    }
+
+    #[test]
+    fn refusals_speak_our_words_not_the_librarys() {
+        let secret = "0123456789abcdef0123";
+        let s = service(Some(secret));
+        let message = |token: &str| {
+            s.authenticate(Some(token), None, None)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert_eq!(message("garbage"), "invalid token: the token is malformed");
+        assert_eq!(
+            message("e30.e30.e30"),
+            "invalid token: the token is malformed"
+        );
+        let other = sign("another-secret-entirely", &claims(now_ms() / 1000 + 60)).expect("sign");
+        assert_eq!(
+            message(&other),
+            "invalid token: the token's signature does not match"
+        );
+        let expired = sign(secret, &claims(now_ms() / 1000 - 3600)).expect("sign");
+        assert_eq!(message(&expired), "invalid token: the token has expired");
+    }
+
+    #[test]
+    fn guest_names_cannot_impersonate_the_server() {
+        let s = service(None);
+        for name in ["Huddle", "Ann\u{202E}", "\u{3164}"] {
+            assert_eq!(
+                s.authenticate(None, Some(name), None).unwrap_err().code(),
+                ErrorCode::BadRequest,
+                "{name:?}"
+            );
+        }
     }
 }
