@@ -190,8 +190,9 @@ export class HuddleClient {
     if (typeof WS !== 'function') {
       throw new TypeError('HuddleClient: no WebSocket constructor (pass options.WebSocket)');
     }
+    /** the backoff's jitter (tests pass their own) */
     this._random = options.random || Math.random;
-    /** @type {Map<string, Set<Function>>} */
+    /** @type {Map<string, Set<Function>>} event listeners by type */
     this._listeners = new Map();
     /** @type {ConnectionState} */
     this.state = 'idle';
@@ -223,14 +224,17 @@ export class HuddleClient {
     });
     /** reconnect attempts since the last time online (drives the backoff) */
     this._attempt = 0;
-    /** `close()` called, or the sign-in refused: no reconnect */
+    /** not running: before `connect()`, after `close()` or a refused sign-in (no reconnect) */
     this._stopped = true;
+    /** the pending reconnect (cleared by `reconnectNow` and `close`) */
     this._reconnectTimer = null;
+    /** pings a quiet connection to notice a half-open one */
     this._heartbeatTimer = null;
-    /** @type {Set<{resolve: Function, reject: Function, timer: any}>} */
+    /** @type {Set<{resolve: Function, reject: Function, timer: any}>} requests waiting for the connection */
     this._onlineWaiters = new Set();
     /** @type {Map<string, Promise<any>>} per-room chain keeping sends in order */
     this._sendChains = new Map();
+    /** what `connect()` returned; a second call while running gets the same */
     this._connectPromise = null;
     /** online at least once since `connect()`: the next hellos are resumes */
     this._everOnline = false;
