@@ -18,6 +18,14 @@
  * - close 1009 / 1013 / 4008: reported as an `error`, then reconnects
  *   (after a cool-down for 4008).
  *
+ * This file is the module's facade: {@link HuddleClient} (the public API,
+ * the connection's life cycle and its events), {@link defaultUrl}, and the
+ * re-exported {@link CloseCode} and {@link HuddleError}. Behind it:
+ *
+ * - `client/transport.js`: the WebSocket, its generations and the backoff;
+ * - `client/rpc.js`: requests and replies, timeouts, the rate gate;
+ * - `client/tracker.js`: tracked rooms, seq order, gaps and resumes.
+ *
  * It is an ES module with no dependencies and no DOM access: it needs only a
  * WebSocket constructor (the browser's, or any object with the same
  * interface passed as `options.WebSocket`), timers, `JSON` and
@@ -26,18 +34,12 @@
  * @module huddle-client
  */
 
-/** Close codes the server uses (docs/protocol.md, "Connections"). */
-export const CloseCode = Object.freeze({
-  NORMAL: 1000,
-  GOING_AWAY: 1001,
-  /** The connection dropped without a close frame (browser-side code). */
-  ABNORMAL: 1006,
-  TOO_BIG: 1009,
-  RESTART: 1012,
-  TRY_AGAIN_LATER: 1013,
-  BAD_TOKEN: 4001,
-  ABUSE: 4008,
-});
+import { CloseCode, Transport, backoffDelay } from './client/transport.js';
+import { HuddleError, Rpc } from './client/rpc.js';
+import { RoomTracker } from './client/tracker.js';
+
+export { CloseCode, HuddleError };
+
 
 /**
  * Connection states, in the order a healthy client goes through them.
@@ -87,34 +89,6 @@ export const CloseCode = Object.freeze({
  * @property {boolean} deleted
  */
 
-/**
- * An error reply, or a failure of the client itself.
- *
- * `code` is one of the protocol's codes (`bad_request`, `unauthorized`,
- * `forbidden`, `not_found`, `conflict`, `rate_limited`, `too_large`,
- * `unavailable`, `internal`) or one of the client's own:
- * `timeout` (no reply in time), `disconnected` (the connection dropped
- * before the reply and the request is not safe to repeat), `offline` (no
- * connection came up in time), `stopped` (`close()` was called),
- * `auth_failed`, `slow_consumer` (close 1013), `abuse` (close 4008).
- */
-export class HuddleError extends Error {
-  /**
-   * @param {string} code
-   * @param {string} message
-   * @param {{retryAfterMs?: number, closeCode?: number}} [extra]
-   */
-  constructor(code, message, extra = {}) {
-    super(message);
-    this.name = 'HuddleError';
-    /** @type {string} */
-    this.code = code;
-    /** @type {number|undefined} for `rate_limited` */
-    this.retryAfterMs = extra.retryAfterMs;
-    /** @type {number|undefined} for errors caused by a close */
-    this.closeCode = extra.closeCode;
-  }
-}
 
 /** Verbs that must not be sent again after a dropped connection. */
 const UNSAFE_TO_REPEAT = new Set(['room.create']);
@@ -185,18 +159,6 @@ function randomId() {
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
 }
 
-/**
- * Per-room tracking state.
- * @typedef {object} TrackedRoom
- * @property {string} id
- * @property {Room} info        latest room object seen
- * @property {number} lastSeq   last durable seq delivered
- * @property {any[]|null} buffer events held while a join/resync is in flight
- * @property {boolean} resyncing
- * @property {number} resyncFailures
- * @property {Message[]} recent the latest created messages (to recognise a
- *   send whose reply was lost with the connection)
- */
 
 /**
  * A Huddle connection that survives reconnects.
@@ -224,12 +186,13 @@ export class HuddleClient {
       throw new TypeError('HuddleClient: options.url is required');
     }
     this.options = { ...DEFAULTS, ...options };
-    this._WS = options.WebSocket || globalThis.WebSocket;
-    if (typeof this._WS !== 'function') {
+    const WS = options.WebSocket || globalThis.WebSocket;
+    if (typeof WS !== 'function') {
       throw new TypeError('HuddleClient: no WebSocket constructor (pass options.WebSocket)');
     }
+    /** the backoff's jitter (tests pass their own) */
     this._random = options.random || Math.random;
-    /** @type {Map<string, Set<Function>>} */
+    /** @type {Map<string, Set<Function>>} event listeners by type */
     this._listeners = new Map();
     /** @type {ConnectionState} */
     this.state = 'idle';
@@ -241,30 +204,40 @@ export class HuddleClient {
     this.node = null;
     /** server clock minus local clock, ms (from the hello reply) */
     this.clockOffsetMs = 0;
-    /** @type {Map<string, TrackedRoom>} */
-    this._rooms = new Map();
-    this._ws = null;
-    this._gen = 0; // increments per socket; stale callbacks compare it
-    this._nextId = 1;
-    /** @type {Map<number, {resolve: Function, reject: Function, timer: any}>} */
-    this._pending = new Map();
+    /** the socket of the moment, its generation and last frame time */
+    this._transport = new Transport(WS, this.options, {
+      onOpen: (gen) => this._handshake(gen),
+      onFrame: (data) => this._onFrame(data),
+      onClose: (gen, code, reason) => this._handleClose(gen, code, reason),
+      onConnectTimeout: () => this._dropSocket(CloseCode.ABNORMAL, 'connect timeout'),
+    });
+    /** requests in flight and the rate gate */
+    this._rpc = new Rpc(this._transport, this.options,
+      (info) => this._emit('rate_limited', info));
+    /** the rooms followed, resumed on every reconnect */
+    this._tracker = new RoomTracker({
+      emit: (type, payload) => this._emit(type, payload),
+      call: (type, fields, timeoutMs) => this._rpc.call(type, fields, timeoutMs),
+      gen: () => this._transport.gen,
+      backoff: (attempt) => this._backoff(attempt),
+      options: this.options,
+    });
+    /** reconnect attempts since the last time online (drives the backoff) */
     this._attempt = 0;
+    /** not running: before `connect()`, after `close()` or a refused sign-in (no reconnect) */
     this._stopped = true;
-    this._timers = new Set();
+    /** the pending reconnect (cleared by `reconnectNow` and `close`) */
     this._reconnectTimer = null;
+    /** pings a quiet connection to notice a half-open one */
     this._heartbeatTimer = null;
-    this._lastFrameAt = 0;
-    this._rateGateUntil = 0;
-    /** @type {Set<{resolve: Function, reject: Function, timer: any}>} */
+    /** @type {Set<{resolve: Function, reject: Function, timer: any}>} requests waiting for the connection */
     this._onlineWaiters = new Set();
     /** @type {Map<string, Promise<any>>} per-room chain keeping sends in order */
     this._sendChains = new Map();
+    /** what `connect()` returned; a second call while running gets the same */
     this._connectPromise = null;
+    /** online at least once since `connect()`: the next hellos are resumes */
     this._everOnline = false;
-    this._socketOpened = false;
-    /** joins/creates in flight, and the message events of unknown rooms meanwhile */
-    this._joining = 0;
-    this._orphans = [];
   }
 
   // ---------------------------------------------------------------- events
@@ -367,12 +340,12 @@ export class HuddleClient {
     if (this._stopped) return false;
     if (this.state === 'reconnecting') { this.reconnectNow(); return false; }
     if (this.state !== 'online') return false;
-    const gen = this._gen;
+    const gen = this._transport.gen;
     try {
-      await this._exchange('ping', {}, timeoutMs);
+      await this._rpc.exchange('ping', {}, timeoutMs);
       return true;
     } catch (e) {
-      if (gen === this._gen && e.code === 'timeout') this._dropSocket(CloseCode.ABNORMAL, 'no answer to ping');
+      if (gen === this._transport.gen && e.code === 'timeout') this._dropSocket(CloseCode.ABNORMAL, 'no answer to ping');
       return false;
     }
   }
@@ -398,38 +371,9 @@ export class HuddleClient {
   /** @private */
   _open() {
     this._clearReconnect();
-    const gen = ++this._gen;
+    const gen = this._transport.next();
     this._setState('connecting');
-    let ws;
-    try {
-      ws = new this._WS(this.options.url);
-    } catch (e) {
-      this._handleClose(gen, CloseCode.ABNORMAL, String(e && e.message || e));
-      return;
-    }
-    this._ws = ws;
-    const connectTimer = setTimeout(() => {
-      if (gen === this._gen && ws.readyState !== 1) {
-        this._dropSocket(CloseCode.ABNORMAL, 'connect timeout');
-      }
-    }, this.options.connectTimeoutMs);
-    ws.onopen = () => {
-      clearTimeout(connectTimer);
-      if (gen !== this._gen) return;
-      this._socketOpened = true;
-      this._lastFrameAt = Date.now();
-      this._handshake(gen);
-    };
-    ws.onmessage = (ev) => {
-      if (gen !== this._gen) return;
-      this._lastFrameAt = Date.now();
-      this._onFrame(ev.data);
-    };
-    ws.onclose = (ev) => {
-      clearTimeout(connectTimer);
-      this._handleClose(gen, ev.code || CloseCode.ABNORMAL, ev.reason || '');
-    };
-    ws.onerror = () => { /* a close event follows */ };
+    this._transport.open(gen);
   }
 
   /**
@@ -438,14 +382,10 @@ export class HuddleClient {
    * @private
    */
   _dropSocket(code, reason, { final = false } = {}) {
-    const ws = this._ws;
-    const gen = this._gen;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-      try { ws.close(code === CloseCode.NORMAL ? 1000 : 4000, reason.slice(0, 100)); } catch { /* already closed */ }
-    }
+    const gen = this._transport.gen;
+    this._transport.detach(code, reason);
     if (final) {
-      this._gen++;
+      this._transport.next();
       this._forgetConnection(new HuddleError(this._stopped ? 'stopped' : 'disconnected', reason));
       return;
     }
@@ -454,27 +394,17 @@ export class HuddleClient {
 
   /** Per-connection state goes with the connection. @private */
   _forgetConnection(err) {
-    this._ws = null;
-    this._socketOpened = false;
+    this._transport.forget();
     this._stopHeartbeat();
-    this._failPending(err);
-    for (const room of this._rooms.values()) { room.resyncing = false; room.buffer = null; }
-  }
-
-  /** @private */
-  _failPending(err) {
-    for (const [, p] of this._pending) {
-      clearTimeout(p.timer);
-      p.reject(err);
-    }
-    this._pending.clear();
+    this._rpc.failAll(err);
+    this._tracker.connectionLost();
   }
 
   /** @private */
   _handleClose(gen, code, reason) {
-    if (gen !== this._gen) return;
-    this._gen++;
-    const opened = this._socketOpened;
+    if (gen !== this._transport.gen) return;
+    this._transport.next();
+    const opened = this._transport.opened;
     this._forgetConnection(new HuddleError('disconnected', `connection closed (${code})`, { closeCode: code }));
     if (this._stopped) return;
 
@@ -507,11 +437,9 @@ export class HuddleClient {
     }, delay);
   }
 
-  /** Jittered exponential backoff ("equal jitter"). @private */
+  /** Jittered exponential backoff (see `backoffDelay`). @private */
   _backoff(attempt) {
-    const { backoffInitialMs, backoffMaxMs, backoffFactor } = this.options;
-    const cap = Math.min(backoffMaxMs, backoffInitialMs * backoffFactor ** Math.min(attempt, 30));
-    return Math.round(cap / 2 + this._random() * cap / 2);
+    return backoffDelay(attempt, this.options, this._random);
   }
 
   /** @private */
@@ -540,9 +468,9 @@ export class HuddleClient {
     if (o.image) hello.image = o.image;
     let data;
     try {
-      data = await this._exchange('hello', hello, o.requestTimeoutMs);
+      data = await this._rpc.exchange('hello', hello, o.requestTimeoutMs);
     } catch (e) {
-      if (gen !== this._gen) return;
+      if (gen !== this._transport.gen) return;
       if (['unauthorized', 'bad_request', 'too_large'].includes(e.code)) {
         this._authFailed(new HuddleError('auth_failed', e.message));
         this._dropSocket(CloseCode.NORMAL, 'auth failed', { final: true });
@@ -552,7 +480,7 @@ export class HuddleClient {
       }
       return; // 'disconnected': the close handler already runs
     }
-    if (gen !== this._gen) return;
+    if (gen !== this._transport.gen) return;
     const previousUser = this.user;
     this.user = data.user;
     this.session = data.session;
@@ -560,13 +488,14 @@ export class HuddleClient {
     if (typeof data.server_time === 'number') this.clockOffsetMs = data.server_time - Date.now();
     this._emit('session', { ...data, resumed: this._everOnline, previousUser });
 
+    const tracker = this._tracker;
     const failed = [];
-    for (const room of [...this._rooms.values()]) {
-      if (gen !== this._gen) return;
-      if (!(await this._resume(room, gen))) failed.push(room);
+    for (const room of [...tracker.rooms.values()]) {
+      if (gen !== this._transport.gen) return;
+      if (!(await tracker.resume(room, gen))) failed.push(room);
     }
-    if (gen !== this._gen) return;
-    for (const room of failed) if (this._rooms.has(room.id)) setTimeout(() => this._resync(room), this._backoff(1));
+    if (gen !== this._transport.gen) return;
+    for (const room of failed) if (tracker.rooms.has(room.id)) setTimeout(() => tracker.resync(room), this._backoff(1));
     this._attempt = 0;
     this._everOnline = true;
     this._setState('online', { node: this.node });
@@ -583,12 +512,12 @@ export class HuddleClient {
     const every = this.options.heartbeatMs;
     if (!every) return;
     this._heartbeatTimer = setInterval(async () => {
-      if (gen !== this._gen || this.state !== 'online') return;
-      if (Date.now() - this._lastFrameAt < every) return;
+      if (gen !== this._transport.gen || this.state !== 'online') return;
+      if (Date.now() - this._transport.lastFrameAt < every) return;
       try {
-        await this._exchange('ping', {}, this.options.requestTimeoutMs);
+        await this._rpc.exchange('ping', {}, this.options.requestTimeoutMs);
       } catch (e) {
-        if (gen === this._gen && e.code === 'timeout') {
+        if (gen === this._transport.gen && e.code === 'timeout') {
           this._dropSocket(CloseCode.ABNORMAL, 'no answer to ping');
         }
       }
@@ -603,7 +532,7 @@ export class HuddleClient {
 
   // --------------------------------------------------------------- frames
 
-  /** @private */
+  /** A frame from the server: replies to the rpc, events to the tracker. @private */
   _onFrame(text) {
     if (typeof text !== 'string') return; // the server only sends text
     let frame;
@@ -614,245 +543,22 @@ export class HuddleClient {
     }
     if (!frame || typeof frame !== 'object') return;
     if (frame.type === 'reply') {
-      const p = this._pending.get(frame.id);
-      if (!p) return;
-      this._pending.delete(frame.id);
-      clearTimeout(p.timer);
-      if (frame.ok) {
-        p.resolve(frame.data ?? {});
-      } else {
-        const e = frame.error || {};
-        p.reject(new HuddleError(e.code || 'internal', e.message || 'request failed', { retryAfterMs: e.retry_after_ms }));
-      }
+      this._rpc.settle(frame);
     } else if (frame.type === 'error') {
       const e = frame.error || {};
       if (e.code === 'rate_limited') {
         // Sent alongside the reply of the limited request (if it had an id).
-        this._closeRateGate(e.retry_after_ms);
+        this._rpc.closeGate(e.retry_after_ms);
         this._emit('rate_limited', { type: null, retryAfterMs: e.retry_after_ms });
         return;
       }
       this._emit('error', new HuddleError(e.code || 'internal', e.message || 'error', { retryAfterMs: e.retry_after_ms }));
     } else if (frame.type === 'event') {
-      this._onEvent(frame);
+      this._tracker.onEvent(frame);
     }
-  }
-
-  /** @private */
-  _onEvent(frame) {
-    const room = this._rooms.get(frame.room);
-    const name = frame.event;
-    if (typeof name === 'string' && name.startsWith('message.')) {
-      if (typeof frame.seq !== 'number') return;
-      if (!room) {
-        // Possibly a room whose join reply is still on its way: hold it.
-        if (this._joining > 0) {
-          const now = Date.now();
-          this._orphans = this._orphans.filter((o) => now - o.at < 10_000).slice(-500);
-          this._orphans.push({ at: now, frame });
-        }
-        return;
-      }
-      this._deliver(room, frame, false);
-      return;
-    }
-    if (!room) return;
-    if (name === 'participant.joined' || name === 'participant.left') {
-      this._emit('participant', { room: frame.room, event: name, user: frame.user });
-    } else if (name === 'typing') {
-      this._emit('typing', { room: frame.room, user: frame.user, active: !!frame.active });
-    } else if (name === 'room.updated' && frame.room && typeof frame.room === 'object') {
-      room.info = frame.room;
-      this._emit('room', { room: frame.room });
-    }
-  }
-
-  /**
-   * Delivers one durable event exactly once and in order, or starts a
-   * resync on a gap.
-   * @private
-   */
-  _deliver(room, frame, replayed) {
-    if (room.buffer) {
-      room.buffer.push(frame);
-      return;
-    }
-    if (frame.seq <= room.lastSeq) return; // already seen
-    if (frame.seq > room.lastSeq + 1 && !replayed) {
-      room.buffer = [frame];
-      this._resync(room);
-      return;
-    }
-    room.lastSeq = frame.seq;
-    if (frame.event === 'message.created' && frame.message) this._remember(room, frame.message);
-    this._emit('message', {
-      room: room.id,
-      seq: frame.seq,
-      event: frame.event,
-      message: frame.message,
-      replayed,
-    });
-  }
-
-  /** @private */
-  _remember(room, message) {
-    room.recent.push(message);
-    if (room.recent.length > 200) room.recent.splice(0, room.recent.length - 200);
-  }
-
-  /** Fills a gap seen on a live connection. @private */
-  async _resync(room) {
-    if (room.resyncing) return;
-    room.resyncing = true;
-    const gen = this._gen;
-    const ok = await this._resume(room, gen);
-    if (gen !== this._gen || !this._rooms.has(room.id)) return;
-    room.resyncing = false;
-    if (!ok) {
-      // Try again after a pause; live events stay buffered meanwhile.
-      room.resyncFailures++;
-      setTimeout(() => {
-        if (gen === this._gen && this._rooms.has(room.id) && room.buffer) this._resync(room);
-      }, this._backoff(room.resyncFailures));
-    }
-  }
-
-  /**
-   * `room.join` with `since`; replays the missed events, or reloads the
-   * history when the server no longer holds them. Buffered live events are
-   * delivered afterwards. Returns whether it worked.
-   * @private
-   */
-  async _resume(room, gen) {
-    if (!room.buffer) room.buffer = [];
-    const req = { since: room.lastSeq };
-    // A private room admits a new identity (guests get a fresh id on every
-    // hello) only by its code.
-    if (room.info && room.info.private && room.info.code) req.code = room.info.code;
-    else req.room = room.id;
-    let data;
-    try {
-      data = await this._callWithRateRetry('room.join', req, this.options.requestTimeoutMs);
-    } catch (e) {
-      if (gen !== this._gen) return false;
-      if (e.code === 'not_found' || e.code === 'forbidden' || e.code === 'conflict') {
-        this._rooms.delete(room.id);
-        this._emit('room_lost', { room: room.id, error: e });
-        return true;
-      }
-      if (e.code === 'disconnected') return false;
-      this._emit('error', e);
-      return false;
-    }
-    if (gen !== this._gen) return false;
-    if (data.room && data.room.id !== room.id) {
-      // The code now names another room: ours is gone.
-      this._rooms.delete(room.id);
-      this._callWithRateRetry('room.leave', { room: data.room.id }, this.options.requestTimeoutMs).catch(() => {});
-      this._emit('room_lost', { room: room.id, error: new HuddleError('not_found', 'the room no longer exists') });
-      return true;
-    }
-    room.info = data.room;
-    room.resyncFailures = 0;
-    const events = Array.isArray(data.events) ? data.events : [];
-    this._emit('room', { room: data.room });
-    const complete = data.complete !== false;
-    if (!complete) {
-      // The server no longer holds every missed event: reload the latest
-      // page. Live events stay buffered until the page is out, so none is
-      // lost between the history read and the reset.
-      const top = events.reduce((m, ev) => Math.max(m, ev.seq || 0), data.room.last_seq || 0);
-      room.lastSeq = Math.max(room.lastSeq, top);
-      let page = { messages: [], has_more: false };
-      try {
-        page = await this._callWithRateRetry('message.history',
-          { room: room.id, limit: this.options.historyReloadLimit }, this.options.requestTimeoutMs);
-      } catch (e) {
-        if (gen !== this._gen) return false;
-        this._emit('error', e);
-      }
-      if (gen !== this._gen) return false;
-      for (const m of page.messages || []) this._remember(room, m);
-      this._emit('reset', { room: room.id, messages: page.messages || [], has_more: !!page.has_more });
-    }
-    const held = room.buffer || [];
-    room.buffer = null;
-    if (complete) for (const ev of events) this._deliver(room, ev, true);
-    this._emit('resumed', { room: room.id, participants: data.participants || [], complete });
-    for (const ev of held) this._deliver(room, ev, false);
-    return true;
   }
 
   // ------------------------------------------------------------- requests
-
-  /**
-   * Sends one frame with an id on the current socket and waits for its
-   * reply. No queueing, no retries.
-   * @private
-   */
-  _exchange(type, fields, timeoutMs) {
-    return new Promise((resolve, reject) => {
-      const ws = this._ws;
-      if (!ws || ws.readyState !== 1) {
-        reject(new HuddleError('disconnected', 'not connected'));
-        return;
-      }
-      const id = this._nextId++;
-      const text = JSON.stringify({ ...fields, type, id });
-      if (new TextEncoder().encode(text).length > this.options.maxFrameBytes) {
-        reject(new HuddleError('too_large', `request is larger than ${this.options.maxFrameBytes} bytes`));
-        return;
-      }
-      const timer = setTimeout(() => {
-        this._pending.delete(id);
-        reject(new HuddleError('timeout', `no reply to ${type} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this._pending.set(id, { resolve, reject, timer });
-      try {
-        ws.send(text);
-      } catch (e) {
-        clearTimeout(timer);
-        this._pending.delete(id);
-        reject(new HuddleError('disconnected', String(e && e.message || e)));
-      }
-    });
-  }
-
-  /** @private */
-  _closeRateGate(ms) {
-    const wait = Math.min(Math.max(Number(ms) || 100, 1), this.options.maxRetryAfterMs);
-    this._rateGateUntil = Math.max(this._rateGateUntil, Date.now() + wait);
-  }
-
-  /** @private */
-  async _waitRateGate() {
-    for (;;) {
-      const wait = this._rateGateUntil - Date.now();
-      if (wait <= 0) return;
-      await new Promise((r) => setTimeout(r, wait));
-    }
-  }
-
-  /**
-   * `_exchange` that honours the rate gate and retries `rate_limited`
-   * after `retry_after_ms`.
-   * @private
-   */
-  async _callWithRateRetry(type, fields, timeoutMs) {
-    for (let attempt = 0; ; attempt++) {
-      await this._waitRateGate();
-      try {
-        return await this._exchange(type, fields, timeoutMs);
-      } catch (e) {
-        if (e.code === 'rate_limited' && attempt < this.options.maxRateRetries) {
-          this._closeRateGate(e.retryAfterMs);
-          this._emit('rate_limited', { type, retryAfterMs: e.retryAfterMs });
-          continue;
-        }
-        throw e;
-      }
-    }
-  }
 
   /**
    * Sends a request and resolves with the reply's `data`; rejects with a
@@ -878,50 +584,19 @@ export class HuddleClient {
           // Sent under an identity we no longer have (a guest gets a new id
           // per hello, so client_msg_id cannot dedupe it): if the resume
           // showed it was written, it is done.
-          const found = this._findSent(fields, sentAs, seqAtSend);
+          const found = this._tracker.findSent(fields, sentAs, seqAtSend);
           if (found) return { message: found };
         }
         if (!sentAs.size) seqAtSend = this.lastSeq(fields.room) ?? 0;
       }
       if (this.user) sentAs.add(this.user.id);
       try {
-        return await this._callWithRateRetry(type, fields, timeoutMs);
+        return await this._rpc.call(type, fields, timeoutMs);
       } catch (e) {
         if (e.code === 'disconnected' && !UNSAFE_TO_REPEAT.has(type) && !this._stopped) continue;
         throw e;
       }
     }
-  }
-
-  /**
-   * A message this client sent as one of `userIds`, written after `afterSeq`,
-   * matching `fields`: the send went through although its reply was lost.
-   * @private
-   */
-  _findSent(fields, userIds, afterSeq) {
-    const room = this._rooms.get(fields.room);
-    if (!room) return null;
-    for (const m of room.recent) {
-      if (m.seq <= afterSeq || !userIds.has(m.user && m.user.id)) continue;
-      if ((m.kind || 'text') !== (fields.kind || 'text')) continue;
-      if ((m.content || '') !== (fields.content || '').trim()) continue;
-      if (fields.attachment && (!m.attachment || m.attachment.url !== fields.attachment.url)) continue;
-      return m;
-    }
-    return null;
-  }
-
-  /** @private */
-  _track(room) {
-    let t = this._rooms.get(room.id);
-    if (!t) {
-      t = { id: room.id, info: room, lastSeq: room.last_seq || 0, buffer: null, resyncing: false, resyncFailures: 0, recent: [] };
-      this._rooms.set(room.id, t);
-    } else {
-      t.info = room;
-      t.lastSeq = Math.max(t.lastSeq, room.last_seq || 0);
-    }
-    return t;
   }
 
   // ---------------------------------------------------------- convenience
@@ -936,28 +611,20 @@ export class HuddleClient {
     if (maxParticipants != null) fields.max_participants = maxParticipants;
     if (isPrivate != null) fields.private = !!isPrivate;
     const data = await this._joinLike('room.create', fields);
-    const t = this._track(data.room);
+    const t = this._tracker.track(data.room);
     this._emit('room', { room: data.room });
-    this._adoptOrphans(t);
+    this._tracker.adoptOrphans(t);
     return data.room;
   }
 
   /** A request that subscribes this connection to a room. @private */
   async _joinLike(type, fields) {
-    this._joining++;
+    this._tracker.joining++;
     try {
       return await this.request(type, fields);
     } finally {
-      this._joining--;
+      this._tracker.joining--;
     }
-  }
-
-  /** Delivers events that arrived before the join reply. @private */
-  _adoptOrphans(room) {
-    const mine = this._orphans.filter((o) => o.frame.room === room.id);
-    if (!mine.length) return;
-    this._orphans = this._orphans.filter((o) => o.frame.room !== room.id);
-    for (const o of mine) if (this._rooms.get(room.id) === room) this._deliver(room, o.frame, false);
   }
 
   /**
@@ -969,10 +636,10 @@ export class HuddleClient {
   async joinRoom({ room, code } = {}) {
     const fields = room ? { room } : { code };
     const data = await this._joinLike('room.join', fields);
-    const t = this._track(data.room);
-    for (const m of data.messages || []) this._remember(t, m);
+    const t = this._tracker.track(data.room);
+    for (const m of data.messages || []) this._tracker.remember(t, m);
     this._emit('room', { room: data.room });
-    setTimeout(() => this._adoptOrphans(t), 0); // after the caller rendered the snapshot
+    setTimeout(() => this._tracker.adoptOrphans(t), 0); // after the caller rendered the snapshot
     return data;
   }
 
@@ -982,7 +649,7 @@ export class HuddleClient {
    */
   async leaveRoom(roomId) {
     const data = await this.request('room.leave', { room: roomId });
-    this._rooms.delete(roomId);
+    this._tracker.rooms.delete(roomId);
     return data;
   }
 
@@ -1067,9 +734,9 @@ export class HuddleClient {
    * @param {string} roomId @param {boolean} active
    */
   setTyping(roomId, active) {
-    if (this.state !== 'online' || Date.now() < this._rateGateUntil || !this._rooms.has(roomId)) return;
-    this._exchange('typing', { room: roomId, active: !!active }, this.options.requestTimeoutMs).catch((e) => {
-      if (e.code === 'rate_limited') this._closeRateGate(e.retryAfterMs);
+    if (this.state !== 'online' || Date.now() < this._rpc.gateUntil || !this._tracker.rooms.has(roomId)) return;
+    this._rpc.exchange('typing', { room: roomId, active: !!active }, this.options.requestTimeoutMs).catch((e) => {
+      if (e.code === 'rate_limited') this._rpc.closeGate(e.retryAfterMs);
     });
   }
 
@@ -1083,12 +750,12 @@ export class HuddleClient {
    * @param {string} roomId @returns {number|undefined}
    */
   lastSeq(roomId) {
-    return this._rooms.get(roomId)?.lastSeq;
+    return this._tracker.rooms.get(roomId)?.lastSeq;
   }
 
   /** Ids of the rooms this client tracks (joined, resumed on reconnect). @returns {string[]} */
   trackedRooms() {
-    return [...this._rooms.keys()];
+    return [...this._tracker.rooms.keys()];
   }
 
   /** The server's clock now, ms (local clock corrected by the hello reply). */

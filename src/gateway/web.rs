@@ -2,28 +2,72 @@
 //!
 //! Its files live in `web/` and are embedded in the binary at build time
 //! (no build step at run time). `ASSETS` maps each URL path to its bytes
-//! and content type.
+//! and content type; the module map is in docs/web-client.md.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
-/// (URL path, content type, bytes) of every embedded file.
+/// The content type of every JavaScript module.
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// (URL path, content type, bytes) of every embedded file. The page is
+/// native ES modules: `app.js` (the entry `index.html` loads) imports
+/// `app/*.js`, which import `huddle-client.js`, which imports
+/// `client/*.js`. Every module imported must be listed here (a unit test
+/// below checks it).
 const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "/index.html",
         "text/html; charset=utf-8",
         include_bytes!("../../web/index.html"),
     ),
+    ("/app.js", JS, include_bytes!("../../web/app.js")),
+    ("/app/dom.js", JS, include_bytes!("../../web/app/dom.js")),
     (
-        "/app.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../web/app.js"),
+        "/app/rooms.js",
+        JS,
+        include_bytes!("../../web/app/rooms.js"),
+    ),
+    (
+        "/app/render.js",
+        JS,
+        include_bytes!("../../web/app/render.js"),
+    ),
+    (
+        "/app/actions.js",
+        JS,
+        include_bytes!("../../web/app/actions.js"),
+    ),
+    (
+        "/app/events.js",
+        JS,
+        include_bytes!("../../web/app/events.js"),
+    ),
+    (
+        "/app/session.js",
+        JS,
+        include_bytes!("../../web/app/session.js"),
     ),
     (
         "/huddle-client.js",
-        "text/javascript; charset=utf-8",
+        JS,
         include_bytes!("../../web/huddle-client.js"),
+    ),
+    (
+        "/client/transport.js",
+        JS,
+        include_bytes!("../../web/client/transport.js"),
+    ),
+    (
+        "/client/rpc.js",
+        JS,
+        include_bytes!("../../web/client/rpc.js"),
+    ),
+    (
+        "/client/tracker.js",
+        JS,
+        include_bytes!("../../web/client/tracker.js"),
     ),
     (
         "/style.css",
@@ -66,4 +110,144 @@ pub(crate) fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
         );
     }
     Some(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ASSETS, JS, asset};
+
+    /// The URL path an import specifier in the module at `base` names, or
+    /// `None` when a browser could not fetch it from this server (a bare
+    /// name such as `lodash` needs an import map; `..` above the root).
+    fn resolve(base: &str, spec: &str) -> Option<String> {
+        if spec.starts_with('/') {
+            return Some(spec.to_owned());
+        }
+        if !spec.starts_with("./") && !spec.starts_with("../") {
+            return None;
+        }
+        let mut parts: Vec<&str> = base.split('/').collect();
+        parts.pop(); // the importing file's own name
+        for segment in spec.split('/') {
+            match segment {
+                "." => {}
+                ".." => {
+                    if parts.len() <= 1 {
+                        return None;
+                    }
+                    parts.pop();
+                }
+                name => parts.push(name),
+            }
+        }
+        Some(parts.join("/"))
+    }
+
+    /// The specifiers of a module's static `import … from '…'`,
+    /// `import '…'` and `export … from '…'` statements (one statement may
+    /// span lines: its `} from '…'` line is found). Comments are skipped.
+    fn imports(source: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for line in source.lines().map(str::trim_start) {
+            let statement = line.starts_with("import ")
+                || line.starts_with("import{")
+                || line.starts_with("export ")
+                || line.starts_with("} from ");
+            if !statement {
+                continue;
+            }
+            let rest = match line.rfind(" from ") {
+                Some(at) => &line[at + " from ".len()..],
+                None if line.starts_with("import ") => &line["import ".len()..],
+                None => continue,
+            };
+            let rest = rest.trim_start();
+            let Some(quote) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+                continue;
+            };
+            if let Some(end) = rest[1..].find(quote) {
+                found.push(rest[1..1 + end].to_owned());
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn resolve_follows_relative_paths() {
+        assert_eq!(
+            resolve("/app/render.js", "./dom.js").as_deref(),
+            Some("/app/dom.js")
+        );
+        assert_eq!(
+            resolve("/app/session.js", "../huddle-client.js").as_deref(),
+            Some("/huddle-client.js")
+        );
+        assert_eq!(
+            resolve("/app.js", "./app/dom.js").as_deref(),
+            Some("/app/dom.js")
+        );
+        assert_eq!(resolve("/app.js", "/x.js").as_deref(), Some("/x.js"));
+        assert_eq!(resolve("/app.js", "../x.js"), None);
+        assert_eq!(resolve("/app.js", "lodash"), None);
+    }
+
+    #[test]
+    fn imports_finds_single_and_multi_line_statements() {
+        let source = "// import { no } from './comment.js';\n\
+            import { a } from './a.js';\n\
+            import {\n  b, c,\n} from \"../b.js\";\n\
+            import './side.js';\n\
+            export { d } from '/d.js';\n\
+            const e = 'import';\n";
+        assert_eq!(imports(source), ["./a.js", "../b.js", "./side.js", "/d.js"]);
+    }
+
+    /// A module the browser cannot fetch breaks the whole page; this makes
+    /// a forgotten `ASSETS` entry fail `cargo test`, not just the browser.
+    #[test]
+    fn every_import_of_every_module_is_served() {
+        let mut checked = 0;
+        for (path, content_type, bytes) in ASSETS.iter().filter(|(_, t, _)| *t == JS) {
+            let source = std::str::from_utf8(bytes).expect("the web client's modules are UTF-8");
+            for spec in imports(source) {
+                let target = resolve(path, &spec).unwrap_or_else(|| {
+                    panic!("{path} imports {spec:?}, which the browser cannot fetch")
+                });
+                let served = ASSETS.iter().find(|(p, _, _)| *p == target);
+                assert!(
+                    served.is_some_and(|(_, t, _)| *t == *content_type),
+                    "{path} imports {spec:?}: {target} is not served as JavaScript"
+                );
+                checked += 1;
+            }
+        }
+        // app.js, its six modules, huddle-client.js and its three: at
+        // least one import per module that has a parent.
+        assert!(
+            checked >= 10,
+            "only {checked} imports found: is the scan broken?"
+        );
+    }
+
+    #[test]
+    fn every_js_file_is_served_as_javascript_and_the_page_loads_app_js() {
+        for (path, content_type, _) in ASSETS {
+            if path.ends_with(".js") {
+                assert_eq!(*content_type, JS, "{path}");
+            }
+        }
+        let page = asset("/").expect("the page is served");
+        let csp = page
+            .headers()
+            .get(http::header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .expect("the page has a CSP");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        let index = ASSETS
+            .iter()
+            .find(|(p, _, _)| *p == "/index.html")
+            .map(|(_, _, b)| String::from_utf8_lossy(b))
+            .expect("index.html is embedded");
+        assert!(index.contains(r#"<script type="module" src="/app.js"></script>"#));
+    }
 }
