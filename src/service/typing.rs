@@ -2,10 +2,13 @@
 //! and when an indicator lapses by itself.
 //!
 //! An active indicator lapses `TYPING_TTL` after its last `active: true`
-//! unless repeated. A repeat extends the lapse and is told to the room too
-//! (other clients' own 5 s windows restart); turning off an indicator that
-//! is on is told once; turning off one that is not on is silent. The
-//! connection owns a `Typing` and asks it; `RoomService::typing` publishes.
+//! unless repeated. A repeat extends the lapse; it is told to the room
+//! (restarting other clients' own 5 s windows) only when `TYPING_REPEAT`
+//! has passed since the room was last told, so a client repeating "still
+//! typing" many times a second costs the room one event per 2 s. Turning
+//! off an indicator that is on is told once; turning off one that is not on
+//! is silent. The connection owns a `Typing` and asks it;
+//! `RoomService::typing` publishes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,52 +18,75 @@ use tokio::time::Instant;
 
 /// A typing indicator lapses this long after its last `active: true`.
 pub(crate) const TYPING_TTL: Duration = Duration::from_secs(5);
+/// An indicator that stays on is told to the room at most this often.
+pub(crate) const TYPING_REPEAT: Duration = Duration::from_secs(2);
+
+/// One room's indicator while it is on.
+#[derive(Debug, Clone, Copy)]
+struct On {
+    /// When it lapses unless repeated.
+    lapse: Instant,
+    /// When the room was last told it is on.
+    told: Instant,
+}
 
 /// The rooms where one connection's typing indicator is on.
 #[derive(Debug, Default)]
 pub struct Typing {
-    /// Room → when its indicator lapses unless repeated.
-    lapses: HashMap<Arc<str>, Instant>,
+    /// Room → its indicator.
+    on: HashMap<Arc<str>, On>,
 }
 
 impl Typing {
     /// Records `active` in `room` at `now`; whether the room must be told.
     pub fn set(&mut self, room: &Arc<str>, active: bool, now: Instant) -> bool {
-        if active {
-            self.lapses.insert(room.clone(), now + TYPING_TTL);
-            true
-        } else {
-            self.lapses.remove(room).is_some()
+        if !active {
+            return self.on.remove(room).is_some();
+        }
+        let lapse = now + TYPING_TTL;
+        match self.on.get_mut(room) {
+            Some(on) if now < on.told + TYPING_REPEAT => {
+                on.lapse = lapse;
+                false
+            }
+            Some(on) => {
+                *on = On { lapse, told: now };
+                true
+            }
+            None => {
+                self.on.insert(room.clone(), On { lapse, told: now });
+                true
+            }
         }
     }
 
     /// The next moment an indicator lapses, if any is on.
     pub fn next_lapse(&self) -> Option<Instant> {
-        self.lapses.values().min().copied()
+        self.on.values().map(|on| on.lapse).min()
     }
 
     /// Turns off every indicator lapsed by `now`; the rooms to tell.
     pub fn take_lapsed(&mut self, now: Instant) -> Vec<Arc<str>> {
         let lapsed: Vec<Arc<str>> = self
-            .lapses
+            .on
             .iter()
-            .filter(|(_, at)| **at <= now)
+            .filter(|(_, on)| on.lapse <= now)
             .map(|(room, _)| room.clone())
             .collect();
         for room in &lapsed {
-            self.lapses.remove(room);
+            self.on.remove(room);
         }
         lapsed
     }
 
     /// Turns off the indicator in `room` (leaving it); whether it was on.
     pub fn clear(&mut self, room: &str) -> bool {
-        self.lapses.remove(room).is_some()
+        self.on.remove(room).is_some()
     }
 
     /// Turns off every indicator (the connection ends); the rooms to tell.
     pub fn take_all(&mut self) -> Vec<Arc<str>> {
-        self.lapses.drain().map(|(room, _)| room).collect()
+        self.on.drain().map(|(room, _)| room).collect()
     }
 }
 
@@ -77,11 +103,32 @@ mod tests {
         assert!(typing.set(&room, true, t0));
         assert_eq!(typing.next_lapse(), Some(t0 + TYPING_TTL));
         let t1 = t0 + Duration::from_secs(3);
-        assert!(typing.set(&room, true, t1), "a repeat is told");
+        assert!(typing.set(&room, true, t1), "a repeat 2 s later is told");
         assert_eq!(typing.next_lapse(), Some(t1 + TYPING_TTL));
         assert!(typing.set(&room, false, t1));
         assert!(!typing.set(&room, false, t1));
         assert_eq!(typing.next_lapse(), None);
+    }
+
+    #[test]
+    fn rapid_repeats_are_told_once_per_two_seconds() {
+        let room: Arc<str> = Arc::from("r");
+        let t0 = Instant::now();
+        let mut typing = Typing::default();
+        let told: Vec<u64> = (0..50u64)
+            .filter(|i| typing.set(&room, true, t0 + Duration::from_millis(i * 100)))
+            .collect();
+        // At 0 s, 2 s and 4 s of a 5 s burst of ten repeats a second.
+        assert_eq!(told, [0, 20, 40]);
+        // Each repeat still pushed the lapse back.
+        assert_eq!(
+            typing.next_lapse(),
+            Some(t0 + Duration::from_millis(4900) + TYPING_TTL)
+        );
+        // Turning it off is told at once, and a new start too.
+        let t = t0 + Duration::from_millis(5000);
+        assert!(typing.set(&room, false, t));
+        assert!(typing.set(&room, true, t));
     }
 
     #[test]
