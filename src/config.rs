@@ -215,6 +215,11 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// A connection that has not completed `hello` this long after it
+    /// opened is closed with 4001, whatever else it sends.
+    #[arg(long, env = "HUDDLE_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+
     /// Open WebSocket connections per node; past it upgrades get HTTP 503.
     #[arg(long, env = "HUDDLE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
@@ -297,6 +302,7 @@ impl Config {
         positive("session-ttl", !self.session_ttl.is_zero())?;
         positive("ping-interval", !self.ping_interval.is_zero())?;
         positive("idle-timeout", !self.idle_timeout.is_zero())?;
+        positive("hello-timeout", !self.hello_timeout.is_zero())?;
         positive("room-idle-ttl", !self.room_idle_ttl.is_zero())?;
         positive("heartbeat-interval", !self.heartbeat_interval.is_zero())?;
         positive("janitor-interval", !self.janitor_interval.is_zero())?;

@@ -114,6 +114,7 @@ pub async fn run(
         let timers = Timers {
             idle: config.idle_timeout,
             ping: config.ping_interval,
+            hello: config.hello_timeout,
         };
         let code = conn.serve(&mut socket, &mut writer, timers, drain).await;
         // From here the hub's pushes fail quietly (no slow-consumer count).
@@ -142,6 +143,60 @@ struct Timers {
     idle: Duration,
     /// Send a WebSocket ping this often.
     ping: Duration,
+    /// Close a client that has not completed `hello` this long after it
+    /// connected, whatever else it sends.
+    hello: Duration,
+}
+
+/// When a connection is closed for what it did not send: nothing at all
+/// for the idle timeout (1001), or no `hello` by the hello deadline (4001).
+/// One timer serves both: it is set to the nearer deadline.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    /// The idle timeout.
+    idle: Duration,
+    /// The hello deadline.
+    hello_by: tokio::time::Instant,
+    /// When the client last sent anything.
+    last_heard: tokio::time::Instant,
+}
+
+impl Quiet {
+    fn new(timers: Timers, now: tokio::time::Instant) -> Quiet {
+        Quiet {
+            idle: timers.idle,
+            hello_by: now + timers.hello,
+            last_heard: now,
+        }
+    }
+
+    /// The client sent something at `now`.
+    fn heard(&mut self, now: tokio::time::Instant) {
+        self.last_heard = now;
+    }
+
+    /// When the timer should fire next.
+    fn next(&self, said_hello: bool) -> tokio::time::Instant {
+        let idle = self.last_heard + self.idle;
+        if said_hello {
+            idle
+        } else {
+            idle.min(self.hello_by)
+        }
+    }
+
+    /// The close code due at `now`, if a deadline has passed.
+    fn expired(&self, said_hello: bool, now: tokio::time::Instant) -> Option<u16> {
+        if !said_hello && now >= self.hello_by {
+            tracing::debug!("no hello by the deadline");
+            Some(close::UNAUTHORIZED)
+        } else if now >= self.last_heard + self.idle {
+            tracing::debug!("idle timeout");
+            Some(close::IDLE)
+        } else {
+            None
+        }
+    }
 }
 
 /// A connection's state, as the request handlers see it.
@@ -192,7 +247,8 @@ impl Connection {
         drain: impl Future<Output = ()>,
     ) -> u16 {
         tokio::pin!(drain);
-        let idle = tokio::time::sleep(timers.idle);
+        let mut quiet = Quiet::new(timers, tokio::time::Instant::now());
+        let idle = tokio::time::sleep_until(quiet.next(false));
         tokio::pin!(idle);
         let start = tokio::time::Instant::now() + timers.ping;
         let mut ping = tokio::time::interval_at(start, timers.ping);
@@ -223,8 +279,11 @@ impl Connection {
             if turn.is_multiple_of(16) {
                 let tcp = socket.get_ref().tcp();
                 if idle.is_elapsed() {
-                    tracing::debug!("idle timeout");
-                    return close::IDLE;
+                    let said_hello = self.user.is_some();
+                    if let Some(code) = quiet.expired(said_hello, tokio::time::Instant::now()) {
+                        return code;
+                    }
+                    idle.as_mut().reset(quiet.next(said_hello));
                 }
                 if reading && !self.drained && drain.as_mut().now_or_never().is_some() {
                     reading = false;
@@ -243,7 +302,8 @@ impl Connection {
                 biased;
                 _ = self.kill.killed() => return self.kill.code().unwrap_or(close::NORMAL),
                 next = socket.next(), if reading => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + timers.idle);
+                    quiet.heard(tokio::time::Instant::now());
+                    idle.as_mut().reset(quiet.next(self.user.is_some()));
                     // tungstenite answers pings and closes on its next write:
                     // make it now, then send what it wrote.
                     if matches!(next, Some(Ok(WsMessage::Ping(_) | WsMessage::Close(_)))) {
@@ -291,8 +351,11 @@ impl Connection {
                     pumping(Box::pin(self.lapse_typing()), out, socket.get_ref().tcp()).await;
                 }
                 _ = &mut idle => {
-                    tracing::debug!("idle timeout");
-                    return close::IDLE;
+                    let said_hello = self.user.is_some();
+                    if let Some(code) = quiet.expired(said_hello, tokio::time::Instant::now()) {
+                        return code;
+                    }
+                    idle.as_mut().reset(quiet.next(said_hello));
                 }
             }
         }
@@ -341,5 +404,57 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    fn quiet(now: Instant) -> Quiet {
+        Quiet::new(
+            Timers {
+                idle: Duration::from_secs(60),
+                ping: Duration::from_secs(25),
+                hello: Duration::from_secs(10),
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn no_hello_closes_4001_whatever_else_is_sent() {
+        let t0 = Instant::now();
+        let mut q = quiet(t0);
+        assert_eq!(q.next(false), t0 + Duration::from_secs(10));
+        // Pings keep the idle timer away, not the hello deadline.
+        for s in 1..10 {
+            q.heard(t0 + Duration::from_secs(s));
+            assert_eq!(q.expired(false, t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(q.next(false), t0 + Duration::from_secs(10));
+        assert_eq!(
+            q.expired(false, t0 + Duration::from_secs(10)),
+            Some(close::UNAUTHORIZED)
+        );
+    }
+
+    #[test]
+    fn after_hello_only_silence_closes() {
+        let t0 = Instant::now();
+        let mut q = quiet(t0);
+        q.heard(t0 + Duration::from_secs(1));
+        // The timer set before hello fires at the hello deadline: nothing is
+        // due, and it is set again for the idle timeout.
+        assert_eq!(q.expired(true, t0 + Duration::from_secs(10)), None);
+        assert_eq!(q.next(true), t0 + Duration::from_secs(61));
+        assert_eq!(
+            q.expired(true, t0 + Duration::from_secs(61)),
+            Some(close::IDLE)
+        );
     }
 }
