@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use huddle::bus::EventSink;
 use huddle::codec;
+use huddle::events::EventSink;
 use huddle::gateway::Hub;
 use huddle::gateway::hub::{Kill, Outbound, Subscriber};
 use huddle::metrics::Metrics;
@@ -48,7 +48,9 @@ fn codec_benches(c: &mut Criterion) {
     });
     g.bench_function("decode", |b| b.iter(|| codec::decode(black_box(&bytes))));
     g.bench_function("render_event_frame", |b| {
-        b.iter(|| protocol::event_frame(black_box("room"), black_box(&envelope)))
+        b.iter(|| {
+            protocol::event_frame(black_box("room"), envelope.seq, black_box(&envelope.event))
+        })
     });
     let frame = r#"{"type":"message.send","id":17,"room":"5f0c2b9e-1d2a-4c3b-9e8f-7a6b5c4d3e2f","content":"Hello everyone, how is the deploy going?","client_msg_id":"c-123"}"#;
     g.bench_function("parse_client_frame", |b| {

@@ -17,12 +17,13 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{EventBus, EventSink, MemoryBus, RedisBus};
+use crate::bus::{EventBus, MemoryBus, RedisBus};
 use crate::config::{Config, RedisConnMode};
+use crate::events::EventSink;
+use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
 use crate::store::breaker::BreakerState;
-use crate::store::keys::Keys;
 use crate::store::redis::ConnMode;
 use crate::store::{
     MemoryStore, RedisStore, RetryPolicy, Retrying, Store, StoreError, StoreSettings,

@@ -1,17 +1,71 @@
 //! Errors, and the one place they become protocol error codes and close
 //! codes.
 //!
-//! Layers have their own enums: `store::StoreError` (infrastructure),
-//! `ServiceError` (business rules, wrapping store errors). The gateway turns a
+//! Layers have their own enums: `StoreError` (infrastructure, shared by the
+//! store and the bus, so it lives here below both; `crate::store` re-exports
+//! it), `ServiceError` (business rules, wrapping store errors). The gateway turns a
 //! `ServiceError` into an `ApiError` with `ApiError::from`, which is the only
 //! mapping to wire codes. Client mistakes are not logged as errors; internal
 //! ones are logged once, with the correlation id the client sees. The
 //! WebSocket close codes the node sends, with the reason text each carries,
 //! are in `close`.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use crate::store::StoreError;
+/// An infrastructure failure of the store or the bus.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or timed out; nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed a call (a connection error, a refused command);
+    /// nothing was written. The backend's own error is kept as the source
+    /// (shared, so the error stays `Clone`).
+    #[error("store unavailable: {source}")]
+    Backend {
+        /// The backend's error (for Redis, a `redis::RedisError`).
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend answered with something we cannot read.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The circuit breaker is open: the backend failed repeatedly and is
+    /// not asked again until a probe succeeds.
+    #[error("store unavailable: circuit breaker open")]
+    CircuitOpen,
+}
+
+impl StoreError {
+    /// Whether a retry later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Backend { .. } | StoreError::CircuitOpen
+        )
+    }
+
+    /// Whether trying again right away may succeed: the backend failed or
+    /// timed out (not an open breaker, which refuses without asking).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Backend { .. }
+        )
+    }
+
+    /// Wraps a backend's error, keeping it as the source.
+    pub fn backend(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Backend {
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Result of store and bus operations.
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The complete set of protocol error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

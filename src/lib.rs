@@ -21,11 +21,13 @@
 //! | [`gateway`] | HTTP routes, WebSocket connections, the hub (local fan-out), drain |
 //! | [`protocol`] | client frames ↔ typed requests, replies, event frames |
 //! | [`service`] | `RoomService`, `MessageService`, `SessionService` |
-//! | [`store`] | `RoomStore`, `MessageStore`, `SessionStore`, `CacheStore`; Redis and memory engines; key layout |
+//! | [`store`] | `RoomStore`, `MessageStore`, `SessionStore`, `CacheStore`; Redis and memory engines |
 //! | [`bus`] | `EventBus`; Redis pub/sub subscriber with gap repair; memory bus |
+//! | [`events`] | `EventSink` (the local fan-out) and `EventLog` (raw durable log), below store and bus |
+//! | [`layout`] | the Redis key and channel layout, below store and bus |
 //! | [`codec`] | the versioned bincode envelope events travel in |
 //! | [`model`] | users, rooms, messages, events |
-//! | [`error`] | error enums and their one mapping to protocol codes |
+//! | [`error`] | error enums (`StoreError` included) and their one mapping to protocol codes |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`health`] | `huddle health`, the container health check |
 //! | [`loadgen`] | `huddle bench`, the load generator |
@@ -35,8 +37,10 @@ pub mod bus;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod health;
+pub mod layout;
 pub mod loadgen;
 pub mod metrics;
 pub mod model;

@@ -23,6 +23,16 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// A durable room event with its seq: what a replay (`room.join` with
+/// `since`) hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqEvent {
+    /// The event's seq in its room.
+    pub seq: u64,
+    /// The event, with a created message's seq filled in.
+    pub event: Event,
+}
+
 /// A chat user as shown to others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {

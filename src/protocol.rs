@@ -9,7 +9,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::codec::Envelope;
 use crate::error::ApiError;
 use crate::model::{AttachmentInput, Event, Message, Room, User};
 
@@ -330,13 +329,13 @@ struct EventFrame<'a> {
     active: Option<bool>,
 }
 
-/// Renders a pushed event frame.
-pub fn event_frame(room: &str, envelope: &Envelope) -> String {
-    let event = &envelope.event;
+/// Renders a pushed event frame: `event` of `room`, with its `seq` shown
+/// when the event is durable.
+pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
     let mut frame = EventFrame {
         kind: "event",
         room,
-        seq: event.is_durable().then_some(envelope.seq),
+        seq: event.is_durable().then_some(seq),
         event: event.name(),
         message: None,
         user: None,
@@ -489,23 +488,16 @@ mod tests {
             edited_at: None,
             deleted: false,
         };
-        let env = Envelope {
-            seq: 42,
-            published_us: 0,
-            event: Event::MessageCreated(msg),
-        };
-        let v: serde_json::Value = serde_json::from_str(&event_frame("r", &env)).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_str(&event_frame("r", 42, &Event::MessageCreated(msg))).expect("json");
         assert_eq!(v["type"], "event");
         assert_eq!(v["seq"], 42);
         assert_eq!(v["event"], "message.created");
         assert_eq!(v["message"]["kind"], "text");
         assert_eq!(v["message"]["attachment"], serde_json::Value::Null);
-        let env = Envelope {
-            seq: 0,
-            published_us: 0,
-            event: Event::Typing { user, active: true },
-        };
-        let v: serde_json::Value = serde_json::from_str(&event_frame("r", &env)).expect("json");
+        let typing = Event::Typing { user, active: true };
+        let v: serde_json::Value =
+            serde_json::from_str(&event_frame("r", 0, &typing)).expect("json");
         assert!(v.get("seq").is_none());
         assert_eq!(v["active"], true);
         assert_eq!(v["user"]["name"], "Ann");

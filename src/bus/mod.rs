@@ -5,31 +5,27 @@
 //! ephemeral ones (participants, typing, room updates). Receiving is the
 //! node's subscription multiplexer: a room's channel is subscribed while at
 //! least one local connection has joined the room, and every received
-//! envelope is handed, undecoded, to the node's `EventSink` (the gateway's
-//! hub), which decodes it once and fans the rendered frame out.
+//! envelope is handed, undecoded, to the node's `crate::events::EventSink`
+//! (the gateway's hub), which decodes it once and fans the rendered frame
+//! out.
 //!
 //! Engines: `MemoryBus` (one node: publish is a local delivery) and
 //! `RedisBus` (per-room channels on one dedicated pub/sub connection that
-//! heals itself, with gap repair from the room's event log).
+//! heals itself, with gap repair from the room's event log, read through
+//! `crate::events::EventLog`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::codec;
+use crate::error::StoreResult;
+use crate::events::EventSink;
 use crate::model::{Event, now_us};
-use crate::store::StoreResult;
 
 pub mod redis;
 
 pub use self::redis::RedisBus;
-
-/// Where received envelopes go: the node's local fan-out.
-pub trait EventSink: Send + Sync {
-    /// Delivers one envelope (`crate::codec`) of `room` to local connections.
-    /// Called in seq order per room; must not block.
-    fn deliver(&self, room: &str, envelope: &[u8]);
-}
 
 /// Publishing and subscribing to room events.
 #[async_trait]

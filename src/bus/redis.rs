@@ -28,12 +28,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{EventBus, EventSink};
+use super::EventBus;
 use crate::codec;
+use crate::error::{StoreError, StoreResult};
+use crate::events::{EventLog, EventSink};
+use crate::layout::Keys;
 use crate::metrics::Metrics;
 use crate::model::{Event, now_us};
-use crate::store::keys::Keys;
-use crate::store::{MessageStore, StoreError, StoreResult};
 
 enum Command {
     Subscribe(String, oneshot::Sender<StoreResult<()>>),
@@ -57,7 +58,8 @@ struct Subscriber {
     keys: Keys,
     timeout: Duration,
     sink: Arc<dyn EventSink>,
-    log: Arc<dyn MessageStore>,
+    /// The rooms' durable logs, for gap repair.
+    log: Arc<dyn EventLog>,
     metrics: Arc<Metrics>,
     healthy: Arc<AtomicBool>,
     /// room → (holds, last seq delivered; 0 = none yet)
@@ -76,7 +78,7 @@ impl RedisBus {
         keys: Keys,
         timeout: Duration,
         sink: Arc<dyn EventSink>,
-        log: Arc<dyn MessageStore>,
+        log: Arc<dyn EventLog>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> StoreResult<RedisBus> {
@@ -368,7 +370,7 @@ impl Subscriber {
 
     /// Reads what the room's log holds after `last` and delivers it in order.
     async fn repair(&mut self, room: &str, last: u64) {
-        let replay = match self.log.events_since(room, last).await {
+        let replay = match self.log.envelopes_since(room, last).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(room, error = %e, "gap repair failed; clients will resume with since");
@@ -379,7 +381,7 @@ impl Subscriber {
             tracing::warn!(room, last, "gap larger than the retained log");
         }
         let mut repaired = 0u64;
-        for env in &replay.events {
+        for env in &replay.envelopes {
             let Ok(seq) = codec::peek_seq(env) else {
                 continue;
             };
@@ -414,8 +416,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::model::{Message, MessageKind, Room, User, now_ms};
-    use crate::store::{MemoryStore, RoomStore, StoreSettings};
+    use crate::events::RawReplay;
+    use crate::model::{Message, MessageKind, User, now_ms};
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<u64>>);
@@ -424,6 +426,20 @@ mod tests {
         fn deliver(&self, _room: &str, envelope: &[u8]) {
             let seq = codec::peek_seq(envelope).expect("seq");
             self.0.lock().expect("lock").push(seq);
+        }
+    }
+
+    /// A room log held in memory: the envelopes of seqs 1..=len.
+    struct Log(Vec<Vec<u8>>);
+
+    #[async_trait]
+    impl EventLog for Log {
+        async fn envelopes_since(&self, _room: &str, since: u64) -> StoreResult<RawReplay> {
+            Ok(RawReplay {
+                envelopes: self.0.iter().skip(since as usize).cloned().collect(),
+                last_seq: self.0.len() as u64,
+                complete: true,
+            })
         }
     }
 
@@ -446,33 +462,11 @@ mod tests {
         }
     }
 
-    /// A subscriber whose log is a memory store holding seqs 1..=6.
-    async fn subscriber() -> (Subscriber, Arc<Recorder>, Vec<Vec<u8>>) {
-        let store = MemoryStore::new(StoreSettings::default(), Arc::new(Recorder::default()));
-        let room = Room {
-            id: "r".into(),
-            code: "ABCDEF".into(),
-            name: "r".into(),
-            created_by: "u".into(),
-            created_at: now_ms(),
-            max_participants: 10,
-            private: false,
-            participant_count: 0,
-            last_seq: 0,
-        };
-        let user = message("").user;
-        store
-            .create_room(&room, &user, "c", &message("created"))
-            .await
-            .expect("create");
-        for i in 0..5 {
-            store
-                .append(&message(&format!("m{i}")), None)
-                .await
-                .expect("append");
-        }
-        let log = store.events_since("r", 0).await.expect("log").events;
-        assert_eq!(log.len(), 6);
+    /// A subscriber holding room `r` up to seq 2, whose log holds seqs 1..=6.
+    fn subscriber() -> (Subscriber, Arc<Recorder>, Vec<Vec<u8>>) {
+        let log: Vec<Vec<u8>> = (1..=6)
+            .map(|seq| codec::encode(seq, &Event::MessageCreated(message("m")), now_us()))
+            .collect();
         let sink = Arc::new(Recorder::default());
         let mut rooms = HashMap::new();
         rooms.insert("r".to_owned(), (1, 2));
@@ -481,7 +475,7 @@ mod tests {
             keys: Keys::new("t:"),
             timeout: Duration::from_secs(1),
             sink: sink.clone(),
-            log: Arc::new(store),
+            log: Arc::new(Log(log.clone())),
             metrics: Arc::new(Metrics::new()),
             healthy: Arc::new(AtomicBool::new(true)),
             rooms,
@@ -491,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_seq_jump_is_repaired_from_the_log_in_order() {
-        let (mut sub, sink, log) = subscriber().await;
+        let (mut sub, sink, log) = subscriber();
         // Delivered up to 2; 3 and 4 were lost; 5 arrives. The repair
         // delivers everything the log holds after 2, in order (6 included,
         // which is still on its way live).
@@ -507,7 +501,7 @@ mod tests {
 
     #[tokio::test]
     async fn reconnect_repairs_every_held_room() {
-        let (mut sub, sink, _log) = subscriber().await;
+        let (mut sub, sink, _log) = subscriber();
         sub.repair_all().await;
         assert_eq!(*sink.0.lock().expect("lock"), [3, 4, 5, 6]);
         // Events of rooms this node does not hold are ignored.

@@ -28,9 +28,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::EventSink;
 use crate::codec;
 use crate::error::close;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::model::now_us;
 use crate::protocol;
@@ -223,7 +223,7 @@ impl EventSink for Hub {
                 .fanout_latency
                 .observe((now - env.published_us) as f64 / 1e6);
         }
-        let frame = wire::text_frame(&protocol::event_frame(room, &env));
+        let frame = wire::text_frame(&protocol::event_frame(room, env.seq, &env.event));
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
         let Some((key, recipients)) = rooms.get_key_value(room) else {
             return;

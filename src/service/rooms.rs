@@ -14,9 +14,8 @@ use super::subscription::{Listener, RoomSubscription};
 use super::typing::TYPING_TTL;
 use super::{int_field, room_id, text_field};
 use crate::bus::EventBus;
-use crate::codec::{self, Envelope};
 use crate::error::ServiceError;
-use crate::model::{Event, Message, MessageKind, Room, User, now_ms, system_user};
+use crate::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms, system_user};
 use crate::store::{
     CreateOutcome, JoinOutcome, LeaveOutcome, MessageStore, RoomStore, SessionStore,
 };
@@ -48,7 +47,7 @@ pub enum JoinHistory {
     /// The durable events after `since`, ascending.
     Events {
         /// Decoded events.
-        events: Vec<Envelope>,
+        events: Vec<SeqEvent>,
         /// Every event after `since` is included.
         complete: bool,
     },
@@ -245,12 +244,7 @@ impl RoomService {
             }
             Some(since) => {
                 let replay = self.messages.events_since(room_id, since).await?;
-                let mut events = replay
-                    .events
-                    .iter()
-                    .map(|e| codec::decode(e))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+                let mut events = replay.events;
                 redact_deleted(&mut events);
                 let floor = events
                     .last()
@@ -369,7 +363,7 @@ impl RoomService {
 /// a message that the replay also deletes carries the tombstone's empty
 /// content and no attachment. (A deletion always follows its creation in the
 /// log, so the replay holds it whenever it holds the creation.)
-pub fn redact_deleted(events: &mut [Envelope]) {
+pub fn redact_deleted(events: &mut [SeqEvent]) {
     let deleted: std::collections::HashSet<String> = events
         .iter()
         .filter_map(|e| match &e.event {
@@ -413,11 +407,7 @@ mod tests {
             edited_at: None,
             deleted: false,
         };
-        let env = |seq, event| Envelope {
-            seq,
-            published_us: 0,
-            event,
-        };
+        let env = |seq, event| SeqEvent { seq, event };
         let mut tomb = msg("a", "");
         tomb.deleted = true;
         let mut events = vec![

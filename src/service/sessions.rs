@@ -206,7 +206,7 @@ mod tests {
     use crate::store::{MemoryStore, StoreSettings};
 
     struct NoSink;
-    impl crate::bus::EventSink for NoSink {
+    impl crate::events::EventSink for NoSink {
         fn deliver(&self, _: &str, _: &[u8]) {}
     }
 

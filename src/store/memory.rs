@@ -19,8 +19,8 @@ use super::{
     ReplaceOutcome, Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreHealth,
     StoreResult, StoreSettings, StoredMessage,
 };
-use crate::bus::EventSink;
 use crate::codec;
+use crate::events::{EventLog, EventSink, RawReplay};
 use crate::model::{Event, Message, Room, User, now_ms, now_us};
 
 /// The in-memory engine. Cheap to clone.
@@ -150,6 +150,35 @@ fn room_view(rs: &RoomState) -> Room {
     let mut room = rs.room.clone();
     room.participant_count = rs.members.len() as u32;
     room
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn envelopes_since(&self, room: &str, since: u64) -> StoreResult<RawReplay> {
+        let mut st = self.state();
+        let Some(rs) = st.rooms.get_mut(room) else {
+            return Ok(RawReplay {
+                envelopes: Vec::new(),
+                last_seq: 0,
+                complete: true,
+            });
+        };
+        trim_expired(rs, now_ms());
+        let envelopes: Vec<Vec<u8>> = rs
+            .events
+            .iter()
+            .filter(|(seq, _)| *seq > since)
+            .map(|(_, env)| env.clone())
+            .collect();
+        let last_seq = rs.room.last_seq;
+        let first = rs.events.iter().map(|(s, _)| *s).find(|s| *s > since);
+        let complete = since >= last_seq || first == Some(since + 1);
+        Ok(RawReplay {
+            envelopes,
+            last_seq,
+            complete,
+        })
+    }
 }
 
 #[async_trait]
@@ -424,29 +453,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn events_since(&self, room: &str, since: u64) -> StoreResult<Replay> {
-        let mut st = self.state();
-        let Some(rs) = st.rooms.get_mut(room) else {
-            return Ok(Replay {
-                events: Vec::new(),
-                last_seq: 0,
-                complete: true,
-            });
-        };
-        trim_expired(rs, now_ms());
-        let events: Vec<Vec<u8>> = rs
-            .events
-            .iter()
-            .filter(|(seq, _)| *seq > since)
-            .map(|(_, env)| env.clone())
-            .collect();
-        let last_seq = rs.room.last_seq;
-        let first = rs.events.iter().map(|(s, _)| *s).find(|s| *s > since);
-        let complete = since >= last_seq || first == Some(since + 1);
-        Ok(Replay {
-            events,
-            last_seq,
-            complete,
-        })
+        super::decode_replay(self.envelopes_since(room, since).await?)
     }
 
     async fn message(&self, room: &str, id: &str) -> StoreResult<Option<StoredMessage>> {

@@ -1,7 +1,8 @@
 //! Repositories: one trait per entity, two engines.
 //!
 //! - `redis` (`RedisStore`): production, and the only engine several nodes
-//!   can share. Key layout in `keys`; atomic operations are Lua scripts.
+//!   can share. Key layout in `crate::layout`; atomic operations are Lua
+//!   scripts.
 //! - `memory` (`MemoryStore`): a single node without Redis, and fast tests.
 //!
 //! Both engines pass the conformance suite in `tests/store_conformance.rs`.
@@ -17,10 +18,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{Event, Message, Room, User};
+use crate::codec;
+pub use crate::error::{StoreError, StoreResult};
+use crate::events::RawReplay;
+use crate::model::{Event, Message, Room, SeqEvent, User};
 
 pub mod breaker;
-pub mod keys;
 pub mod memory;
 pub mod pool;
 pub mod redis;
@@ -29,31 +32,6 @@ pub mod retry;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::retry::{RetryPolicy, Retrying};
-
-/// An infrastructure failure.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The backend could not be reached or timed out; nothing was written.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The backend answered with something we cannot read.
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-    /// The circuit breaker is open: the backend failed repeatedly and is
-    /// not asked again until a probe succeeds.
-    #[error("store unavailable: circuit breaker open")]
-    CircuitOpen,
-}
-
-impl StoreError {
-    /// Whether a retry later may succeed.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::CircuitOpen)
-    }
-}
-
-/// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Outcome of `RoomStore::create_room`.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,8 +95,8 @@ pub struct HistoryPage {
 /// Events after a seq, for `room.join` with `since`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replay {
-    /// Envelopes (`crate::codec`) with seq > since, ascending.
-    pub events: Vec<Vec<u8>>,
+    /// Events with seq > since, ascending, decoded by the engine.
+    pub events: Vec<SeqEvent>,
     /// The room's latest seq when read.
     pub last_seq: u64,
     /// Every event after `since` is in `events`.
@@ -370,6 +348,27 @@ impl Default for StoreSettings {
             session_ttl: Duration::from_secs(86_400),
         }
     }
+}
+
+/// Decodes a raw replay read from an engine's durable log. Both engines
+/// keep envelopes (`crate::codec`); services see only model types.
+pub fn decode_replay(raw: RawReplay) -> StoreResult<Replay> {
+    let events = raw
+        .envelopes
+        .iter()
+        .map(|bytes| {
+            let env = codec::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(SeqEvent {
+                seq: env.seq,
+                event: env.event,
+            })
+        })
+        .collect::<StoreResult<Vec<SeqEvent>>>()?;
+    Ok(Replay {
+        events,
+        last_seq: raw.last_seq,
+        complete: raw.complete,
+    })
 }
 
 /// The order both engines list users in (participants, presence): by name,

@@ -30,13 +30,14 @@ use bb8::{Pool, PooledConnection};
 use redis::{AsyncCommands, RedisError, Script, Value};
 
 use super::breaker::{Breaker, BreakerState};
-use super::keys::Keys;
 use super::{
     AppendOutcome, CacheStore, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, MessageStore,
     ReplaceOutcome, Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreHealth,
     StoreResult, StoreSettings, StoredMessage,
 };
 use crate::codec;
+use crate::events::{EventLog, RawReplay};
+use crate::layout::Keys;
 use crate::metrics::Metrics;
 use crate::model::{Event, Message, Room, User, now_ms, now_us};
 
@@ -1143,28 +1144,7 @@ impl MessageStore for RedisStore {
     }
 
     async fn events_since(&self, room: &str, since: u64) -> StoreResult<Replay> {
-        let k = self.k();
-        let mut c = self.conn().await?;
-        let mut inv = self.inner.scripts.since.prepare_invoke();
-        inv.key(k.room(room))
-            .key(k.room_events(room))
-            .key(k.room_messages(room))
-            .arg(since)
-            .arg(k.message_prefix(room));
-        let (last_seq, events): (u64, Vec<Vec<u8>>) = self
-            .timed("events_since", inv.invoke_async(&mut *c))
-            .await?;
-        let first = events
-            .first()
-            .map(|e| codec::peek_seq(e))
-            .transpose()
-            .map_err(corrupt)?;
-        let complete = since >= last_seq || first == Some(since + 1);
-        Ok(Replay {
-            events,
-            last_seq,
-            complete,
-        })
+        super::decode_replay(self.envelopes_since(room, since).await?)
     }
 
     async fn message(&self, room: &str, id: &str) -> StoreResult<Option<StoredMessage>> {
@@ -1263,6 +1243,34 @@ impl MessageStore for RedisStore {
             }
         }
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisStore {
+    async fn envelopes_since(&self, room: &str, since: u64) -> StoreResult<RawReplay> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let mut inv = self.inner.scripts.since.prepare_invoke();
+        inv.key(k.room(room))
+            .key(k.room_events(room))
+            .key(k.room_messages(room))
+            .arg(since)
+            .arg(k.message_prefix(room));
+        let (last_seq, events): (u64, Vec<Vec<u8>>) = self
+            .timed("events_since", inv.invoke_async(&mut *c))
+            .await?;
+        let first = events
+            .first()
+            .map(|e| codec::peek_seq(e))
+            .transpose()
+            .map_err(corrupt)?;
+        let complete = since >= last_seq || first == Some(since + 1);
+        Ok(RawReplay {
+            envelopes: events,
+            last_seq,
+            complete,
+        })
     }
 }
 

@@ -232,7 +232,7 @@ fn join_reply(joined: &Joined) -> Box<RawValue> {
             participants: &joined.participants,
             events: events
                 .iter()
-                .map(|e| protocol::raw(protocol::event_frame(&joined.room.id, e)))
+                .map(|e| protocol::raw(protocol::event_frame(&joined.room.id, e.seq, &e.event)))
                 .collect(),
             complete: *complete,
         }),

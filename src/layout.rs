@@ -1,4 +1,7 @@
-//! The Redis key layout. Every key and channel name is built here.
+//! The Redis key and channel layout. Every key and channel name is built here.
+//!
+//! It sits below both Redis users, the store engine (`store::redis`) and the
+//! bus (`bus::redis`), so neither imports the other to agree on a name.
 //!
 //! All keys carry the configured prefix (default `huddle:`). Keys that belong
 //! to one room hold the room id in braces, a Redis Cluster hash tag, so all of
