@@ -3,10 +3,11 @@
 //! `Config` is what `App::build` takes. Its fields are also the `serve`
 //! flags: the clap attributes on each field name the flag, its `HUDDLE_*`
 //! environment variable and its default, so a setting is defined in one
-//! place and `Config::defaults()` cannot drift from `--help` or the README.
-//! The flag names and variables are an interface (programs outside this
-//! repository start nodes with them); the other subcommands' arguments live
-//! in the binary. `Config::validate` checks what clap cannot; the binary
+//! place and `Config::defaults()` cannot drift from `--help`
+//! (`scripts/validate-deploy.sh` also reads the variable names from this
+//! file). The flag names and variables are an interface (programs outside
+//! this repository start nodes with them); the other subcommands' arguments
+//! live in the binary. `Config::validate` checks what clap cannot; the binary
 //! prints the first problem on one line and exits with 64.
 //!
 //! Durations are read by [`parse_duration`] (humantime syntax, a bare number
