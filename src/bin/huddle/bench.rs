@@ -35,56 +35,56 @@ type Ws =
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     /// Mode.
-    pub(crate) mode: &'static str,
+    mode: &'static str,
     /// Node URLs.
-    pub(crate) nodes: usize,
+    nodes: usize,
     /// Rooms × clients per room (or connections).
-    pub(crate) clients: usize,
+    clients: usize,
     /// Measured seconds (sending phase).
-    pub(crate) seconds: f64,
+    seconds: f64,
     /// Messages sent.
-    pub(crate) sent: u64,
+    sent: u64,
     /// Messages acknowledged `ok`.
-    pub(crate) acked: u64,
+    acked: u64,
     /// Deliveries expected: acknowledged messages × clients in their room.
-    pub(crate) deliveries_expected: u64,
+    deliveries_expected: u64,
     /// Deliveries seen.
-    pub(crate) deliveries: u64,
+    deliveries: u64,
     /// Events whose seq was not the next one (a repeat or a step back).
-    pub(crate) out_of_order: u64,
+    out_of_order: u64,
     /// Seqs skipped.
-    pub(crate) gaps: u64,
+    gaps: u64,
     /// Deliveries per second over the sending phase.
-    pub(crate) deliveries_per_sec: f64,
+    deliveries_per_sec: f64,
     /// Latency send → deliver, microseconds.
-    pub(crate) latency_us: Latency,
+    latency_us: Latency,
     /// Error replies by code.
-    pub(crate) errors: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
     /// CPU seconds of the `--server-pid` processes during the run.
-    pub(crate) server_cpu_seconds: Option<f64>,
+    server_cpu_seconds: Option<f64>,
     /// The same, per `--server-pid`, keyed by PID.
-    pub(crate) server_cpu_by_pid: BTreeMap<String, f64>,
+    server_cpu_by_pid: BTreeMap<String, f64>,
     /// Deliveries per server CPU-second.
-    pub(crate) deliveries_per_server_cpu_sec: Option<f64>,
+    deliveries_per_server_cpu_sec: Option<f64>,
     /// `connections`: server RSS growth per connection, bytes.
-    pub(crate) rss_per_connection: Option<f64>,
+    rss_per_connection: Option<f64>,
     /// `connections`: connections that failed to open.
-    pub(crate) connect_failures: u64,
+    connect_failures: u64,
 }
 
 /// Latency percentiles.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Latency {
     /// Median.
-    pub(crate) p50: u64,
+    p50: u64,
     /// 90th percentile.
-    pub(crate) p90: u64,
+    p90: u64,
     /// 99th percentile.
-    pub(crate) p99: u64,
+    p99: u64,
     /// 99.9th percentile.
-    pub(crate) p999: u64,
+    p999: u64,
     /// Maximum.
-    pub(crate) max: u64,
+    max: u64,
 }
 
 #[derive(Deserialize)]
