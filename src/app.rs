@@ -133,7 +133,7 @@ impl App {
                     (store, None, Arc::new(MemoryBus::new(sink)))
                 }
                 Some(url) => {
-                    let timeout = Duration::from_millis(config.redis_timeout_ms);
+                    let timeout = config.redis_timeout;
                     let keys = Keys::new(config.key_prefix.clone());
                     let mode = match config.redis_conn_mode {
                         RedisConnMode::Pool => ConnMode::Pool,
@@ -281,7 +281,7 @@ impl App {
 
     /// Checks each component.
     pub async fn readiness(&self) -> Readiness {
-        let timeout = Duration::from_millis(self.inner.config.redis_timeout_ms);
+        let timeout = self.inner.config.redis_timeout;
         let store = match tokio::time::timeout(timeout, self.inner.store.ping()).await {
             Ok(Ok(())) => Check {
                 ok: true,

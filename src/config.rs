@@ -1,98 +1,24 @@
-//! Command line and configuration.
+//! A node's configuration: the `huddle serve` settings as plain data.
 //!
-//! Every `serve` flag has a matching `HUDDLE_*` environment variable and a
-//! documented default. The flag names are an interface: programs outside
-//! this repository start nodes with them. `Config::validate` checks what clap
-//! cannot; `main` prints the first problem on one line and exits with 64.
+//! `Config` is what `App::build` takes. Its fields are also the `serve`
+//! flags: the clap attributes on each field name the flag, its `HUDDLE_*`
+//! environment variable and its default, so a setting is defined in one
+//! place and `Config::defaults()` cannot drift from `--help`
+//! (`scripts/validate-deploy.sh` also reads the variable names from this
+//! file). The flag names and variables are an interface (programs outside
+//! this repository start nodes with them); the other subcommands' arguments
+//! live in the binary. `Config::validate` checks what clap cannot; the binary
+//! prints the first problem on one line and exits with 64.
+//!
+//! Durations are read by [`parse_duration`] (humantime syntax, a bare number
+//! is seconds) and, for `--redis-timeout-ms`, [`parse_millis`] (a bare
+//! number is milliseconds), so every value accepted before keeps its unit.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-/// Huddle: a horizontally scaled chat server.
-#[derive(Debug, Parser)]
-#[command(name = "huddle", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run a node.
-    Serve(Box<Config>),
-    /// Print a signed HS256 token for development.
-    Token(TokenArgs),
-    /// Check a node's health endpoint: exit 0 on HTTP 200, 1 otherwise (for
-    /// container health checks; no curl needed).
-    Health(HealthArgs),
-    /// Generate load against running nodes and report what they carried.
-    Bench(BenchArgs),
-}
-
-/// What `huddle bench` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchMode {
-    /// Senders at a fixed aggregate rate; everyone measures latency.
-    Fanout,
-    /// Each sender keeps `--window` messages in flight.
-    Saturate,
-    /// Open `--connections` idle connections and hold them.
-    Connections,
-}
-
-/// Arguments of `huddle bench`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// The load to generate.
-    #[arg(value_enum)]
-    pub mode: BenchMode,
-    /// WebSocket URL of a node (`ws://HOST:PORT/ws`); repeat for several.
-    #[arg(long, required = true)]
-    pub url: Vec<String>,
-    /// Rooms.
-    #[arg(long, default_value_t = 10)]
-    pub rooms: usize,
-    /// Clients per room (senders included), spread over the URLs.
-    #[arg(long, default_value_t = 20)]
-    pub clients: usize,
-    /// Senders per room.
-    #[arg(long, default_value_t = 2)]
-    pub senders: usize,
-    /// Messages per second, all senders together (`fanout`).
-    #[arg(long, default_value_t = 1000)]
-    pub rate: u64,
-    /// Messages in flight per sender (`saturate`).
-    #[arg(long, default_value_t = 16)]
-    pub window: usize,
-    /// Connections to open (`connections`).
-    #[arg(long, default_value_t = 1000)]
-    pub connections: usize,
-    /// Length of the measured run (or of holding connections).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Sending before latency is recorded.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub warmup: Duration,
-    /// PIDs of the server processes (nodes, Redis) whose CPU and memory to
-    /// report; repeat for several.
-    #[arg(long)]
-    pub server_pid: Vec<u32>,
-}
-
-/// Arguments of `huddle health`.
-#[derive(Debug, Clone, Args)]
-pub struct HealthArgs {
-    /// The `http://` URL to GET.
-    #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
-    pub url: String,
-    /// How long to wait for the answer.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    pub timeout: Duration,
-}
+use clap::{Args, Parser, ValueEnum};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// How store calls reach Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,9 +83,17 @@ pub struct Config {
     )]
     pub redis_conn_mode: RedisConnMode,
 
-    /// Timeout of every Redis call, in milliseconds.
-    #[arg(long, env = "HUDDLE_REDIS_TIMEOUT_MS", default_value_t = 1000)]
-    pub redis_timeout_ms: u64,
+    /// Timeout of every Redis call. The flag keeps its historical name and
+    /// unit: a bare number is milliseconds (`500`); a duration (`2s`) works
+    /// too.
+    #[arg(
+        long = "redis-timeout-ms",
+        value_name = "REDIS_TIMEOUT_MS",
+        env = "HUDDLE_REDIS_TIMEOUT_MS",
+        default_value = "1000",
+        value_parser = parse_millis
+    )]
+    pub redis_timeout: Duration,
 
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "HUDDLE_KEY_PREFIX", default_value = "huddle:")]
@@ -252,35 +186,19 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// Arguments of `huddle token`.
-#[derive(Debug, Clone, Args)]
-pub struct TokenArgs {
-    /// The HS256 secret the nodes use.
-    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
-    pub secret: String,
-    /// The user id.
-    #[arg(long)]
-    pub sub: String,
-    /// Display name claim.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Avatar URL claim.
-    #[arg(long)]
-    pub image: Option<String>,
-    /// Lifetime of the token.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    pub ttl: Duration,
+/// `Config` alone as a command line, so the defaults come from the same
+/// attributes as the flags.
+#[derive(Parser)]
+struct ServeFlags {
+    /// The settings.
+    #[command(flatten)]
+    config: Config,
 }
 
 impl Config {
     /// A configuration with every default, for tests and embedding.
     pub fn defaults() -> Config {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            config: Config,
-        }
-        Only::parse_from(["huddle"]).config
+        ServeFlags::parse_from(["huddle"]).config
     }
 
     /// Checks what clap cannot. The error is one line for the operator.
@@ -293,7 +211,7 @@ impl Config {
             }
         }
         positive("redis-pool-size", self.redis_pool_size > 0)?;
-        positive("redis-timeout-ms", self.redis_timeout_ms > 0)?;
+        positive("redis-timeout-ms", !self.redis_timeout.is_zero())?;
         positive("event-log-len", self.event_log_len > 0)?;
         positive("rate-limit", self.rate_limit > 0)?;
         positive("outbound-queue", self.outbound_queue > 0)?;
@@ -409,59 +327,176 @@ pub fn upstash_to_redis(url: &str, token: Option<&str>) -> String {
     }
 }
 
+/// What may stay unescaped in URL user info: RFC 3986's unreserved
+/// characters. Everything else (`/`, `+`, `=`, `@`, `:` …) is escaped.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode_userinfo(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, USERINFO).to_string()
 }
 
-/// Parses `30d`, `15m`, `5s`, `250ms`, `24h`; a bare number is seconds.
+/// Parses a duration flag: `30d`, `15m`, `5s`, `250ms`, `24h` or any other
+/// humantime duration (`1h 30m`, `2min`); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_with_bare_unit(text, 1000)
+}
+
+/// Parses a duration flag whose bare numbers are milliseconds
+/// (`--redis-timeout-ms 500`); `2s` and other humantime forms work too.
+pub fn parse_millis(text: &str) -> Result<Duration, String> {
+    parse_with_bare_unit(text, 1)
+}
+
+/// A bare number times `bare_unit_ms`, else a humantime duration. The
+/// result is whole milliseconds and at most `u64::MAX` of them, as every
+/// duration has always been (Redis TTLs and deadlines are milliseconds).
+fn parse_with_bare_unit(text: &str, bare_unit_ms: u64) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30d, 15m, 5s or 250ms"))?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        "d" => n.checked_mul(86_400_000),
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit (use ms, s, m, h or d)"
-            ));
-        }
+    let too_long = || format!("{text:?} is too long");
+    if let Some(n) = whole_number(text) {
+        let ms = n
+            .and_then(|n| n.checked_mul(bare_unit_ms))
+            .ok_or_else(too_long)?;
+        return Ok(Duration::from_millis(ms));
     }
-    .ok_or_else(|| format!("{text:?} is too long"))?;
-    Ok(Duration::from_millis(ms))
+    // humantime counts nanoseconds in a u64 and so refuses `Nms` past 584
+    // years, which the millisecond count here has always accepted.
+    if let Some(n) = text.strip_suffix("ms").and_then(whole_number) {
+        return n.map(Duration::from_millis).ok_or_else(too_long);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 30d, 15m, 5s or 250ms ({e})"))?;
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("{text:?} is finer than a millisecond"));
+    }
+    if duration.as_millis() > u128::from(u64::MAX) {
+        return Err(too_long());
+    }
+    Ok(duration)
+}
+
+/// `Some` if `text` is digits (with an optional `+`, which the integer
+/// flags have always taken): the number, or `None` past `u64::MAX`.
+fn whole_number(text: &str) -> Option<Option<u64>> {
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// `serve` flags (without the subcommand) as the binary parses them.
+    fn flags(args: &[&str]) -> Result<Config, clap::Error> {
+        ServeFlags::try_parse_from(std::iter::once("huddle").chain(args.iter().copied()))
+            .map(|f| f.config)
+    }
 
     #[test]
-    fn durations() {
+    fn durations_in_the_forms_accepted_before() {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)), "bare = s");
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("007s"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration(" 5s "), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            parse_duration("18446744073709551615ms"),
+            Ok(Duration::from_millis(u64::MAX)),
+            "past what humantime takes in milliseconds"
+        );
+        assert_eq!(
+            parse_duration("213503982334d"),
+            Ok(Duration::from_secs(213_503_982_334 * 86400))
+        );
+    }
+
+    #[test]
+    fn durations_in_humantime_forms() {
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1day"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1s 500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_duration("2 weeks"),
+            Ok(Duration::from_secs(14 * 86400))
+        );
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        for bad in [
+            "",
+            " ",
+            "5 parsecs",
+            "-5s",
+            "5S",
+            "s",
+            "x",
+            "99999999999999999999d",
+            "99999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616ms",
+            "213503982335d",
+            "1us",
+            "1500us",
+            "1.0005s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn millisecond_flags_keep_bare_milliseconds() {
+        assert_eq!(parse_millis("500"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_millis("+500"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_millis("1000"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_millis("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_millis("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_millis("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(
+            parse_millis("18446744073709551615"),
+            Ok(Duration::from_millis(u64::MAX))
+        );
+        assert!(parse_millis("18446744073709551616").is_err());
+        assert!(parse_millis("-1").is_err());
+        assert!(parse_millis("1.5").is_err());
+    }
+
+    proptest! {
+        /// Every `N[unit]` of the grammar before humantime (a u64 `N`, then
+        /// `ms`, `s`, `m`, `h`, `d` or nothing for seconds) means what it
+        /// meant, and what overflowed a u64 of milliseconds is still refused.
+        #[test]
+        fn old_duration_grammar_keeps_its_meaning(
+            n in prop_oneof![0u64..10_000_000_000, any::<u64>()],
+            unit in prop::sample::select(vec![
+                ("", 1000u64),
+                ("ms", 1),
+                ("s", 1000),
+                ("m", 60_000),
+                ("h", 3_600_000),
+                ("d", 86_400_000),
+            ]),
+        ) {
+            let (suffix, unit_ms) = unit;
+            let text = format!("{n}{suffix}");
+            let expected = n.checked_mul(unit_ms).map(Duration::from_millis);
+            match expected {
+                Some(d) => prop_assert_eq!(parse_duration(&text), Ok(d)),
+                None => prop_assert!(parse_duration(&text).is_err()),
+            }
+            prop_assert_eq!(parse_millis(&n.to_string()), Ok(Duration::from_millis(n)));
+        }
     }
 
     #[test]
@@ -471,6 +506,7 @@ mod tests {
         assert_eq!(c.message_ttl, Duration::from_secs(30 * 86400));
         assert_eq!(c.session_ttl, Duration::from_secs(86400));
         assert_eq!(c.edit_window, Duration::from_secs(900));
+        assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(c.event_log_len, 1000);
         assert_eq!(c.max_frame_bytes, 65536);
         assert_eq!((c.rate_limit, c.rate_burst), (20, 40));
@@ -479,9 +515,7 @@ mod tests {
 
     #[test]
     fn flags_parse() {
-        let cli = Cli::try_parse_from([
-            "huddle",
-            "serve",
+        let c = flags(&[
             "--bind",
             "127.0.0.1:0",
             "--redis",
@@ -490,17 +524,23 @@ mod tests {
             "n1",
             "--message-ttl",
             "2s",
+            "--session-ttl",
+            "90",
+            "--redis-timeout-ms",
+            "500",
             "--log-format",
             "json",
         ])
         .expect("parses");
-        let Command::Serve(c) = cli.command else {
-            panic!("not serve")
-        };
         assert_eq!(c.node_id.as_deref(), Some("n1"));
         assert_eq!(c.message_ttl, Duration::from_secs(2));
+        assert_eq!(c.session_ttl, Duration::from_secs(90));
+        assert_eq!(c.redis_timeout, Duration::from_millis(500));
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.validate(), Ok(()));
+        let c = flags(&["--redis-timeout-ms", "2s", "--edit-window", "1h 30m"]).expect("parses");
+        assert_eq!(c.redis_timeout, Duration::from_secs(2));
+        assert_eq!(c.edit_window, Duration::from_secs(5400));
     }
 
     #[test]
@@ -508,6 +548,11 @@ mod tests {
         assert_eq!(
             upstash_to_redis("https://eu1-cat.upstash.io", Some("AbC/1+")),
             "rediss://default:AbC%2F1%2B@eu1-cat.upstash.io:6379"
+        );
+        assert_eq!(
+            upstash_to_redis("https://h", Some("a-b.c_d~e=f@g:h é")),
+            "rediss://default:a-b.c_d~e%3Df%40g%3Ah%20%C3%A9@h:6379",
+            "unreserved characters stay; the rest, UTF-8 included, is escaped"
         );
         assert_eq!(
             upstash_to_redis("rediss://eu1-cat.upstash.io:6380", Some("t")),
@@ -548,6 +593,12 @@ mod tests {
         let mut c = Config::defaults();
         c.key_prefix = "a{b}".into();
         assert!(c.validate().is_err());
-        assert!(Cli::try_parse_from(["huddle", "serve", "--message-ttl", "x"]).is_err());
+        let c = flags(&["--redis-timeout-ms", "0"]).expect("parses");
+        assert_eq!(
+            c.validate(),
+            Err("--redis-timeout-ms must be greater than zero".into())
+        );
+        assert!(flags(&["--message-ttl", "x"]).is_err());
+        assert!(flags(&["--redis-timeout-ms", "soon"]).is_err());
     }
 }

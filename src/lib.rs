@@ -16,7 +16,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | flags, `HUDDLE_*` variables, defaults, validation |
+//! | [`config`] | `Config`, the `serve` settings: flags, `HUDDLE_*` variables, defaults, validation |
 //! | [`app`] | the composition root: builds everything once |
 //! | [`gateway`] | HTTP routes, WebSocket connections, the hub (local fan-out), drain |
 //! | [`protocol`] | client frames ↔ typed requests, replies, event frames |
@@ -29,8 +29,11 @@
 //! | [`model`] | users, rooms, messages, events |
 //! | [`error`] | error enums (`StoreError` included) and their one mapping to protocol codes |
 //! | [`metrics`] | Prometheus metrics |
-//! | [`health`] | `huddle health`, the container health check |
-//! | [`loadgen`] | `huddle bench`, the load generator |
+//! | [`telemetry`] | logging setup |
+//!
+//! The `huddle` binary (`src/bin/huddle/`) holds what only the command line
+//! needs: the subcommands' arguments, `huddle bench` (the load generator)
+//! and `huddle health` (the container health check).
 
 pub mod app;
 pub mod bus;
@@ -39,9 +42,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod gateway;
-pub mod health;
 pub mod layout;
-pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

@@ -1,12 +1,23 @@
-//! The `huddle` binary: parse configuration, start logging, build the node,
-//! serve until SIGTERM or SIGINT, drain, and say how the drain went.
+//! The `huddle` binary: parse the command line, then run a node (start
+//! logging, build the node, serve until SIGTERM or SIGINT, drain, say how
+//! the drain went) or one of the tools beside it.
+//!
+//! The library does the work; this binary holds what only the command line
+//! needs: its arguments (`cli`), the load generator (`bench`) and the
+//! container health check (`health`).
+
+mod bench;
+mod cli;
+mod health;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use huddle::config::{BenchArgs, Cli, Command, Config, HealthArgs, TokenArgs};
+use huddle::Config;
 use huddle::service::sessions::{Claims, sign};
+
+use crate::cli::{BenchArgs, Cli, Command, HealthArgs, TokenArgs};
 
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -112,7 +123,7 @@ fn bench(args: BenchArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(huddle::loadgen::run(args)) {
+    match runtime.block_on(bench::run(args)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("huddle bench: {e}");
@@ -132,7 +143,7 @@ fn health(args: &HealthArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(huddle::health::check(&args.url, args.timeout)) {
+    match runtime.block_on(health::check(&args.url, args.timeout)) {
         Ok(200) => ExitCode::SUCCESS,
         Ok(status) => {
             eprintln!("huddle: {} answered {status}", args.url);

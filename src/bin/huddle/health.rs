@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// GETs `url` and returns the HTTP status.
-pub async fn check(url: &str, timeout: Duration) -> Result<u16, String> {
+pub(crate) async fn check(url: &str, timeout: Duration) -> Result<u16, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or("only http:// URLs are supported")?;

@@ -26,65 +26,65 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::config::{BenchArgs, BenchMode};
+use crate::cli::{BenchArgs, BenchMode};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// What a run measured; printed as one JSON line.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Mode.
-    pub mode: &'static str,
+    mode: &'static str,
     /// Node URLs.
-    pub nodes: usize,
+    nodes: usize,
     /// Rooms × clients per room (or connections).
-    pub clients: usize,
+    clients: usize,
     /// Measured seconds (sending phase).
-    pub seconds: f64,
+    seconds: f64,
     /// Messages sent.
-    pub sent: u64,
+    sent: u64,
     /// Messages acknowledged `ok`.
-    pub acked: u64,
+    acked: u64,
     /// Deliveries expected: acknowledged messages × clients in their room.
-    pub deliveries_expected: u64,
+    deliveries_expected: u64,
     /// Deliveries seen.
-    pub deliveries: u64,
+    deliveries: u64,
     /// Events whose seq was not the next one (a repeat or a step back).
-    pub out_of_order: u64,
+    out_of_order: u64,
     /// Seqs skipped.
-    pub gaps: u64,
+    gaps: u64,
     /// Deliveries per second over the sending phase.
-    pub deliveries_per_sec: f64,
+    deliveries_per_sec: f64,
     /// Latency send → deliver, microseconds.
-    pub latency_us: Latency,
+    latency_us: Latency,
     /// Error replies by code.
-    pub errors: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
     /// CPU seconds of the `--server-pid` processes during the run.
-    pub server_cpu_seconds: Option<f64>,
+    server_cpu_seconds: Option<f64>,
     /// The same, per `--server-pid`, keyed by PID.
-    pub server_cpu_by_pid: BTreeMap<String, f64>,
+    server_cpu_by_pid: BTreeMap<String, f64>,
     /// Deliveries per server CPU-second.
-    pub deliveries_per_server_cpu_sec: Option<f64>,
+    deliveries_per_server_cpu_sec: Option<f64>,
     /// `connections`: server RSS growth per connection, bytes.
-    pub rss_per_connection: Option<f64>,
+    rss_per_connection: Option<f64>,
     /// `connections`: connections that failed to open.
-    pub connect_failures: u64,
+    connect_failures: u64,
 }
 
 /// Latency percentiles.
 #[derive(Debug, Default, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// Median.
-    pub p50: u64,
+    p50: u64,
     /// 90th percentile.
-    pub p90: u64,
+    p90: u64,
     /// 99th percentile.
-    pub p99: u64,
+    p99: u64,
     /// 99.9th percentile.
-    pub p999: u64,
+    p999: u64,
     /// Maximum.
-    pub max: u64,
+    max: u64,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +158,7 @@ impl ClientStats {
 }
 
 /// Runs a benchmark and prints a summary and one JSON line.
-pub async fn run(args: BenchArgs) -> Result<Report, String> {
+pub(crate) async fn run(args: BenchArgs) -> Result<Report, String> {
     if args.url.is_empty() {
         return Err("give at least one --url ws://HOST:PORT/ws".into());
     }

@@ -1,0 +1,190 @@
+//! The `huddle` command line: the subcommands and the arguments of every
+//! subcommand but `serve`, whose settings are the library's `Config` (its
+//! flags are defined on its fields, beside their defaults).
+//!
+//! The flag names are an interface: container health checks, scripts and
+//! programs outside this repository run these commands.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use huddle::Config;
+use huddle::config::parse_duration;
+
+/// Huddle: a horizontally scaled chat server.
+#[derive(Debug, Parser)]
+#[command(name = "huddle", version, about)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node.
+    Serve(Box<Config>),
+    /// Print a signed HS256 token for development.
+    Token(TokenArgs),
+    /// Check a node's health endpoint: exit 0 on HTTP 200, 1 otherwise (for
+    /// container health checks; no curl needed).
+    Health(HealthArgs),
+    /// Generate load against running nodes and report what they carried.
+    Bench(BenchArgs),
+}
+
+/// What `huddle bench` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchMode {
+    /// Senders at a fixed aggregate rate; everyone measures latency.
+    Fanout,
+    /// Each sender keeps `--window` messages in flight.
+    Saturate,
+    /// Open `--connections` idle connections and hold them.
+    Connections,
+}
+
+/// Arguments of `huddle bench`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchArgs {
+    /// The load to generate.
+    #[arg(value_enum)]
+    pub(crate) mode: BenchMode,
+    /// WebSocket URL of a node (`ws://HOST:PORT/ws`); repeat for several.
+    #[arg(long, required = true)]
+    pub(crate) url: Vec<String>,
+    /// Rooms.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) rooms: usize,
+    /// Clients per room (senders included), spread over the URLs.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) clients: usize,
+    /// Senders per room.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) senders: usize,
+    /// Messages per second, all senders together (`fanout`).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) rate: u64,
+    /// Messages in flight per sender (`saturate`).
+    #[arg(long, default_value_t = 16)]
+    pub(crate) window: usize,
+    /// Connections to open (`connections`).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) connections: usize,
+    /// Length of the measured run (or of holding connections).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Sending before latency is recorded.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+    /// PIDs of the server processes (nodes, Redis) whose CPU and memory to
+    /// report; repeat for several.
+    #[arg(long)]
+    pub(crate) server_pid: Vec<u32>,
+}
+
+/// Arguments of `huddle health`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HealthArgs {
+    /// The `http://` URL to GET.
+    #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+    pub(crate) url: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// Arguments of `huddle token`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TokenArgs {
+    /// The HS256 secret the nodes use.
+    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
+    pub(crate) secret: String,
+    /// The user id.
+    #[arg(long)]
+    pub(crate) sub: String,
+    /// Display name claim.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Avatar URL claim.
+    #[arg(long)]
+    pub(crate) image: Option<String>,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub(crate) ttl: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_reads_the_library_config() {
+        let cli = Cli::try_parse_from([
+            "huddle",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--node-id",
+            "n1",
+            "--redis-timeout-ms",
+            "300",
+        ])
+        .expect("parses");
+        let Command::Serve(c) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(c.node_id.as_deref(), Some("n1"));
+        assert_eq!(c.redis_timeout, Duration::from_millis(300));
+        assert!(Cli::try_parse_from(["huddle", "serve", "--message-ttl", "x"]).is_err());
+    }
+
+    #[test]
+    fn other_subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "huddle",
+            "bench",
+            "fanout",
+            "--url",
+            "ws://a/ws",
+            "--url",
+            "ws://b/ws",
+            "--duration",
+            "3",
+            "--warmup",
+            "500ms",
+        ])
+        .expect("parses");
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(b.mode, BenchMode::Fanout);
+        assert_eq!(b.url.len(), 2);
+        assert_eq!(
+            b.duration,
+            Duration::from_secs(3),
+            "a bare number is seconds"
+        );
+        assert_eq!(b.warmup, Duration::from_millis(500));
+        assert_eq!((b.rooms, b.clients, b.senders, b.rate), (10, 20, 2, 1000));
+        assert!(
+            Cli::try_parse_from(["huddle", "bench", "fanout"]).is_err(),
+            "--url"
+        );
+
+        let cli = Cli::try_parse_from(["huddle", "health", "--timeout", "1m 5s"]).expect("parses");
+        let Command::Health(h) = cli.command else {
+            panic!("not health")
+        };
+        assert_eq!(h.url, "http://127.0.0.1:8080/readyz");
+        assert_eq!(h.timeout, Duration::from_secs(65));
+
+        let cli = Cli::try_parse_from(["huddle", "token", "--secret", "s", "--sub", "u"])
+            .expect("parses");
+        let Command::Token(t) = cli.command else {
+            panic!("not token")
+        };
+        assert_eq!((t.sub.as_str(), t.ttl), ("u", Duration::from_secs(3600)));
+    }
+}
