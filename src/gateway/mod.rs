@@ -315,13 +315,7 @@ async fn rest_history(app: &App, req: &Request<Incoming>) -> Response<Body> {
         }
     }
     let page = if app.sessions().requires_token() {
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(token) = token else {
+        let Some(token) = bearer_token(req) else {
             return fail(ApiError::new(
                 ErrorCode::Unauthorized,
                 "send Authorization: Bearer <token>",
@@ -346,10 +340,19 @@ async fn rest_history(app: &App, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme is
+/// case-insensitive, RFC 9110 §11.1).
+fn bearer_token<B>(req: &Request<B>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Whether a browser page from this `Origin` may open a socket: always for
 /// clients that send none (not browsers) and for same-origin pages, else
 /// only origins listed in `--allowed-origins` (or `*`).
-fn origin_allowed(req: &Request<Incoming>, allowed: &[String]) -> bool {
+fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
     };
@@ -370,7 +373,7 @@ fn origin_allowed(req: &Request<Incoming>, allowed: &[String]) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+fn header_has_token<B>(req: &Request<B>, name: header::HeaderName, token: &str) -> bool {
     req.headers().get_all(name).iter().any(|v| {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -378,27 +381,89 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
     })
 }
 
-fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let app = &shared.app;
-    if !header_has_token(&req, header::CONNECTION, "upgrade")
-        || !header_has_token(&req, header::UPGRADE, "websocket")
+/// Why a request is not a WebSocket opening handshake (RFC 6455 §4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotHandshake {
+    /// Only a GET upgrades.
+    Method,
+    /// HTTP/1.0 cannot upgrade.
+    Version,
+    /// No Host header.
+    Host,
+    /// No `Connection: Upgrade` / `Upgrade: websocket`.
+    Upgrade,
+    /// Not WebSocket version 13.
+    WsVersion,
+    /// No `Sec-WebSocket-Key`.
+    Key,
+}
+
+impl NotHandshake {
+    /// The answer to such a request.
+    fn response(self) -> Response<Body> {
+        let (status, why) = match self {
+            NotHandshake::Method => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "a WebSocket upgrade is a GET\n",
+            ),
+            NotHandshake::Version => (
+                StatusCode::BAD_REQUEST,
+                "a WebSocket upgrade needs HTTP/1.1\n",
+            ),
+            NotHandshake::Host => (StatusCode::BAD_REQUEST, "missing Host\n"),
+            NotHandshake::Upgrade => (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n"),
+            NotHandshake::WsVersion => {
+                (StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n")
+            }
+            NotHandshake::Key => (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n"),
+        };
+        let mut res = text(status, why);
+        if self == NotHandshake::WsVersion {
+            res.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        res
+    }
+}
+
+/// Checks that a request is a WebSocket opening handshake: a GET over
+/// HTTP/1.1 or later with Host, `Connection: Upgrade`, `Upgrade: websocket`,
+/// version 13 and a key. Returns the key.
+fn handshake_key<B>(req: &Request<B>) -> Result<HeaderValue, NotHandshake> {
+    if req.method() != Method::GET {
+        return Err(NotHandshake::Method);
+    }
+    if req.version() < http::Version::HTTP_11 {
+        return Err(NotHandshake::Version);
+    }
+    if req.headers().get(header::HOST).is_none() {
+        return Err(NotHandshake::Host);
+    }
+    if !header_has_token(req, header::CONNECTION, "upgrade")
+        || !header_has_token(req, header::UPGRADE, "websocket")
     {
-        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
+        return Err(NotHandshake::Upgrade);
     }
     if req
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v != "13")
     {
-        let mut res = text(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
-        res.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return res;
+        return Err(NotHandshake::WsVersion);
     }
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    req.headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or(NotHandshake::Key)
+}
+
+fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let app = &shared.app;
+    let key = match handshake_key(&req) {
+        Ok(key) => key,
+        Err(not) => return not.response(),
     };
     if !origin_allowed(&req, &app.config().allowed_origins) {
         return text(
@@ -443,4 +508,73 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake() -> http::request::Builder {
+        Request::get("/ws")
+            .header(header::HOST, "chat.example:8080")
+            .header(header::CONNECTION, "keep-alive, Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+    }
+
+    fn refusal(req: Request<()>) -> StatusCode {
+        handshake_key(&req)
+            .expect_err("refused")
+            .response()
+            .status()
+    }
+
+    #[test]
+    fn a_proper_handshake_passes() {
+        let req = handshake().body(()).expect("request");
+        assert_eq!(
+            handshake_key(&req).expect("accepted"),
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+    }
+
+    #[test]
+    fn head_http10_and_hostless_requests_do_not_upgrade() {
+        let head = handshake().method(Method::HEAD).body(()).expect("request");
+        assert_eq!(refusal(head), StatusCode::METHOD_NOT_ALLOWED);
+        let old = handshake()
+            .version(http::Version::HTTP_10)
+            .body(())
+            .expect("request");
+        assert_eq!(refusal(old), StatusCode::BAD_REQUEST);
+        let mut hostless = handshake().body(()).expect("request");
+        hostless.headers_mut().remove(header::HOST);
+        assert_eq!(refusal(hostless), StatusCode::BAD_REQUEST);
+        let mut keyless = handshake().body(()).expect("request");
+        keyless.headers_mut().remove(header::SEC_WEBSOCKET_KEY);
+        assert_eq!(refusal(keyless), StatusCode::BAD_REQUEST);
+        let mut v8 = handshake().body(()).expect("request");
+        v8.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(refusal(v8), StatusCode::UPGRADE_REQUIRED);
+    }
+
+    #[test]
+    fn bearer_is_case_insensitive() {
+        let with = |value: &str| {
+            Request::get("/")
+                .header(header::AUTHORIZATION, value)
+                .body(())
+                .expect("request")
+        };
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", "  Bearer abc"] {
+            assert_eq!(bearer_token(&with(value)), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc"] {
+            assert_eq!(bearer_token(&with(value)), None, "{value:?}");
+        }
+        let none = Request::get("/").body(()).expect("request");
+        assert_eq!(bearer_token(&none), None);
+    }
 }
