@@ -246,12 +246,14 @@ impl RoomService {
                 let replay = self.messages.events_since(room_id, since).await?;
                 let mut events = replay.events;
                 redact_deleted(&mut events);
+                // Not `since`: a client that asks from beyond the room's
+                // last seq (after Redis lost data, say) must still get every
+                // event from here on.
                 let floor = events
                     .last()
                     .map(|e| e.seq)
                     .unwrap_or(0)
-                    .max(replay.last_seq)
-                    .max(since);
+                    .max(replay.last_seq);
                 (
                     JoinHistory::Events {
                         events,
@@ -391,6 +393,57 @@ fn not_found(room: &str) -> ServiceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::MemoryBus;
+    use crate::events::EventSink;
+    use crate::store::{MemoryStore, StoreSettings};
+
+    struct NoSink;
+    impl EventSink for NoSink {
+        fn deliver(&self, _: &str, _: &[u8]) {}
+    }
+
+    struct NoListener;
+    impl Listener for NoListener {
+        fn attach(&self, _: &Arc<str>) {}
+        fn detach(&self, _: &str) {}
+    }
+
+    fn service() -> RoomService {
+        let sink: Arc<dyn EventSink> = Arc::new(NoSink);
+        let store = Arc::new(MemoryStore::new(StoreSettings::default(), sink.clone()));
+        let bus = Arc::new(MemoryBus::new(sink));
+        RoomService::new(store.clone(), store.clone(), store, bus)
+    }
+
+    #[tokio::test]
+    async fn a_since_past_the_last_seq_resumes_from_the_last_seq() {
+        let rooms = service();
+        let ann = User {
+            id: "ann".into(),
+            name: "Ann".into(),
+            image: None,
+        };
+        let sub = rooms
+            .subscribe_new(Arc::new(NoListener))
+            .await
+            .expect("sub");
+        let room = rooms
+            .create(&sub, &ann, "c1", "Lobby", None, None)
+            .await
+            .expect("created");
+        let joined = rooms
+            .join(&sub, &ann, "c2", Some(room.last_seq + 10))
+            .await
+            .expect("joined");
+        assert_eq!(
+            joined.floor, room.last_seq,
+            "live events after the last seq must not be dropped"
+        );
+        let JoinHistory::Events { events, complete } = joined.history else {
+            panic!("a resume answers with events")
+        };
+        assert!(events.is_empty() && complete);
+    }
 
     #[test]
     fn replays_do_not_reveal_deleted_content() {
