@@ -1,6 +1,7 @@
 //! Fault tests with real processes: Redis killed and restarted, Redis
 //! frozen, a node killed, a node drained. Each asserts that nothing
-//! acknowledged is lost and that no client sees a gap or a reordering.
+//! acknowledged is lost and that no client sees a gap or a reordering;
+//! a write refused as `unavailable` while Redis is frozen was not stored.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};

@@ -4,7 +4,8 @@
 //!
 //! The harness lives in [`common`], split by concern. All topics share one
 //! binary, so the harness may run any two tests side by side; the few heavy
-//! ones take [`common::heavy`] so they never overlap each other.
+//! ones take [`common::heavy`] so that heavy tests of different topics
+//! never overlap.
 //!
 //! Run one topic with `cargo test --test integration cluster::`.
 

@@ -1,6 +1,7 @@
 //! Operating a node: configuration errors, connection cap, origin checks,
 //! server pings, the REST history endpoint with JWT, session and activity
-//! records, and the janitor (dead nodes, idle rooms).
+//! records, the janitor (dead nodes, idle rooms), and the health, readiness
+//! and metrics endpoints (also while Redis is down or not there yet).
 
 use std::process::Command;
 use std::time::{Duration, Instant};

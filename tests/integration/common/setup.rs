@@ -1,5 +1,6 @@
 //! Ready-made set-ups the topic modules share: two nodes on one Redis,
-//! with or without tokens, and connected clients that have said hello.
+//! with or without tokens, a single memory-engine node, and connected
+//! clients that have said hello.
 
 use super::FAST;
 use super::client::Client;
