@@ -10,12 +10,14 @@ use crate::common::{
     Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, JWT_SECRET, ids, s, two_jwt_nodes, two_nodes, user,
 };
 
+/// The sorted user ids of a reply's `participants`.
 fn participant_ids(data: &Value) -> Vec<String> {
     let mut list = ids(&data["participants"]);
     list.sort();
     list
 }
 
+/// Owned strings, to compare with lists of ids.
 fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }

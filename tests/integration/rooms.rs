@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::{FAST, guest, ids, s, two_jwt_nodes, two_nodes, user};
 
+/// The `kind` of each message, for assertion messages.
 fn kinds(messages: &[Value]) -> Vec<String> {
     messages
         .iter()
@@ -15,6 +16,7 @@ fn kinds(messages: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// How many of `messages` are system messages.
 fn system_count(messages: &[Value]) -> usize {
     messages.iter().filter(|m| m["kind"] == "system").count()
 }
