@@ -1,8 +1,7 @@
 //! Operating a node: configuration errors, connection cap, origin checks,
 //! server pings, the REST history endpoint with JWT, session and activity
-//! records, and the janitor (dead nodes, idle rooms).
-
-mod common;
+//! records, the janitor (dead nodes, idle rooms), and the health, readiness
+//! and metrics endpoints (also while Redis is down or not there yet).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,8 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{
-    Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, Node, RedisServer, huddle_bin, mint_token,
+use crate::common::{
+    Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, Node, RedisServer, guest, heavy, huddle_bin,
+    mint_token, s, two_nodes,
 };
 
 const SECRET: &str = "operations-secret-0123456789";
@@ -552,6 +552,7 @@ async fn internal_errors_are_logged_once_with_the_correlation_id_the_client_sees
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_starts_without_redis_and_becomes_ready_when_it_comes() {
+    let _heavy = heavy(module_path!()).await;
     let mut redis = RedisServer::start().await;
     redis.kill();
     // Kubernetes may start the pods before Redis: start, but not ready.
@@ -570,4 +571,55 @@ async fn a_node_starts_without_redis_and_becomes_ready_when_it_comes() {
     let room = c.create_room("late", json!({})).await;
     c.send_message(room["id"].as_str().expect("id"), "works")
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_report_health_readiness_and_metrics() {
+    let _heavy = heavy(module_path!()).await;
+    let (mut redis, a, b) = two_nodes(FAST).await;
+    for node in [&a, &b] {
+        let (status, _) = node.http_get("/healthz").await;
+        assert_eq!(status, 200, "/healthz on {}", node.node_id);
+        let (status, body) = node.http_get("/readyz").await;
+        assert_eq!(
+            status, 200,
+            "/readyz on {} with Redis up: {body}",
+            node.node_id
+        );
+        assert!(
+            serde_json::from_str::<Value>(&body).is_ok_and(|v| v.is_object()),
+            "/readyz answers a JSON report: {body:?}"
+        );
+    }
+    // Some traffic, then metrics.
+    let mut c = guest(&a, "metered").await;
+    let room = c.create_room("metrics", json!({})).await;
+    c.send_message(s(&room, "id"), "count me").await;
+    let (status, body) = a.http_get("/metrics").await;
+    assert_eq!(status, 200, "/metrics");
+    assert!(
+        body.contains("huddle_"),
+        "metrics are prefixed huddle_: {body}"
+    );
+
+    // Redis goes away: readiness turns 503, liveness stays 200.
+    redis.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = b.http_get("/readyz").await;
+        if status == 503 {
+            assert!(
+                serde_json::from_str::<Value>(&body).is_ok_and(|v| v.is_object()),
+                "503 /readyz still carries the JSON report: {body:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz still {status} 10 s after Redis died: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = b.http_get("/healthz").await;
+    assert_eq!(status, 200, "/healthz stays 200 while the process runs");
 }

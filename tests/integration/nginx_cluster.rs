@@ -21,14 +21,12 @@
 //! `scripts/test.sh` installs Debian's `nginx-light`): without it these
 //! tests fail, they never pass without the balancer they test.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
@@ -352,6 +350,7 @@ impl Watcher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_script_starts_and_stops_only_what_it_started() {
+    let _heavy = heavy(module_path!()).await;
     // Processes of the same kinds that the script must leave alone.
     let other_redis = RedisServer::start().await;
     let other_node = Node::start(Some(&other_redis.url()), "bystander", &[]).await;
@@ -444,6 +443,7 @@ async fn local_cluster_script_starts_and_stops_only_what_it_started() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_node_resume_through_nginx_without_losing_anything() {
+    let _heavy = heavy(module_path!()).await;
     let mut cluster = LocalCluster::start().await;
     let url = cluster.ws_url();
 

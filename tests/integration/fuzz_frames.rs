@@ -4,14 +4,12 @@
 //! whose error code (if any) is one of the protocol's; no frame closes the
 //! connection; the node still answers afterwards.
 
-mod common;
-
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 
-use common::{Client, FAST, Node};
+use crate::common::{Client, FAST, Node, heavy};
 
 const TYPES: &[&str] = &[
     "hello",
@@ -94,6 +92,7 @@ fn frame(room: Value) -> impl Strategy<Value = Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_frames_always_get_one_answer_and_never_close() {
+    let _heavy = heavy(module_path!()).await;
     let node = Node::start(None, "fuzz", FAST).await;
     let mut c = Client::connect(&node).await;
     c.hello("Fuzzer").await;
@@ -128,7 +127,7 @@ async fn generated_frames_always_get_one_answer_and_never_close() {
             continue;
         }
         c.send_text(text.clone()).await;
-        let err = c.next_error_frame(common::EVENT_TIMEOUT).await;
+        let err = c.next_error_frame(crate::common::EVENT_TIMEOUT).await;
         assert_eq!(err["error"]["code"], "bad_request", "{text:?} → {err}");
     }
     c.ping().await;

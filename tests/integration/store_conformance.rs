@@ -3,8 +3,6 @@
 //! for every repository operation, including the atomic append-and-publish
 //! of durable events in seq order.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ use huddle::store::{
     ReplaceOutcome, SessionRecord, Store, StoreSettings,
 };
 
-use common::RedisServer;
+use crate::common::RedisServer;
 
 /// Records what the memory engine publishes.
 #[derive(Default)]

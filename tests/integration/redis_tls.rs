@@ -13,13 +13,11 @@
 //! Without `openssl` or without TLS support in `redis-server` these tests
 //! fail with a message saying so; they never fall back to plain Redis.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -376,6 +374,7 @@ async fn room_round_trip(url: &str, redis: &SecureRedis) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_serve_a_room_over_a_tls_only_redis() {
+    let _heavy = heavy(module_path!()).await;
     let redis = SecureRedis::start(true, None).await;
     // The port speaks TLS only: a plain-text PING gets no PONG.
     let plain = async {
@@ -440,6 +439,7 @@ async fn nodes_serve_a_room_over_a_tls_only_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstash_variables_alone_point_a_node_at_a_password_protected_redis() {
+    let _heavy = heavy(module_path!()).await;
     let token = "upstash-token/with+odd=chars";
     let redis = SecureRedis::start(false, Some(token)).await;
     // The token is needed: without it the server refuses commands.
@@ -461,6 +461,7 @@ async fn upstash_variables_alone_point_a_node_at_a_password_protected_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstash_variables_reach_a_tls_redis_with_a_token() {
+    let _heavy = heavy(module_path!()).await;
     let token = "tls-token";
     let redis = SecureRedis::start(true, Some(token)).await;
     let url = format!("rediss://127.0.0.1:{}/#insecure", redis.port);

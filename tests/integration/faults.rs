@@ -1,15 +1,16 @@
 //! Fault tests with real processes: Redis killed and restarted, Redis
 //! frozen, a node killed, a node drained. Each asserts that nothing
-//! acknowledged is lost and that no client sees a gap or a reordering.
-
-mod common;
+//! acknowledged is lost and that no client sees a gap or a reordering;
+//! a write refused as `unavailable` while Redis is frozen was not stored.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{Client, FAST, FAST_JANITOR, Node, RedisServer, unique};
+use crate::common::{
+    Client, FAST, FAST_JANITOR, Node, RedisServer, guest, heavy, s, two_nodes, unique,
+};
 
 /// Sends `count` messages with client_msg_ids, retrying `unavailable` with
 /// the same id as a real client would, until each is acknowledged. Returns
@@ -95,11 +96,13 @@ async fn receive_all(c: &mut Client, room: &str, want: &HashSet<String>, what: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_with_aof_loses_nothing_acknowledged() {
+    let _heavy = heavy(module_path!()).await;
     redis_restart(&["--redis-conn-mode", "pool"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_with_one_shared_connection_loses_nothing_acknowledged() {
+    let _heavy = heavy(module_path!()).await;
     redis_restart(&["--redis-conn-mode", "shared"]).await;
 }
 
@@ -161,6 +164,7 @@ async fn redis_restart(mode: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_redis_fails_fast_fails_readiness_and_recovers_without_a_restart() {
+    let _heavy = heavy(module_path!()).await;
     let redis = RedisServer::start().await;
     // Default timeouts: the promises hold as shipped.
     let node = Node::start(Some(&redis.url()), "n", FAST).await;
@@ -239,6 +243,7 @@ async fn frozen_redis_fails_fast_fails_readiness_and_recovers_without_a_restart(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_clients_resume_on_another_with_since() {
+    let _heavy = heavy(module_path!()).await;
     let redis = RedisServer::start().await;
     let mut a = Node::start(Some(&redis.url()), "a", FAST).await;
     let b = Node::start(Some(&redis.url()), "b", FAST).await;
@@ -299,6 +304,7 @@ async fn a_killed_nodes_clients_resume_on_another_with_since() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_clients_over_the_window_and_exits_in_time() {
+    let _heavy = heavy(module_path!()).await;
     let redis = RedisServer::start().await;
     let mut args = FAST.to_vec();
     args.extend(["--drain-window", "1s", "--shutdown-grace", "4s"]);
@@ -349,6 +355,7 @@ async fn sigterm_drains_clients_over_the_window_and_exits_in_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_does_not_announce_users_who_come_back() {
+    let _heavy = heavy(module_path!()).await;
     const SECRET: &str = "rolling-restart-secret-0123";
     let redis = RedisServer::start().await;
     let mut args = FAST.to_vec();
@@ -363,14 +370,14 @@ async fn a_rolling_restart_does_not_announce_users_who_come_back() {
     args.extend(FAST_JANITOR);
     let mut a = Node::start(Some(&redis.url()), "a", &args).await;
     let b = Node::start(Some(&redis.url()), "b", &args).await;
-    let token = common::mint_token(SECRET, "ann", "Ann");
+    let token = crate::common::mint_token(SECRET, "ann", "Ann");
     let mut ann = Client::connect(&a).await;
     ann.hello_token(&token, "Ann").await;
     let room = ann.create_room("deploy", json!({})).await;
     let rid = room["id"].as_str().expect("id").to_string();
     let before = ann.send_message(&rid, "before the deploy").await;
     let mut obs = Client::connect(&b).await;
-    obs.hello_token(&common::mint_token(SECRET, "obs", "Obs"), "Obs")
+    obs.hello_token(&crate::common::mint_token(SECRET, "obs", "Obs"), "Obs")
         .await;
     obs.join(&rid).await;
     while obs.next_event(Duration::from_millis(300)).await.is_some() {}
@@ -432,4 +439,65 @@ async fn a_rolling_restart_does_not_announce_users_who_come_back() {
         })
         .await;
     assert_eq!(left["room"], rid.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_redis_answers_unavailable_then_recovers() {
+    let _heavy = heavy(module_path!()).await;
+    let mut args = FAST.to_vec();
+    args.extend(["--redis-timeout-ms", "300"]);
+    let (redis, a, _b) = two_nodes(&args).await;
+    let mut c = guest(&a, "patient").await;
+    let room = c.create_room("outage", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    c.send_message(&rid, "before the outage").await;
+
+    redis.pause();
+    let cmid = unique("outage");
+    let send = json!({"type": "message.send", "room": rid, "content": "during the outage",
+                      "client_msg_id": cmid});
+    let reply = c.request(send.clone()).await;
+    // Whatever happens next, Redis must run again before this test ends.
+    redis.resume();
+    assert_eq!(
+        reply["ok"], false,
+        "a write with Redis frozen cannot succeed: {reply}"
+    );
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    c.ping().await;
+
+    // Recovery: writes succeed again within a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = c
+            .request(json!({"type": "message.send", "room": rid, "content": "after the outage"}))
+            .await;
+        if reply["ok"] == true {
+            break;
+        }
+        assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still unavailable 10 s after Redis came back: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // `unavailable` promises nothing was written.
+    let history = c.all_messages(&rid).await;
+    let during: Vec<&Value> = history
+        .iter()
+        .filter(|m| m["content"] == "during the outage")
+        .collect();
+    assert!(
+        during.is_empty(),
+        "`unavailable` means nothing was written, but history holds {during:?}"
+    );
+    // The client's retry with the same client_msg_id yields exactly one message.
+    c.ok(send).await;
+    let history = c.all_messages(&rid).await;
+    let count = history
+        .iter()
+        .filter(|m| m["content"] == "during the outage")
+        .count();
+    assert_eq!(count, 1, "retry after unavailable: exactly one message");
 }
