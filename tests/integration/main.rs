@@ -11,6 +11,7 @@
 
 mod common;
 
+mod abuse;
 mod cluster;
 mod faults;
 mod fuzz_frames;

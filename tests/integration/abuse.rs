@@ -1,0 +1,149 @@
+//! What one client can cost a deployment, and the inputs that pretend to be
+//! someone else: the hello deadline, coalesced typing, resumes from beyond
+//! a room's last seq, reserved and hidden names, `client_msg_id` shapes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn no_hello_in_time_closes_4001_even_while_pinging() {
+    let node = solo(&["--hello-timeout", "1s"]).await;
+    let started = Instant::now();
+    let mut silent = Client::connect(&node).await;
+    let mut pinging = Client::connect(&node).await;
+    let mut polite = Client::connect(&node).await;
+    polite.hello("polite").await;
+    // Pings (refused before hello) keep the idle timer away, not the
+    // deadline.
+    for _ in 0..3 {
+        pinging
+            .expect_err(json!({"type": "ping"}), "unauthorized")
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(pinging.wait_close(Duration::from_secs(5)).await, Some(4001));
+    assert_eq!(silent.wait_close(Duration::from_secs(5)).await, Some(4001));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the deadline: {:?}",
+        started.elapsed()
+    );
+    // A client that said hello stays.
+    polite.ping().await;
+    assert_eq!(
+        polite.closed_with(),
+        None,
+        "the polite client is still open"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_hello_does_not_stop_the_clock() {
+    let node = solo(&["--hello-timeout", "1s"]).await;
+    let mut c = Client::connect(&node).await;
+    c.expect_err(json!({"type": "hello", "name": "   "}), "bad_request")
+        .await;
+    assert_eq!(c.wait_close(Duration::from_secs(5)).await, Some(4001));
+}
+
+#[tokio::test]
+async fn repeated_typing_reaches_other_nodes_once_per_two_seconds() {
+    let (_redis, a, b) = two_nodes(FAST).await;
+    let mut typist = guest(&a, "typist").await;
+    let mut reader = guest(&b, "reader").await;
+    let room = typist.create_room("typing", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    reader.join(&rid).await;
+    reader.drain_events(QUIET).await;
+    // Twenty repeats a second: the room is told once per 2 s of it (once,
+    // unless this machine is slow enough to stretch the loop past 2 s).
+    let started = Instant::now();
+    for _ in 0..20 {
+        typist
+            .ok(json!({"type": "typing", "room": rid, "active": true}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let allowed = 1 + started.elapsed().as_secs() as usize / 2;
+    let seen = reader.drain_events(Duration::from_millis(500)).await;
+    let typing: Vec<_> = seen.iter().filter(|e| e["event"] == "typing").collect();
+    assert!(
+        !typing.is_empty() && typing.len() <= allowed,
+        "1 to {allowed} typing events for 20 repeats, got {seen:?}"
+    );
+    assert!(typing.iter().all(|e| e["active"] == true), "{seen:?}");
+    // Turning it off is told at once.
+    typist
+        .ok(json!({"type": "typing", "room": rid, "active": false}))
+        .await;
+    reader
+        .wait_event("typing off", EVENT_TIMEOUT, |e| {
+            e["event"] == "typing" && e["active"] == false
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_resume_from_beyond_the_last_seq_still_gets_later_events() {
+    let (_redis, a, b) = two_nodes(FAST).await;
+    let mut owner = guest(&a, "owner").await;
+    let mut back = guest(&b, "back").await;
+    let room = owner.create_room("resume", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let last = room["last_seq"].as_u64().expect("last_seq");
+    // A client whose memory of the room is ahead of the store (the store
+    // lost data, say) resumes from far beyond the last seq.
+    let joined = back.join_since(&rid, last + 100).await;
+    assert_eq!(joined["complete"], true, "{}", brief(&joined));
+    assert_eq!(joined["events"], json!([]), "{}", brief(&joined));
+    let sent = owner.send_message(&rid, "after the resume").await;
+    let got = back.next_message_event(&rid).await;
+    assert_eq!(got["message"]["id"], sent["id"], "{}", brief(&got));
+}
+
+#[tokio::test]
+async fn names_that_impersonate_or_hide_are_refused() {
+    let node = solo(&[]).await;
+    let mut c = Client::connect(&node).await;
+    for name in [
+        "Huddle",
+        "huddle",
+        "Ann\u{202E}nnA",
+        "\u{3164}",
+        "A\u{200B}nn",
+    ] {
+        let err = c
+            .expect_err(json!({"type": "hello", "name": name}), "bad_request")
+            .await;
+        assert!(
+            err["message"].as_str().is_some_and(|m| m.contains("name")),
+            "{err}"
+        );
+    }
+    // Nothing was said: the connection still greets a proper name.
+    c.hello("Ann").await;
+    c.ping().await;
+}
+
+#[tokio::test]
+async fn client_msg_ids_must_be_visible_text_and_nothing_is_stored_otherwise() {
+    let node = solo(&[]).await;
+    let mut c = guest(&node, "ann").await;
+    let room = c.create_room("ids", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let before = c.all_messages(&rid).await.len();
+    for id in ["", "   ", "a\u{1}b", "line\nbreak"] {
+        c.expect_err(
+            json!({"type": "message.send", "room": rid, "content": "x", "client_msg_id": id}),
+            "bad_request",
+        )
+        .await;
+    }
+    assert_eq!(c.all_messages(&rid).await.len(), before, "nothing stored");
+    c.ok(json!({"type": "message.send", "room": rid, "content": "ok", "client_msg_id": "c-1 ü"}))
+        .await;
+    assert_eq!(c.all_messages(&rid).await.len(), before + 1);
+}
