@@ -14,20 +14,29 @@ use crate::store::{CacheStore, StoreHealth};
 #[async_trait]
 impl CacheStore for RedisStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let mut c = self.conn().await?;
-        self.timed("cache_get", c.get(self.k().cache(key))).await
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed("cache_get", c.get(self.k().cache(key))).await
+        })
+        .await
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()> {
-        let mut c = self.conn().await?;
-        let ms = (ttl.as_millis() as u64).max(1);
-        self.timed("cache_set", c.pset_ex(self.k().cache(key), value, ms))
-            .await
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            let ms = (ttl.as_millis() as u64).max(1);
+            self.timed("cache_set", c.pset_ex(self.k().cache(key), value, ms))
+                .await
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        let mut c = self.conn().await?;
-        self.timed("cache_delete", c.del(self.k().cache(key))).await
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed("cache_delete", c.del(self.k().cache(key))).await
+        })
+        .await
     }
 
     async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
@@ -41,7 +50,7 @@ impl CacheStore for RedisStore {
                     .arg("NX")
                     .arg("PX")
                     .arg((ttl.as_millis() as u64).max(1))
-                    .query_async(&mut *c),
+                    .query_async(&mut c),
             )
             .await?;
         Ok(taken.is_some())
@@ -53,7 +62,7 @@ impl StoreHealth for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
         let mut c = self.conn().await?;
         let pong: String = self
-            .timed("ping", redis::cmd("PING").query_async(&mut *c))
+            .timed("ping", redis::cmd("PING").query_async(&mut c))
             .await?;
         if pong == "PONG" {
             Ok(())

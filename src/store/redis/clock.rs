@@ -53,7 +53,7 @@ impl RedisStore {
         let mut c = self.conn().await?;
         let before = now_ms() as i64;
         let (secs, micros): (i64, i64) = self
-            .timed("time", redis::cmd("TIME").query_async(&mut *c))
+            .timed("time", redis::cmd("TIME").query_async(&mut c))
             .await?;
         let after = now_ms() as i64;
         self.inner

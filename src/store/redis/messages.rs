@@ -34,7 +34,7 @@ impl RedisStore {
         let keys: Vec<String> = ids.iter().map(|id| self.k().message(room, id)).collect();
         self.timed(
             "message_mget",
-            redis::cmd("MGET").arg(&keys).query_async(&mut **c),
+            redis::cmd("MGET").arg(&keys).query_async(&mut *c),
         )
         .await
     }
@@ -88,11 +88,8 @@ impl RedisStore {
             }
         }
     }
-}
-
-#[async_trait]
-impl MessageStore for RedisStore {
-    async fn append(
+    /// One try of `append`.
+    async fn append_once(
         &self,
         message: &Message,
         client_msg_id: Option<&str>,
@@ -138,7 +135,7 @@ impl MessageStore for RedisStore {
                     .arg(room);
                 bump
             });
-            let mut c2 = (*c).clone();
+            let mut c2 = c.twin();
             let (sent, bumped) = tokio::join!(
                 self.invoke(&mut c, "message_send", &self.inner.scripts.send, &args),
                 async {
@@ -186,6 +183,24 @@ impl MessageStore for RedisStore {
             };
         }
     }
+}
+
+#[async_trait]
+impl MessageStore for RedisStore {
+    async fn append(
+        &self,
+        message: &Message,
+        client_msg_id: Option<&str>,
+    ) -> StoreResult<AppendOutcome> {
+        // Only a send with a `client_msg_id` is idempotent.
+        match client_msg_id {
+            Some(_) => {
+                self.idempotent(|| self.append_once(message, client_msg_id))
+                    .await
+            }
+            None => self.append_once(message, None).await,
+        }
+    }
 
     async fn history(
         &self,
@@ -193,63 +208,72 @@ impl MessageStore for RedisStore {
         before: Option<u64>,
         limit: usize,
     ) -> StoreResult<HistoryPage> {
-        let k = self.k();
-        let mut c = self.conn().await?;
-        let max = match before {
-            Some(b) => format!("({b}"),
-            None => "+inf".to_owned(),
-        };
-        // Expired messages leave their ids in the index until trimmed: when
-        // a page meets one, trim (it also drops their events) and read again.
-        let mut trimmed = false;
-        loop {
-            let ids: Vec<String> = self
-                .timed(
-                    "history_index",
-                    redis::cmd("ZREVRANGEBYSCORE")
-                        .arg(k.room_messages(room))
-                        .arg(&max)
-                        .arg("-inf")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(limit + 1)
-                        .query_async(&mut *c),
-                )
-                .await?;
-            let has_more = ids.len() > limit;
-            let ids = &ids[..ids.len().min(limit)];
-            let raw = self.read_messages(&mut c, room, ids).await?;
-            if raw.iter().any(Option::is_none) && !trimmed {
-                self.trim(&mut c, room).await?;
-                trimmed = true;
-                continue;
+        self.idempotent(|| async move {
+            let k = self.k();
+            let mut c = self.conn().await?;
+            let max = match before {
+                Some(b) => format!("({b}"),
+                None => "+inf".to_owned(),
+            };
+            // Expired messages leave their ids in the index until trimmed: when
+            // a page meets one, trim (it also drops their events) and read again.
+            let mut trimmed = false;
+            loop {
+                let ids: Vec<String> = self
+                    .timed(
+                        "history_index",
+                        redis::cmd("ZREVRANGEBYSCORE")
+                            .arg(k.room_messages(room))
+                            .arg(&max)
+                            .arg("-inf")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(limit + 1)
+                            .query_async(&mut c),
+                    )
+                    .await?;
+                let has_more = ids.len() > limit;
+                let ids = &ids[..ids.len().min(limit)];
+                let raw = self.read_messages(&mut c, room, ids).await?;
+                if raw.iter().any(Option::is_none) && !trimmed {
+                    self.trim(&mut c, room).await?;
+                    trimmed = true;
+                    continue;
+                }
+                let mut messages = raw
+                    .iter()
+                    .flatten()
+                    .map(|b| parse_message(b))
+                    .collect::<StoreResult<Vec<Message>>>()?;
+                messages.reverse();
+                return Ok(HistoryPage { messages, has_more });
             }
-            let mut messages = raw
-                .iter()
-                .flatten()
-                .map(|b| parse_message(b))
-                .collect::<StoreResult<Vec<Message>>>()?;
-            messages.reverse();
-            return Ok(HistoryPage { messages, has_more });
-        }
+        })
+        .await
     }
 
     async fn events_since(&self, room: &str, since: u64) -> StoreResult<Replay> {
-        crate::store::decode_replay(self.envelopes_since(room, since).await?)
+        self.idempotent(|| async move {
+            crate::store::decode_replay(self.envelopes_since(room, since).await?)
+        })
+        .await
     }
 
     async fn message(&self, room: &str, id: &str) -> StoreResult<Option<StoredMessage>> {
-        let mut c = self.conn().await?;
-        let raw: Option<Vec<u8>> = self
-            .timed("message_get", c.get(self.k().message(room, id)))
-            .await?;
-        raw.map(|raw| {
-            Ok(StoredMessage {
-                message: parse_message(&raw)?,
-                raw,
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            let raw: Option<Vec<u8>> = self
+                .timed("message_get", c.get(self.k().message(room, id)))
+                .await?;
+            raw.map(|raw| {
+                Ok(StoredMessage {
+                    message: parse_message(&raw)?,
+                    raw,
+                })
             })
+            .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn replace(
@@ -300,43 +324,46 @@ impl MessageStore for RedisStore {
         limit: usize,
         scan_cap: usize,
     ) -> StoreResult<Vec<Message>> {
-        const PAGE: usize = 100;
-        let mut c = self.conn().await?;
-        self.trim(&mut c, room).await?;
-        let mut found = Vec::new();
-        let mut scanned = 0;
-        while scanned < scan_cap && found.len() < limit {
-            let take = PAGE.min(scan_cap - scanned);
-            let ids: Vec<String> = self
-                .timed(
-                    "search_index",
-                    c.zrevrange(
-                        self.k().room_messages(room),
-                        scanned as isize,
-                        (scanned + take) as isize - 1,
-                    ),
-                )
-                .await?;
-            scanned += ids.len();
-            for raw in self
-                .read_messages(&mut c, room, &ids)
-                .await?
-                .iter()
-                .flatten()
-            {
-                let m = parse_message(raw)?;
-                if crate::store::matches_words(&m, words) {
-                    found.push(m);
-                    if found.len() >= limit {
-                        break;
+        self.idempotent(|| async move {
+            const PAGE: usize = 100;
+            let mut c = self.conn().await?;
+            self.trim(&mut c, room).await?;
+            let mut found = Vec::new();
+            let mut scanned = 0;
+            while scanned < scan_cap && found.len() < limit {
+                let take = PAGE.min(scan_cap - scanned);
+                let ids: Vec<String> = self
+                    .timed(
+                        "search_index",
+                        c.zrevrange(
+                            self.k().room_messages(room),
+                            scanned as isize,
+                            (scanned + take) as isize - 1,
+                        ),
+                    )
+                    .await?;
+                scanned += ids.len();
+                for raw in self
+                    .read_messages(&mut c, room, &ids)
+                    .await?
+                    .iter()
+                    .flatten()
+                {
+                    let m = parse_message(raw)?;
+                    if crate::store::matches_words(&m, words) {
+                        found.push(m);
+                        if found.len() >= limit {
+                            break;
+                        }
                     }
                 }
+                if ids.len() < take {
+                    break;
+                }
             }
-            if ids.len() < take {
-                break;
-            }
-        }
-        Ok(found)
+            Ok(found)
+        })
+        .await
     }
 }
 

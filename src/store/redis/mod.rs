@@ -19,19 +19,21 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bb8::Pool;
 use redis::RedisError;
+use redis::aio::ConnectionManager;
 
 use self::clock::Clock;
 use self::conn::Conn;
 use self::parse::unavailable;
+use self::pool::RedisManager;
 use self::scripts::{ScriptArgs, ScriptReply, Scripts};
 use self::throttle::Bumps;
 use super::StoreSettings;
 use super::breaker::{Breaker, BreakerState};
-use super::pool::{PooledRedis, RedisManager};
 use crate::error::{StoreError, StoreResult};
 use crate::layout::Keys;
 use crate::metrics::Metrics;
@@ -41,6 +43,7 @@ mod clock;
 mod conn;
 mod messages;
 mod parse;
+mod pool;
 mod rooms;
 mod scripts;
 mod sessions;
@@ -58,8 +61,15 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    /// Connections for `ConnMode::Pool`, and the maker of the shared one.
+    /// How calls get connections.
+    mode: ConnMode,
+    /// Connections for `ConnMode::Pool`.
     pool: Pool<RedisManager>,
+    /// The self-reconnecting connection of `ConnMode::Shared` (made on
+    /// first use), on which the bus also publishes.
+    shared: ConnectionManager,
+    /// Whether the last round trip succeeded (`pool_state` in shared mode).
+    up: AtomicBool,
     /// Key names.
     keys: Keys,
     /// TTLs and the log length.
@@ -72,8 +82,6 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Stops asking a Redis that keeps failing.
     breaker: Breaker,
-    /// In `ConnMode::Shared`, the connection every call clones.
-    shared: Option<std::sync::Mutex<Option<PooledRedis>>>,
     /// Redis time, for write deadlines.
     clock: Clock,
     /// The `active_rooms` bump throttle.
@@ -128,15 +136,20 @@ impl RedisStore {
             .test_on_check_out(false)
             .connection_timeout(timeout)
             .build_unchecked(manager);
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let shared = ConnectionManager::new_lazy_with_config(client, conn::manager_config(timeout))
+            .map_err(unavailable)?;
         let inner = Arc::new(Inner {
+            mode,
             pool,
+            shared,
+            up: AtomicBool::new(false),
             keys,
             settings,
             timeout,
             scripts: Scripts::new(),
             metrics,
             breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2),
-            shared: (mode == ConnMode::Shared).then(|| std::sync::Mutex::new(None)),
             clock: Clock::default(),
             bumps: Bumps::default(),
         });
@@ -172,6 +185,7 @@ impl RedisStore {
             .metrics
             .redis_latency(op, start.elapsed().as_secs_f64());
         self.inner.breaker.record(out.is_ok());
+        self.inner.up.store(out.is_ok(), Ordering::Relaxed);
         out
     }
 
@@ -196,7 +210,7 @@ impl RedisStore {
     ) -> StoreResult<redis::Value> {
         let mut inv = script.prepare_invoke();
         args.bind(&mut inv);
-        self.timed(op, inv.invoke_async(&mut **c)).await
+        self.timed(op, inv.invoke_async(c)).await
     }
 
     fn k(&self) -> &Keys {

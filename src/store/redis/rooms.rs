@@ -62,7 +62,7 @@ impl RedisStore {
             pipe.hgetall(self.k().room(id))
                 .hlen(self.k().room_members(id));
         }
-        let raw: Vec<Value> = self.timed("room_read", pipe.query_async(&mut **c)).await?;
+        let raw: Vec<Value> = self.timed("room_read", pipe.query_async(&mut *c)).await?;
         let mut out = Vec::with_capacity(ids.len());
         for pair in raw.chunks(2) {
             let [fields, count] = pair else {
@@ -95,7 +95,7 @@ impl RoomStore for RedisStore {
                     .arg(k.room_code(&room.code))
                     .arg(&room.id)
                     .arg("NX")
-                    .query_async(&mut *c),
+                    .query_async(&mut c),
             )
             .await?;
         if claimed.is_none() {
@@ -136,18 +136,24 @@ impl RoomStore for RedisStore {
     }
 
     async fn room(&self, id: &str) -> StoreResult<Option<Room>> {
-        let mut c = self.conn().await?;
-        Ok(self
-            .read_rooms(&mut c, &[id.to_owned()])
-            .await?
-            .pop()
-            .flatten())
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            Ok(self
+                .read_rooms(&mut c, &[id.to_owned()])
+                .await?
+                .pop()
+                .flatten())
+        })
+        .await
     }
 
     async fn room_id_by_code(&self, code: &str) -> StoreResult<Option<String>> {
-        let mut c = self.conn().await?;
-        let key = self.k().room_code(code);
-        self.timed("room_code_get", c.get(key)).await
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            let key = self.k().room_code(code);
+            self.timed("room_code_get", c.get(key)).await
+        })
+        .await
     }
 
     async fn join(
@@ -216,76 +222,88 @@ impl RoomStore for RedisStore {
     }
 
     async fn participants(&self, room: &str) -> StoreResult<Vec<User>> {
-        let mut c = self.conn().await?;
-        let raw: Vec<String> = self
-            .timed("participants", c.hvals(self.k().room_members(room)))
-            .await?;
-        parse_users(raw.iter())
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            let raw: Vec<String> = self
+                .timed("participants", c.hvals(self.k().room_members(room)))
+                .await?;
+            parse_users(raw.iter())
+        })
+        .await
     }
 
     async fn is_participant(&self, room: &str, user: &str) -> StoreResult<bool> {
-        let mut c = self.conn().await?;
-        self.timed(
-            "is_participant",
-            c.hexists(self.k().room_members(room), user),
-        )
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed(
+                "is_participant",
+                c.hexists(self.k().room_members(room), user),
+            )
+            .await
+        })
         .await
     }
 
     async fn list_public(&self, limit: usize) -> StoreResult<Vec<Room>> {
-        // Private rooms share `active_rooms`, so read in pages until `limit`
-        // public ones are found; bounded so a node full of private rooms
-        // cannot make one request scan everything.
-        const MAX_PAGES: usize = 20;
-        let page = (limit * 2).max(20);
-        let mut c = self.conn().await?;
-        let mut out = Vec::with_capacity(limit);
-        for p in 0..MAX_PAGES {
-            let start = (p * page) as isize;
-            let ids: Vec<String> = self
-                .timed(
-                    "active_rooms",
-                    c.zrevrange(self.k().active_rooms(), start, start + page as isize - 1),
-                )
-                .await?;
-            let done = ids.len() < page;
-            for room in self.read_rooms(&mut c, &ids).await?.into_iter().flatten() {
-                if !room.private && out.len() < limit {
-                    out.push(room);
+        self.idempotent(|| async move {
+            // Private rooms share `active_rooms`, so read in pages until `limit`
+            // public ones are found; bounded so a node full of private rooms
+            // cannot make one request scan everything.
+            const MAX_PAGES: usize = 20;
+            let page = (limit * 2).max(20);
+            let mut c = self.conn().await?;
+            let mut out = Vec::with_capacity(limit);
+            for p in 0..MAX_PAGES {
+                let start = (p * page) as isize;
+                let ids: Vec<String> = self
+                    .timed(
+                        "active_rooms",
+                        c.zrevrange(self.k().active_rooms(), start, start + page as isize - 1),
+                    )
+                    .await?;
+                let done = ids.len() < page;
+                for room in self.read_rooms(&mut c, &ids).await?.into_iter().flatten() {
+                    if !room.private && out.len() < limit {
+                        out.push(room);
+                    }
+                }
+                if done || out.len() >= limit {
+                    break;
                 }
             }
-            if done || out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn online(&self, room: &str) -> StoreResult<Vec<User>> {
-        let k = self.k();
-        let mut c = self.conn().await?;
-        let entries: Vec<String> = self
-            .timed("presence_read", c.zrange(k.presence(room), 0, -1))
-            .await?;
-        let mut ids: Vec<&str> = entries
-            .iter()
-            .filter_map(|e| e.rsplit_once(':').map(|(user, _)| user))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let raw: Vec<Option<String>> = self
-            .timed(
-                "presence_users",
-                redis::cmd("HMGET")
-                    .arg(k.room_members(room))
-                    .arg(&ids)
-                    .query_async(&mut *c),
-            )
-            .await?;
-        parse_users(raw.iter().flatten())
+        self.idempotent(|| async move {
+            let k = self.k();
+            let mut c = self.conn().await?;
+            let entries: Vec<String> = self
+                .timed("presence_read", c.zrange(k.presence(room), 0, -1))
+                .await?;
+            let mut ids: Vec<&str> = entries
+                .iter()
+                .filter_map(|e| e.rsplit_once(':').map(|(user, _)| user))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let raw: Vec<Option<String>> = self
+                .timed(
+                    "presence_users",
+                    redis::cmd("HMGET")
+                        .arg(k.room_members(room))
+                        .arg(&ids)
+                        .query_async(&mut c),
+                )
+                .await?;
+            parse_users(raw.iter().flatten())
+        })
+        .await
     }
 
     async fn set_typing(
@@ -295,71 +313,80 @@ impl RoomStore for RedisStore {
         active: bool,
         ttl: Duration,
     ) -> StoreResult<()> {
-        let key = self.k().typing(room, user);
-        let mut c = self.conn().await?;
-        if active {
-            let ms = (ttl.as_millis() as u64).max(1);
-            self.timed("typing", c.pset_ex(key, 1, ms)).await
-        } else {
-            self.timed("typing", c.del(key)).await
-        }
+        self.idempotent(|| async move {
+            let key = self.k().typing(room, user);
+            let mut c = self.conn().await?;
+            if active {
+                let ms = (ttl.as_millis() as u64).max(1);
+                self.timed("typing", c.pset_ex(key, 1, ms)).await
+            } else {
+                self.timed("typing", c.del(key)).await
+            }
+        })
+        .await
     }
 
     async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
-        let mut c = self.conn().await?;
-        self.timed(
-            "idle_rooms",
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(self.k().active_rooms())
-                .arg("-inf")
-                .arg(format!("({before_ms}"))
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query_async(&mut *c),
-        )
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed(
+                "idle_rooms",
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.k().active_rooms())
+                    .arg("-inf")
+                    .arg(format!("({before_ms}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut c),
+            )
+            .await
+        })
         .await
     }
 
     async fn close_room(&self, room: &str, before_ms: u64) -> StoreResult<bool> {
-        let k = self.k();
-        let mut c = self.conn().await?;
-        let args = Close {
-            room: k.room(room),
-            members: k.room_members(room),
-            messages: k.room_messages(room),
-            events: k.room_events(room),
-            presence: k.presence(room),
-            member_conns_prefix: k.member_conns_prefix(room),
-            before_ms,
-        };
-        let closed = match self
-            .script(&mut c, "room_close", &self.inner.scripts.close, &args)
-            .await?
-        {
-            CloseReply::Busy => return Ok(false),
-            CloseReply::Gone => false,
-            CloseReply::Closed(code) => {
-                if let Some(code) = code {
-                    let release = ReleaseCode {
-                        code_key: k.room_code(&code),
-                        room,
-                    };
-                    let Released(_) = self
-                        .script(
-                            &mut c,
-                            "room_code_release",
-                            &self.inner.scripts.release_code,
-                            &release,
-                        )
-                        .await?;
+        self.idempotent(|| async move {
+            let k = self.k();
+            let mut c = self.conn().await?;
+            let args = Close {
+                room: k.room(room),
+                members: k.room_members(room),
+                messages: k.room_messages(room),
+                events: k.room_events(room),
+                presence: k.presence(room),
+                member_conns_prefix: k.member_conns_prefix(room),
+                before_ms,
+            };
+            let closed = match self
+                .script(&mut c, "room_close", &self.inner.scripts.close, &args)
+                .await?
+            {
+                CloseReply::Busy => return Ok(false),
+                CloseReply::Gone => false,
+                CloseReply::Closed(code) => {
+                    if let Some(code) = code {
+                        let release = ReleaseCode {
+                            code_key: k.room_code(&code),
+                            room,
+                        };
+                        let Released(_) = self
+                            .script(
+                                &mut c,
+                                "room_code_release",
+                                &self.inner.scripts.release_code,
+                                &release,
+                            )
+                            .await?;
+                    }
+                    true
                 }
-                true
-            }
-        };
-        let _: i64 = self
-            .timed("active_rooms", c.zrem(k.active_rooms(), room))
-            .await?;
-        Ok(closed)
+            };
+            let _: i64 = self
+                .timed("active_rooms", c.zrem(k.active_rooms(), room))
+                .await?;
+            Ok(closed)
+        })
+        .await
     }
 }
