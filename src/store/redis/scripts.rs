@@ -183,6 +183,24 @@ impl MemberKeys<'_> {
             .key(&self.event.events)
             .key(&self.message);
     }
+
+    /// The ARGV `join.lua` and `leave.lua` end with: now, the system
+    /// message (id, tail, ttl, log length), channel, deadline.
+    fn bind_note_args(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        now: u64,
+        note: &Note<'_>,
+        deadline: i64,
+    ) {
+        inv.arg(now)
+            .arg(note.id)
+            .arg(note.tail)
+            .arg(note.ttl_ms)
+            .arg(note.log_len)
+            .arg(&self.event.channel)
+            .arg(deadline);
+    }
 }
 
 /// The system message a membership script writes.
@@ -290,14 +308,9 @@ impl ScriptArgs for Join<'_> {
         inv.arg(self.user_id)
             .arg(self.user_json)
             .arg(self.conn)
-            .arg(self.presence_member)
-            .arg(self.now)
-            .arg(self.note.id)
-            .arg(self.note.tail)
-            .arg(self.note.ttl_ms)
-            .arg(self.note.log_len)
-            .arg(&self.keys.event.channel)
-            .arg(self.deadline);
+            .arg(self.presence_member);
+        self.keys
+            .bind_note_args(inv, self.now, &self.note, self.deadline);
     }
 }
 
@@ -352,14 +365,9 @@ impl ScriptArgs for Leave<'_> {
         self.keys.bind(inv);
         inv.arg(self.user_id)
             .arg(self.conn)
-            .arg(self.presence_member)
-            .arg(self.now)
-            .arg(self.note.id)
-            .arg(self.note.tail)
-            .arg(self.note.ttl_ms)
-            .arg(self.note.log_len)
-            .arg(&self.keys.event.channel)
-            .arg(self.deadline);
+            .arg(self.presence_member);
+        self.keys
+            .bind_note_args(inv, self.now, &self.note, self.deadline);
     }
 }
 
