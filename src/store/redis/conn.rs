@@ -48,14 +48,12 @@ pub enum ConnMode {
     Shared,
 }
 
-/// The shared connection's settings: connect within the store timeout, and
-/// a few quick reconnect attempts (each call is bounded by the timeout
-/// anyway, and the next call starts a new reconnect).
-pub(super) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(timeout)
+/// The shared connection's settings: the redis crate's connect (1 s) and
+/// response (500 ms) timeouts, as the pooled connections have, and two
+/// quick reconnect attempts after a drop (each call is bounded by the store
+/// timeout anyway, and a later failure starts a new reconnect).
+pub(super) fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new().set_number_of_retries(2)
 }
 
 /// A connection for one store call.

@@ -137,7 +137,7 @@ impl RedisStore {
             .connection_timeout(timeout)
             .build_unchecked(manager);
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let shared = ConnectionManager::new_lazy_with_config(client, conn::manager_config(timeout))
+        let shared = ConnectionManager::new_lazy_with_config(client, conn::manager_config())
             .map_err(unavailable)?;
         let inner = Arc::new(Inner {
             mode,
