@@ -25,9 +25,7 @@ use crate::metrics::{Metrics, StateLabel};
 use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
 use crate::store::breaker::BreakerState;
 use crate::store::redis::ConnMode;
-use crate::store::{
-    MemoryStore, RedisStore, RetryPolicy, Retrying, Store, StoreError, StoreSettings,
-};
+use crate::store::{MemoryStore, RedisStore, Store, StoreError, StoreSettings};
 
 /// Why a node could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +150,7 @@ impl App {
                         url,
                         keys,
                         timeout,
+                        store.publisher(),
                         sink,
                         Arc::new(store.clone()),
                         metrics.clone(),
@@ -159,13 +158,8 @@ impl App {
                     )
                     .await?;
                     tracing::info!(redis = %redacted(url), "using the Redis engine");
-                    let policy = RetryPolicy {
-                        attempts: 3,
-                        base_delay: Duration::from_millis(25),
-                        budget: timeout,
-                    };
-                    let retrying = Retrying::new(Arc::new(store.clone()), policy);
-                    (Arc::new(retrying), Some(store), Arc::new(bus))
+                    // The store retries its idempotent calls itself.
+                    (Arc::new(store.clone()), Some(store), Arc::new(bus))
                 }
             };
         // A node restarted with the same id is a new instance: the janitor

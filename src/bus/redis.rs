@@ -10,11 +10,13 @@
 //! - an envelope with a seq at or below it is a duplicate and is dropped;
 //! - an envelope whose seq jumps past it means pub/sub lost events: the
 //!   missed ones are read from `room_events:{R}` and delivered first;
-//! - when the connection drops, it reconnects with jittered backoff,
-//!   subscribes every held room again, and repairs each room the same way.
+//! - when the connection drops, it reconnects with jittered exponential
+//!   backoff (`backon`), subscribes every held room again, and repairs each
+//!   room the same way.
 //!
-//! Ephemeral events are published with `PUBLISH` on a separate,
-//! self-reconnecting multiplexed connection.
+//! Ephemeral events are published with `PUBLISH` on a self-reconnecting
+//! multiplexed connection handed in by the caller: the store's shared
+//! connection, so publishing and commands share one connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use rand::RngExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionManager, PubSubSink};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -43,12 +45,16 @@ enum Command {
 
 /// The Redis engine of the bus.
 pub struct RedisBus {
+    /// Subscribe and unsubscribe requests to the subscriber task.
     commands: mpsc::Sender<Command>,
-    /// Made on first use, so a node starts (not ready) while Redis is down.
-    publisher: tokio::sync::OnceCell<ConnectionManager>,
-    client: redis::Client,
+    /// The connection `PUBLISH` goes on; it connects on first use and
+    /// reconnects by itself, so a node starts (not ready) while Redis is down.
+    publisher: ConnectionManager,
+    /// Channel names.
     keys: Keys,
+    /// The bound on every Redis call.
     timeout: Duration,
+    /// Whether the pub/sub connection is up (readiness).
     healthy: Arc<AtomicBool>,
 }
 
@@ -71,12 +77,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisBus {
-    /// Starts the subscriber task and the publishing connection. The task
-    /// stops when `stop` is cancelled.
+    /// Starts the subscriber task, which stops when `stop` is cancelled.
+    /// Ephemeral events are published on `publisher`.
+    // Each argument is one part the composition root hands in.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         url: &str,
         keys: Keys,
         timeout: Duration,
+        publisher: ConnectionManager,
         sink: Arc<dyn EventSink>,
         log: Arc<dyn EventLog>,
         metrics: Arc<Metrics>,
@@ -86,7 +95,7 @@ impl RedisBus {
         let healthy = Arc::new(AtomicBool::new(false));
         let (commands, rx) = mpsc::channel(1024);
         let subscriber = Subscriber {
-            client: client.clone(),
+            client,
             keys: keys.clone(),
             timeout,
             sink,
@@ -98,8 +107,7 @@ impl RedisBus {
         tokio::spawn(subscriber.run(rx, stop));
         Ok(RedisBus {
             commands,
-            publisher: tokio::sync::OnceCell::new(),
-            client,
+            publisher,
             keys,
             timeout,
             healthy,
@@ -111,23 +119,7 @@ impl RedisBus {
 impl EventBus for RedisBus {
     async fn publish(&self, room: &str, event: &Event) -> StoreResult<()> {
         let payload = codec::encode(0, event, now_us());
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(2);
-        let mut conn = self
-            .publisher
-            .get_or_try_init(|| async {
-                tokio::time::timeout(
-                    self.timeout,
-                    self.client.get_connection_manager_with_config(config),
-                )
-                .await
-                .map_err(|_| unavailable("publisher connect timed out"))?
-                .map_err(unavailable)
-            })
-            .await?
-            .clone();
+        let mut conn = self.publisher.clone();
         let channel = self.keys.channel(room);
         match tokio::time::timeout(
             self.timeout,
@@ -139,7 +131,7 @@ impl EventBus for RedisBus {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
+            Ok(Err(e)) => Err(StoreError::backend(e)),
             Err(_) => Err(unavailable("PUBLISH timed out")),
         }
     }
@@ -169,6 +161,24 @@ impl EventBus for RedisBus {
     }
 }
 
+/// The first wait before reconnecting pub/sub; doubled each time.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// The longest wait between reconnect attempts before jitter (which adds
+/// up to as much again, so the longest wait is 4 s).
+const RECONNECT_MAX: Duration = Duration::from_millis(2000);
+
+/// Waits between pub/sub reconnect attempts: exponential from
+/// `RECONNECT_MIN` up to `RECONNECT_MAX`, with jitter, never giving up.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(RECONNECT_MIN)
+        .with_factor(2.0)
+        .with_max_delay(RECONNECT_MAX)
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
 /// Why the inner loop ended.
 enum Exit {
     Stop,
@@ -178,6 +188,7 @@ enum Exit {
 impl Subscriber {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
         let mut attempt: u32 = 0;
+        let mut backoff = reconnect_backoff();
         let mut reconnecting = false;
         loop {
             if stop.is_cancelled() {
@@ -186,6 +197,7 @@ impl Subscriber {
             match self.connect().await {
                 Ok((sink, stream)) => {
                     attempt = 0;
+                    backoff = reconnect_backoff();
                     if reconnecting {
                         self.metrics.pubsub_reconnects.inc();
                         tracing::info!("pub/sub reconnected; repairing held rooms");
@@ -212,11 +224,10 @@ impl Subscriber {
             }
             reconnecting = true;
             attempt = attempt.saturating_add(1);
-            let base = 100u64.saturating_mul(1 << attempt.min(5)).min(3000);
-            let jitter = rand::rng().random_range(0..=base / 2);
+            let wait = backoff.next().unwrap_or(RECONNECT_MAX);
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(base + jitter)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

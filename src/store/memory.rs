@@ -29,9 +29,19 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
+/// Where the memory engine reads the time, Unix ms: the system clock in a
+/// node (`now_ms`), a clock the test moves in tests, so TTLs can be checked
+/// without sleeping.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 struct Inner {
+    /// TTLs and the log length.
     settings: StoreSettings,
+    /// Where durable events are published.
     sink: Arc<dyn EventSink>,
+    /// The time every expiry and activity stamp is read from.
+    clock: Clock,
+    /// Everything stored, behind one lock.
     state: Mutex<State>,
 }
 
@@ -71,13 +81,28 @@ struct Member {
 impl MemoryStore {
     /// A new, empty store that hands durable events to `sink`.
     pub fn new(settings: StoreSettings, sink: Arc<dyn EventSink>) -> MemoryStore {
+        MemoryStore::with_clock(settings, sink, Arc::new(now_ms))
+    }
+
+    /// Like `new`, reading the time from `clock`.
+    pub fn with_clock(
+        settings: StoreSettings,
+        sink: Arc<dyn EventSink>,
+        clock: Clock,
+    ) -> MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
                 settings,
                 sink,
+                clock,
                 state: Mutex::new(State::default()),
             }),
         }
+    }
+
+    /// Now, Unix ms, by the store's clock.
+    fn now(&self) -> u64 {
+        self.inner.now()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -88,10 +113,15 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Now, Unix ms, by the store's clock.
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
     /// Appends a durable event about `message` to the room: assigns the seq,
     /// stores the message state and the event, publishes. Caller holds the lock.
     fn append_event(&self, rs: &mut RoomState, event: Event) -> u64 {
-        let now = now_ms();
+        let now = self.now();
         rs.room.last_seq += 1;
         let seq = rs.room.last_seq;
         let env = codec::encode(seq, &event, now_us());
@@ -163,7 +193,7 @@ impl EventLog for MemoryStore {
                 complete: true,
             });
         };
-        trim_expired(rs, now_ms());
+        trim_expired(rs, self.now());
         let envelopes: Vec<Vec<u8>> = rs
             .events
             .iter()
@@ -199,7 +229,7 @@ impl RoomStore for MemoryStore {
         stored.participant_count = 0;
         let mut rs = RoomState {
             room: stored,
-            last_activity: now_ms(),
+            last_activity: self.now(),
             members: HashMap::new(),
             by_seq: BTreeMap::new(),
             messages: HashMap::new(),
@@ -336,7 +366,7 @@ impl RoomStore for MemoryStore {
         active: bool,
         ttl: Duration,
     ) -> StoreResult<()> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         st.typing.retain(|_, exp| *exp > now);
         let key = (room.to_owned(), user.to_owned());
@@ -384,7 +414,7 @@ impl MessageStore for MemoryStore {
         message: &Message,
         client_msg_id: Option<&str>,
     ) -> StoreResult<AppendOutcome> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         let Some(rs) = st.rooms.get_mut(&message.room) else {
             return Ok(AppendOutcome::NoRoom);
@@ -418,7 +448,7 @@ impl MessageStore for MemoryStore {
         before: Option<u64>,
         limit: usize,
     ) -> StoreResult<HistoryPage> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         let Some(rs) = st.rooms.get_mut(room) else {
             return Ok(HistoryPage {
@@ -457,7 +487,7 @@ impl MessageStore for MemoryStore {
     }
 
     async fn message(&self, room: &str, id: &str) -> StoreResult<Option<StoredMessage>> {
-        let now = now_ms();
+        let now = self.now();
         let st = self.state();
         let Some((raw, _)) = st
             .rooms
@@ -485,7 +515,7 @@ impl MessageStore for MemoryStore {
                 event.name()
             )));
         };
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         let Some(rs) = st.rooms.get_mut(room) else {
             return Ok(ReplaceOutcome::Gone);
@@ -507,7 +537,7 @@ impl MessageStore for MemoryStore {
         limit: usize,
         scan_cap: usize,
     ) -> StoreResult<Vec<Message>> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         let Some(rs) = st.rooms.get_mut(room) else {
             return Ok(Vec::new());
@@ -556,7 +586,7 @@ impl MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn open(&self, session: &SessionRecord, ttl: Duration) -> StoreResult<()> {
-        let expires = now_ms() + ttl.as_millis() as u64;
+        let expires = self.now() + ttl.as_millis() as u64;
         let mut st = self.state();
         st.sessions
             .insert(session.conn.clone(), (session.clone(), expires));
@@ -572,7 +602,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn session(&self, conn: &str) -> StoreResult<Option<SessionRecord>> {
-        let now = now_ms();
+        let now = self.now();
         Ok(self
             .state()
             .sessions
@@ -582,7 +612,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn user_sessions(&self, user: &str) -> StoreResult<Vec<String>> {
-        let now = now_ms();
+        let now = self.now();
         let st = self.state();
         let mut conns: Vec<String> = st
             .user_sessions
@@ -638,7 +668,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn heartbeat(&self, instance: &str, refresh: Option<Duration>) -> StoreResult<()> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         st.nodes.insert(instance.to_owned(), now);
         if let Some(ttl) = refresh {
@@ -692,7 +722,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn record_activity(&self, user: &str, messages_sent: u64) -> StoreResult<()> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         let entry = st.activity.entry(user.to_owned()).or_insert((0, 0));
         entry.0 = now;
@@ -708,7 +738,7 @@ impl SessionStore for MemoryStore {
 #[async_trait]
 impl CacheStore for MemoryStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let now = now_ms();
+        let now = self.now();
         Ok(self
             .state()
             .cache
@@ -718,7 +748,7 @@ impl CacheStore for MemoryStore {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         st.cache.retain(|_, (_, exp)| *exp > now);
         st.cache.insert(
@@ -734,7 +764,7 @@ impl CacheStore for MemoryStore {
     }
 
     async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
-        let now = now_ms();
+        let now = self.now();
         let mut st = self.state();
         if st.locks.get(name).is_some_and(|exp| *exp > now) {
             return Ok(false);

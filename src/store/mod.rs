@@ -25,13 +25,10 @@ use crate::model::{Event, Message, Room, SeqEvent, User};
 
 pub mod breaker;
 pub mod memory;
-pub mod pool;
 pub mod redis;
-pub mod retry;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
-pub use self::retry::{RetryPolicy, Retrying};
 
 /// Outcome of `RoomStore::create_room`.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,6 +3,7 @@
 //! for every repository operation, including the atomic append-and-publish
 //! of durable events in seq order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use huddle::events::EventSink;
 use huddle::layout::Keys;
 use huddle::metrics::Metrics;
 use huddle::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms};
+use huddle::store::redis::ConnMode;
 use huddle::store::{
     AppendOutcome, CreateOutcome, JoinOutcome, LeaveOutcome, MemoryStore, RedisStore,
     ReplaceOutcome, SessionRecord, Store, StoreSettings,
@@ -152,7 +154,8 @@ fn appended(o: AppendOutcome) -> Message {
 // The suite
 // ---------------------------------------------------------------------------
 
-async fn rooms_and_codes(store: &dyn Store) {
+async fn rooms_and_codes(t: &Engine) {
+    let store = t.store.as_ref();
     let ann = user("ann");
     let created = create(store, &room("r-a", "AAA222", 50, false), &ann, "c1").await;
     assert_eq!(created.last_seq, 1, "creation writes one system message");
@@ -187,7 +190,8 @@ async fn rooms_and_codes(store: &dyn Store) {
     assert!(store.is_participant("r-a", &ann.id).await.expect("member"));
 }
 
-async fn membership(store: &dyn Store) {
+async fn membership(t: &Engine) {
+    let store = t.store.as_ref();
     let (ann, bob, cat) = (user("ann"), user("bob"), user("cat"));
     create(store, &room("r-m", "MMM222", 2, false), &ann, "a1").await;
     let j = store
@@ -269,7 +273,8 @@ async fn membership(store: &dyn Store) {
     assert!(page.messages.iter().all(|m| m.kind == MessageKind::System));
 }
 
-async fn messages_and_idempotency(store: &dyn Store) {
+async fn messages_and_idempotency(t: &Engine) {
+    let store = t.store.as_ref();
     let (ann, bob) = (user("ann"), user("bob"));
     create(store, &room("r-s", "SSS222", 50, false), &ann, "a1").await;
     assert_eq!(
@@ -306,7 +311,8 @@ async fn messages_and_idempotency(store: &dyn Store) {
     assert_eq!(room.last_seq, 5);
 }
 
-async fn history_pages(store: &dyn Store) {
+async fn history_pages(t: &Engine) {
+    let store = t.store.as_ref();
     let ann = user("ann");
     create(store, &room("r-h", "HHH222", 50, false), &ann, "a1").await;
     for i in 0..9 {
@@ -330,7 +336,8 @@ async fn history_pages(store: &dyn Store) {
 }
 
 /// Needs a store with `event_log_len` 5.
-async fn event_log(store: &dyn Store) {
+async fn event_log(t: &Engine) {
+    let store = t.store.as_ref();
     let ann = user("ann");
     create(store, &room("r-e", "EEE222", 50, false), &ann, "a1").await;
     for i in 0..3 {
@@ -365,14 +372,15 @@ async fn event_log(store: &dyn Store) {
     assert_eq!(r.events.len(), 5);
 }
 
-async fn listing(store: &dyn Store) {
+async fn listing(t: &Engine) {
+    let store = t.store.as_ref();
     let ann = user("ann");
     create(store, &room("r-l1", "LLL222", 50, false), &ann, "a1").await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    t.pass(Duration::from_millis(5)).await;
     create(store, &room("r-l2", "LLL333", 50, true), &ann, "a1").await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    t.pass(Duration::from_millis(5)).await;
     create(store, &room("r-l3", "LLL444", 50, false), &ann, "a1").await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    t.pass(Duration::from_millis(5)).await;
     appended(send(store, "r-l1", &ann, "bump", None).await);
     let ids: Vec<String> = store
         .list_public(10)
@@ -390,7 +398,8 @@ async fn listing(store: &dyn Store) {
     assert_eq!(store.list_public(1).await.expect("list").len(), 1);
 }
 
-async fn sessions_and_cache(store: &dyn Store) {
+async fn sessions_and_cache(t: &Engine) {
+    let store = t.store.as_ref();
     let ann = user("ann");
     let rec = |conn: &str| SessionRecord {
         conn: conn.to_owned(),
@@ -431,7 +440,7 @@ async fn sessions_and_cache(store: &dyn Store) {
         .expect("set");
     store.delete("k").await.expect("delete");
     assert_eq!(store.get("k").await.expect("get"), None);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    t.pass(Duration::from_millis(400)).await;
     assert_eq!(store.get("short").await.expect("get"), None, "cache TTL");
     assert_eq!(
         store.session("s3").await.expect("read"),
@@ -441,7 +450,8 @@ async fn sessions_and_cache(store: &dyn Store) {
     store.ping().await.expect("ping");
 }
 
-async fn edits_and_search(store: &dyn Store) {
+async fn edits_and_search(t: &Engine) {
+    let store = t.store.as_ref();
     let ann = user("ann");
     create(store, &room("r-x", "XXX222", 50, false), &ann, "a1").await;
     let m = appended(send(store, "r-x", &ann, "The Quick brown fox", None).await);
@@ -457,7 +467,7 @@ async fn edits_and_search(store: &dyn Store) {
 
     let mut edited = m.clone();
     edited.content = "the quick red fox".into();
-    edited.edited_at = Some(now_ms());
+    edited.edited_at = Some(t.now());
     let out = store
         .replace("r-x", &stored.raw, &Event::MessageUpdated(edited.clone()))
         .await
@@ -541,7 +551,8 @@ async fn edits_and_search(store: &dyn Store) {
     assert_eq!(gone, ReplaceOutcome::Gone);
 }
 
-async fn presence_nodes_and_locks(store: &dyn Store) {
+async fn presence_nodes_and_locks(t: &Engine) {
+    let store = t.store.as_ref();
     let (ann, bob) = (user("ann"), user("bob"));
     create(store, &room("r-o", "OOO222", 50, false), &ann, "a1").await;
     store
@@ -599,9 +610,9 @@ async fn presence_nodes_and_locks(store: &dyn Store) {
         .heartbeat("n2/boot", Some(Duration::from_secs(60)))
         .await
         .expect("beat");
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cutoff = now_ms();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    t.pass(Duration::from_millis(20)).await;
+    let cutoff = t.now();
+    t.pass(Duration::from_millis(20)).await;
     store.heartbeat("n3/boot", None).await.expect("beat");
     let dead = store.dead_nodes(cutoff).await.expect("dead");
     assert!(
@@ -624,7 +635,7 @@ async fn presence_nodes_and_locks(store: &dyn Store) {
     store.forget_node("n2/boot").await.expect("forget");
     assert!(
         !store
-            .dead_nodes(now_ms() + 1)
+            .dead_nodes(t.now() + 1)
             .await
             .expect("dead")
             .contains(&"n2/boot".to_string())
@@ -655,7 +666,7 @@ async fn presence_nodes_and_locks(store: &dyn Store) {
             .await
             .expect("lock")
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.pass(Duration::from_millis(300)).await;
     assert!(
         store
             .try_lock("l", Duration::from_millis(200))
@@ -664,7 +675,8 @@ async fn presence_nodes_and_locks(store: &dyn Store) {
     );
 }
 
-async fn idle_rooms_close(store: &dyn Store) {
+async fn idle_rooms_close(t: &Engine) {
+    let store = t.store.as_ref();
     let (ann, bob) = (user("ann"), user("bob"));
     create(store, &room("r-i1", "III222", 50, false), &ann, "a1").await;
     create(store, &room("r-i2", "III333", 50, false), &bob, "b1").await;
@@ -672,8 +684,8 @@ async fn idle_rooms_close(store: &dyn Store) {
         .leave("r-i1", &ann, "a1", &note("r-i1", "ann left"))
         .await
         .expect("leave");
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cutoff = now_ms();
+    t.pass(Duration::from_millis(20)).await;
+    let cutoff = t.now();
     let idle = store.idle_rooms(cutoff, 100).await.expect("idle");
     assert!(
         idle.contains(&"r-i1".to_string()) && idle.contains(&"r-i2".to_string()),
@@ -710,7 +722,8 @@ async fn idle_rooms_close(store: &dyn Store) {
 }
 
 /// Needs a store with a 1 s message TTL.
-async fn message_expiry(store: &dyn Store) {
+async fn message_expiry(t: &Engine) {
+    let store = t.store.as_ref();
     let ann = user("ann");
     create(store, &room("r-t", "TTT222", 50, false), &ann, "a1").await;
     appended(send(store, "r-t", &ann, "soon gone", None).await);
@@ -723,7 +736,7 @@ async fn message_expiry(store: &dyn Store) {
             .len(),
         2
     );
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    t.pass(Duration::from_millis(1300)).await;
     let page = store.history("r-t", None, 10).await.expect("history");
     assert!(
         page.messages.is_empty(),
@@ -738,54 +751,125 @@ async fn message_expiry(store: &dyn Store) {
     assert_eq!(m.seq, 3);
 }
 
-async fn suite(store: &dyn Store) {
-    rooms_and_codes(store).await;
-    membership(store).await;
-    messages_and_idempotency(store).await;
-    history_pages(store).await;
-    listing(store).await;
-    sessions_and_cache(store).await;
-    edits_and_search(store).await;
-    presence_nodes_and_locks(store).await;
-    idle_rooms_close(store).await;
-}
-
 // ---------------------------------------------------------------------------
-// Engines
+// Engines: every case runs on its own store, once per engine, as its own test
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn memory_engine_conforms() {
-    let (store, _) = memory(1000, Duration::from_secs(3600));
-    suite(store.as_ref()).await;
-    let (store, _) = memory(5, Duration::from_secs(3600));
-    event_log(store.as_ref()).await;
-    let (store, _) = memory(1000, Duration::from_secs(1));
-    message_expiry(store.as_ref()).await;
+/// A store under test and the clock its TTLs run on.
+struct Engine {
+    /// The store.
+    store: Arc<dyn Store>,
+    /// The memory engine's clock (Unix ms), which the test moves; `None` for
+    /// Redis, whose TTLs run on real time.
+    manual: Option<Arc<AtomicU64>>,
+    /// Keeps the Redis engine's server alive for the test.
+    _redis: Option<RedisServer>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_engine_conforms_with_one_shared_connection() {
-    let redis = RedisServer::start().await;
-    let store = RedisStore::connect_with(
-        &redis.url(),
-        4,
-        Duration::from_secs(2),
-        Keys::new("shared:"),
-        settings(1000, Duration::from_secs(3600)),
-        Arc::new(Metrics::new()),
-        huddle::store::redis::ConnMode::Shared,
-    )
-    .expect("redis store");
-    suite(&store).await;
+impl Engine {
+    /// The memory engine on a clock the test moves.
+    fn memory(log_len: u32, ttl: Duration) -> Engine {
+        let manual = Arc::new(AtomicU64::new(now_ms()));
+        let clock = manual.clone();
+        let store = MemoryStore::with_clock(
+            settings(log_len, ttl),
+            Arc::new(Recorder::default()),
+            Arc::new(move || clock.load(Ordering::SeqCst)),
+        );
+        Engine {
+            store: Arc::new(store),
+            manual: Some(manual),
+            _redis: None,
+        }
+    }
+
+    /// The Redis engine on a private `redis-server`.
+    async fn redis(mode: ConnMode, log_len: u32, ttl: Duration) -> Engine {
+        let redis = RedisServer::start().await;
+        let store = RedisStore::connect_with(
+            &redis.url(),
+            4,
+            Duration::from_secs(2),
+            Keys::new("t:"),
+            settings(log_len, ttl),
+            Arc::new(Metrics::new()),
+            mode,
+        )
+        .expect("redis store");
+        Engine {
+            store: Arc::new(store),
+            manual: None,
+            _redis: Some(redis),
+        }
+    }
+
+    /// Now, Unix ms, by the store's clock.
+    fn now(&self) -> u64 {
+        match &self.manual {
+            Some(clock) => clock.load(Ordering::SeqCst),
+            None => now_ms(),
+        }
+    }
+
+    /// Lets `d` pass: moves the memory engine's clock, sleeps for Redis.
+    async fn pass(&self, d: Duration) {
+        match &self.manual {
+            Some(clock) => {
+                clock.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+            }
+            None => tokio::time::sleep(d).await,
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_engine_conforms() {
-    let redis = RedisServer::start().await;
-    suite(redis_store(&redis, "t1:", 1000, Duration::from_secs(3600)).as_ref()).await;
-    event_log(redis_store(&redis, "t2:", 5, Duration::from_secs(3600)).as_ref()).await;
-    message_expiry(redis_store(&redis, "t3:", 1000, Duration::from_secs(1)).as_ref()).await;
+/// Stamps each case as a test per engine: `memory_engine::case`,
+/// `redis_pooled::case` and `redis_shared::case` (one shared connection).
+macro_rules! conformance {
+    ($($case:ident($log_len:expr, $ttl:expr);)*) => {
+        mod memory_engine {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&Engine::memory($log_len, $ttl)).await;
+                }
+            )*
+        }
+        mod redis_pooled {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&Engine::redis(ConnMode::Pool, $log_len, $ttl).await).await;
+                }
+            )*
+        }
+        mod redis_shared {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&Engine::redis(ConnMode::Shared, $log_len, $ttl).await).await;
+                }
+            )*
+        }
+    };
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+conformance! {
+    rooms_and_codes(1000, HOUR);
+    membership(1000, HOUR);
+    messages_and_idempotency(1000, HOUR);
+    history_pages(1000, HOUR);
+    listing(1000, HOUR);
+    sessions_and_cache(1000, HOUR);
+    edits_and_search(1000, HOUR);
+    presence_nodes_and_locks(1000, HOUR);
+    idle_rooms_close(1000, HOUR);
+    event_log(5, HOUR);
+    message_expiry(1000, Duration::from_secs(1));
 }
 
 /// Durable events are published in seq order with the same envelope the log

@@ -1,8 +1,12 @@
-//! The Redis command pool: bb8 over bb8-redis's multiplexed connections,
-//! with broken connections detected without a round trip.
+//! The bb8 manager of `ConnMode::Pool`: bb8-redis's multiplexed
+//! connections, with broken connections detected without a round trip.
 //!
-//! bb8-redis can only find a dead connection by sending `PING` when it is
-//! checked out, which doubles the round trips of every store call. Instead,
+//! bb8-redis's own `RedisConnectionManager` is used to connect, but not as
+//! the pool's manager: it never reports a connection broken (`has_broken`
+//! is always false), so it can only find a dead one by sending `PING` when
+//! it is checked out (`test_on_check_out`), which doubles the round trips of
+//! every store call, and without it a pool would keep dead connections
+//! after a Redis restart. Instead,
 //! each pooled connection watches the results of its own commands: an I/O
 //! error or a dropped connection marks it broken, and bb8 discards it when
 //! it returns to the pool (`has_broken`). A Redis restart therefore costs
@@ -17,13 +21,14 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 /// Makes pooled connections.
 #[derive(Clone, Debug)]
-pub struct RedisManager {
+pub(super) struct RedisManager {
+    /// bb8-redis's manager, which makes the connections.
     inner: RedisConnectionManager,
 }
 
 impl RedisManager {
     /// A manager for `url`.
-    pub fn new(url: &str) -> Result<RedisManager, RedisError> {
+    pub(super) fn new(url: &str) -> Result<RedisManager, RedisError> {
         Ok(RedisManager {
             inner: RedisConnectionManager::new(url)?,
         })
@@ -32,8 +37,11 @@ impl RedisManager {
 
 /// A pooled multiplexed connection that remembers whether it broke.
 #[derive(Clone)]
-pub struct PooledRedis {
+pub(super) struct PooledRedis {
+    /// The connection.
     conn: MultiplexedConnection,
+    /// Set when one of its commands failed in a way that broke it; shared
+    /// by its clones.
     broken: Arc<AtomicBool>,
 }
 
@@ -42,11 +50,6 @@ fn breaks_connection(e: &RedisError) -> bool {
 }
 
 impl PooledRedis {
-    /// Whether a command on this connection failed in a way that broke it.
-    pub fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
-    }
-
     fn note<T>(&self, result: &Result<T, RedisError>) {
         if let Err(e) = result
             && breaks_connection(e)

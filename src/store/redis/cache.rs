@@ -1,0 +1,73 @@
+//! `CacheStore` and `StoreHealth` on Redis: the general cache, named locks
+//! and the readiness ping.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use super::parse::corrupt;
+use crate::error::StoreResult;
+use crate::store::{CacheStore, StoreHealth};
+
+#[async_trait]
+impl CacheStore for RedisStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed("cache_get", c.get(self.k().cache(key))).await
+        })
+        .await
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            let ms = (ttl.as_millis() as u64).max(1);
+            self.timed("cache_set", c.pset_ex(self.k().cache(key), value, ms))
+                .await
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed("cache_delete", c.del(self.k().cache(key))).await
+        })
+        .await
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
+        let mut c = self.conn().await?;
+        let taken: Option<String> = self
+            .timed(
+                "lock",
+                redis::cmd("SET")
+                    .arg(self.k().lock(name))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg((ttl.as_millis() as u64).max(1))
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(taken.is_some())
+    }
+}
+
+#[async_trait]
+impl StoreHealth for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let mut c = self.conn().await?;
+        let pong: String = self
+            .timed("ping", redis::cmd("PING").query_async(&mut c))
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(corrupt(format!("PING answered {pong}")))
+        }
+    }
+}

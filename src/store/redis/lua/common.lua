@@ -1,0 +1,56 @@
+-- Shared by every script that appends a durable event or trims the log.
+--
+-- append_event(room_key, events_key, channel, tail, log_len, now):
+--   increments the room's `seq`, builds the envelope
+--   `0x01 || seq (u64 BE) || tail` (see `crate::codec`), adds it to the
+--   event log scored by seq, trims the log to `log_len`, sets
+--   `last_activity` and publishes the envelope on `channel`.
+-- write_message(msg_key, messages_key, msg_id, seq, env, ttl):
+--   stores the envelope as the message's state with its TTL and indexes
+--   the id by seq.
+-- trim_expired(messages_key, events_key, msg_prefix, max_remove):
+--   drops expired messages from the index and every event older than the
+--   oldest message still alive. The message keys it reads are found here,
+--   `msg_prefix .. id`: the prefix is the room's `message:{R}:`, so they
+--   share the room's hash tag (and slot) with the declared KEYS.
+local function be64(n)
+  local out = {}
+  for i = 8, 1, -1 do
+    local b = n % 256
+    out[i] = string.char(b)
+    n = (n - b) / 256
+  end
+  return table.concat(out)
+end
+local function append_event(room_key, events_key, channel, tail, log_len, now)
+  local seq = redis.call('HINCRBY', room_key, 'seq', 1)
+  local env = string.char(1) .. be64(seq) .. tail
+  redis.call('ZADD', events_key, seq, env)
+  redis.call('ZREMRANGEBYRANK', events_key, 0, -(tonumber(log_len) + 1))
+  redis.call('HSET', room_key, 'last_activity', now)
+  redis.call('PUBLISH', channel, env)
+  return seq, env
+end
+local function write_message(msg_key, messages_key, msg_id, seq, env, ttl)
+  redis.call('SET', msg_key, env, 'PX', ttl)
+  redis.call('ZADD', messages_key, seq, msg_id)
+end
+local function trim_expired(messages_key, events_key, msg_prefix, max_remove)
+  local removed = 0
+  while removed < max_remove do
+    local batch = redis.call('ZRANGE', messages_key, 0, 99, 'WITHSCORES')
+    if #batch == 0 then
+      redis.call('DEL', events_key)
+      return removed
+    end
+    for i = 1, #batch, 2 do
+      if redis.call('EXISTS', msg_prefix .. batch[i]) == 1 then
+        redis.call('ZREMRANGEBYSCORE', events_key, '-inf', '(' .. batch[i + 1])
+        return removed
+      end
+      redis.call('ZREM', messages_key, batch[i])
+      removed = removed + 1
+    end
+  end
+  return removed
+end

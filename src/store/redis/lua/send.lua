@@ -1,0 +1,16 @@
+-- Appends a message. Order owned by `scripts::Send`.
+-- KEYS: room, members, messages, events, message, dedupe
+-- ARGV: user, msg_id, tail, ttl_ms, log_len, now, channel, dedupe_mode,
+--       dedupe_ttl_ms, deadline
+-- dedupe_mode: 0 none, 1 check then remember, 2 remember (the original expired)
+-- Replies: {'no_room'} | {'not_member'} | {'duplicate', prior_id} | {'ok', seq}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'not_member'} end
+if ARGV[8] == '1' then
+  local prior = redis.call('GET', KEYS[6])
+  if prior then return {'duplicate', prior} end
+end
+local seq, env = append_event(KEYS[1], KEYS[4], ARGV[7], ARGV[3], ARGV[5], ARGV[6])
+write_message(KEYS[5], KEYS[3], ARGV[2], seq, env, ARGV[4])
+if ARGV[8] ~= '0' then redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[9]) end
+return {'ok', seq}

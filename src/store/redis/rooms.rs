@@ -1,0 +1,392 @@
+//! `RoomStore` on Redis: rooms, codes, membership, presence, typing and the
+//! idle-room sweep.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{AsyncCommands, Value};
+
+use super::RedisStore;
+use super::conn::Conn;
+use super::parse::{corrupt, note_tail, parse_room, parse_users, presence_member, user_json};
+use super::scripts::{
+    Close, CloseReply, Create, CreateReply, EventKeys, Join, JoinReply, Leave, LeaveReply,
+    MemberKeys, Note, ReleaseCode, Released,
+};
+use crate::error::StoreResult;
+use crate::model::{Message, Room, User, now_ms};
+use crate::store::{CreateOutcome, JoinOutcome, LeaveOutcome, RoomStore};
+
+impl RedisStore {
+    /// The KEYS of the create, join and leave scripts.
+    fn member_keys<'a>(
+        &self,
+        event: &'a EventKeys,
+        room: &str,
+        user: &str,
+        note: &str,
+    ) -> MemberKeys<'a> {
+        let k = self.k();
+        MemberKeys {
+            event,
+            members: k.room_members(room),
+            member_conns: k.member_conns(room, user),
+            presence: k.presence(room),
+            messages: k.room_messages(room),
+            message: k.message(room, note),
+        }
+    }
+
+    /// A system message's script arguments.
+    fn note<'a>(&self, id: &'a str, tail: &'a [u8]) -> Note<'a> {
+        Note {
+            id,
+            tail,
+            ttl_ms: self.ttl_ms(),
+            log_len: self.inner.settings.event_log_len,
+        }
+    }
+
+    /// Reads rooms by id (`None` for missing ones), in order.
+    pub(super) async fn read_rooms(
+        &self,
+        c: &mut Conn<'_>,
+        ids: &[String],
+    ) -> StoreResult<Vec<Option<Room>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.k().room(id))
+                .hlen(self.k().room_members(id));
+        }
+        let raw: Vec<Value> = self.timed("room_read", pipe.query_async(&mut *c)).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for pair in raw.chunks(2) {
+            let [fields, count] = pair else {
+                return Err(corrupt("room read pipeline answered an odd count"));
+            };
+            let fields: HashMap<String, String> =
+                redis::from_redis_value_ref(fields).map_err(corrupt)?;
+            let count: u32 = redis::from_redis_value_ref(count).map_err(corrupt)?;
+            out.push(parse_room(&fields, count)?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl RoomStore for RedisStore {
+    async fn create_room(
+        &self,
+        room: &Room,
+        creator: &User,
+        conn: &str,
+        note: &Message,
+    ) -> StoreResult<CreateOutcome> {
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let claimed: Option<String> = self
+            .timed(
+                "room_code_claim",
+                redis::cmd("SET")
+                    .arg(k.room_code(&room.code))
+                    .arg(&room.id)
+                    .arg("NX")
+                    .query_async(&mut c),
+            )
+            .await?;
+        if claimed.is_none() {
+            return Ok(CreateOutcome::CodeTaken);
+        }
+        let now = now_ms();
+        let event = self.event_keys(&room.id);
+        let tail = note_tail(note);
+        let user_json = user_json(creator);
+        let presence = presence_member(&creator.id, conn);
+        let args = Create {
+            keys: self.member_keys(&event, &room.id, &creator.id, &note.id),
+            room,
+            user_id: &creator.id,
+            user_json: &user_json,
+            conn,
+            presence_member: &presence,
+            note: self.note(&note.id, &tail),
+            now,
+            deadline: self.deadline(),
+        };
+        let seq = match self
+            .script(&mut c, "room_create", &self.inner.scripts.create, &args)
+            .await?
+        {
+            CreateReply::Created(seq) => seq,
+            CreateReply::Exists => {
+                return Err(corrupt("room create script said exists"));
+            }
+        };
+        let _: () = self
+            .timed("active_rooms", c.zadd(k.active_rooms(), &room.id, now))
+            .await?;
+        let mut created = room.clone();
+        created.last_seq = seq;
+        created.participant_count = 1;
+        Ok(CreateOutcome::Created(created))
+    }
+
+    async fn room(&self, id: &str) -> StoreResult<Option<Room>> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            Ok(self
+                .read_rooms(&mut c, &[id.to_owned()])
+                .await?
+                .pop()
+                .flatten())
+        })
+        .await
+    }
+
+    async fn room_id_by_code(&self, code: &str) -> StoreResult<Option<String>> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            let key = self.k().room_code(code);
+            self.timed("room_code_get", c.get(key)).await
+        })
+        .await
+    }
+
+    async fn join(
+        &self,
+        room: &str,
+        user: &User,
+        conn: &str,
+        note: &Message,
+    ) -> StoreResult<JoinOutcome> {
+        let mut c = self.conn().await?;
+        let event = self.event_keys(room);
+        let tail = note_tail(note);
+        let user_json = user_json(user);
+        let presence = presence_member(&user.id, conn);
+        let args = Join {
+            keys: self.member_keys(&event, room, &user.id, &note.id),
+            user_id: &user.id,
+            user_json: &user_json,
+            conn,
+            presence_member: &presence,
+            now: now_ms(),
+            note: self.note(&note.id, &tail),
+            deadline: self.deadline(),
+        };
+        Ok(
+            match self
+                .script(&mut c, "room_join", &self.inner.scripts.join, &args)
+                .await?
+            {
+                JoinReply::Joined { first } => JoinOutcome::Joined { first },
+                JoinReply::NoRoom => JoinOutcome::NoRoom,
+                JoinReply::Full => JoinOutcome::Full,
+            },
+        )
+    }
+
+    async fn leave(
+        &self,
+        room: &str,
+        user: &User,
+        conn: &str,
+        note: &Message,
+    ) -> StoreResult<LeaveOutcome> {
+        let mut c = self.conn().await?;
+        let event = self.event_keys(room);
+        let tail = note_tail(note);
+        let presence = presence_member(&user.id, conn);
+        let args = Leave {
+            keys: self.member_keys(&event, room, &user.id, &note.id),
+            user_id: &user.id,
+            conn,
+            presence_member: &presence,
+            now: now_ms(),
+            note: self.note(&note.id, &tail),
+            deadline: self.deadline(),
+        };
+        Ok(
+            match self
+                .script(&mut c, "room_leave", &self.inner.scripts.leave, &args)
+                .await?
+            {
+                LeaveReply::Left { last } => LeaveOutcome::Left { last },
+                LeaveReply::NotJoined => LeaveOutcome::NotJoined,
+            },
+        )
+    }
+
+    async fn participants(&self, room: &str) -> StoreResult<Vec<User>> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            let raw: Vec<String> = self
+                .timed("participants", c.hvals(self.k().room_members(room)))
+                .await?;
+            parse_users(raw.iter())
+        })
+        .await
+    }
+
+    async fn is_participant(&self, room: &str, user: &str) -> StoreResult<bool> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed(
+                "is_participant",
+                c.hexists(self.k().room_members(room), user),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn list_public(&self, limit: usize) -> StoreResult<Vec<Room>> {
+        self.idempotent(|| async move {
+            // Private rooms share `active_rooms`, so read in pages until `limit`
+            // public ones are found; bounded so a node full of private rooms
+            // cannot make one request scan everything.
+            const MAX_PAGES: usize = 20;
+            let page = (limit * 2).max(20);
+            let mut c = self.conn().await?;
+            let mut out = Vec::with_capacity(limit);
+            for p in 0..MAX_PAGES {
+                let start = (p * page) as isize;
+                let ids: Vec<String> = self
+                    .timed(
+                        "active_rooms",
+                        c.zrevrange(self.k().active_rooms(), start, start + page as isize - 1),
+                    )
+                    .await?;
+                let done = ids.len() < page;
+                for room in self.read_rooms(&mut c, &ids).await?.into_iter().flatten() {
+                    if !room.private && out.len() < limit {
+                        out.push(room);
+                    }
+                }
+                if done || out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn online(&self, room: &str) -> StoreResult<Vec<User>> {
+        self.idempotent(|| async move {
+            let k = self.k();
+            let mut c = self.conn().await?;
+            let entries: Vec<String> = self
+                .timed("presence_read", c.zrange(k.presence(room), 0, -1))
+                .await?;
+            let mut ids: Vec<&str> = entries
+                .iter()
+                .filter_map(|e| e.rsplit_once(':').map(|(user, _)| user))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let raw: Vec<Option<String>> = self
+                .timed(
+                    "presence_users",
+                    redis::cmd("HMGET")
+                        .arg(k.room_members(room))
+                        .arg(&ids)
+                        .query_async(&mut c),
+                )
+                .await?;
+            parse_users(raw.iter().flatten())
+        })
+        .await
+    }
+
+    async fn set_typing(
+        &self,
+        room: &str,
+        user: &str,
+        active: bool,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.idempotent(|| async move {
+            let key = self.k().typing(room, user);
+            let mut c = self.conn().await?;
+            if active {
+                let ms = (ttl.as_millis() as u64).max(1);
+                self.timed("typing", c.pset_ex(key, 1, ms)).await
+            } else {
+                self.timed("typing", c.del(key)).await
+            }
+        })
+        .await
+    }
+
+    async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
+        self.idempotent(|| async move {
+            let mut c = self.conn().await?;
+            self.timed(
+                "idle_rooms",
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.k().active_rooms())
+                    .arg("-inf")
+                    .arg(format!("({before_ms}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut c),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn close_room(&self, room: &str, before_ms: u64) -> StoreResult<bool> {
+        self.idempotent(|| async move {
+            let k = self.k();
+            let mut c = self.conn().await?;
+            let args = Close {
+                room: k.room(room),
+                members: k.room_members(room),
+                messages: k.room_messages(room),
+                events: k.room_events(room),
+                presence: k.presence(room),
+                member_conns_prefix: k.member_conns_prefix(room),
+                before_ms,
+            };
+            let closed = match self
+                .script(&mut c, "room_close", &self.inner.scripts.close, &args)
+                .await?
+            {
+                CloseReply::Busy => return Ok(false),
+                CloseReply::Gone => false,
+                CloseReply::Closed(code) => {
+                    if let Some(code) = code {
+                        let release = ReleaseCode {
+                            code_key: k.room_code(&code),
+                            room,
+                        };
+                        let Released(_) = self
+                            .script(
+                                &mut c,
+                                "room_code_release",
+                                &self.inner.scripts.release_code,
+                                &release,
+                            )
+                            .await?;
+                    }
+                    true
+                }
+            };
+            let _: i64 = self
+                .timed("active_rooms", c.zrem(k.active_rooms(), room))
+                .await?;
+            Ok(closed)
+        })
+        .await
+    }
+}

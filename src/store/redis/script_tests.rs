@@ -1,0 +1,310 @@
+//! Focused tests of the scripts against a real `redis-server` started here:
+//! the expiry trim and the late-write refusal.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Script, Value};
+
+use super::scripts::{
+    Create, CreateReply, EventKeys, MemberKeys, Note, Replace, ReplaceReply, ScriptArgs,
+    ScriptReply, Scripts, Send, SendReply, Since, SinceReply, Trim, Trimmed,
+};
+use crate::codec;
+use crate::error::{StoreError, StoreResult};
+use crate::layout::Keys;
+use crate::model::{Event, Message, MessageKind, Room, User};
+
+/// A `redis-server` on a free port, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn server() -> (Server, MultiplexedConnection) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new("/usr/bin/redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let server = Server { child, port };
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).expect("client");
+    for _ in 0..200 {
+        if let Ok(conn) = client.get_multiplexed_async_connection().await {
+            return (server, conn);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("redis-server did not come up on {}", server.port);
+}
+
+async fn run<R: ScriptReply>(
+    conn: &mut MultiplexedConnection,
+    script: &Script,
+    args: &impl ScriptArgs,
+) -> StoreResult<R> {
+    let mut inv = script.prepare_invoke();
+    args.bind(&mut inv);
+    let value: Value = inv.invoke_async(conn).await.expect("script runs");
+    R::parse(value)
+}
+
+/// Redis time, ms.
+async fn redis_now(conn: &mut MultiplexedConnection) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+const ROOM: &str = "r1";
+const FAR: i64 = i64::MAX;
+
+fn ann() -> User {
+    User {
+        id: "ann".into(),
+        name: "Ann".into(),
+        image: None,
+    }
+}
+
+fn message(id: &str, text: &str) -> Message {
+    Message {
+        id: id.into(),
+        room: ROOM.into(),
+        seq: 0,
+        user: ann(),
+        kind: MessageKind::Text,
+        content: text.into(),
+        attachment: None,
+        created_at: 1,
+        edited_at: None,
+        deleted: false,
+    }
+}
+
+fn tail(m: &Message) -> Vec<u8> {
+    codec::encode_tail(&Event::MessageCreated(m.clone()), 1)
+}
+
+fn event_keys(k: &Keys) -> EventKeys {
+    EventKeys {
+        room: k.room(ROOM),
+        events: k.room_events(ROOM),
+        channel: k.channel(ROOM),
+    }
+}
+
+/// Creates `ROOM` with `ann` joined; its system message lives `note_ttl_ms`.
+async fn create(conn: &mut MultiplexedConnection, scripts: &Scripts, k: &Keys, note_ttl_ms: u64) {
+    let event = event_keys(k);
+    let room = Room {
+        id: ROOM.into(),
+        code: "ABC234".into(),
+        name: "r".into(),
+        created_by: "ann".into(),
+        created_at: 1,
+        max_participants: 10,
+        private: false,
+        participant_count: 0,
+        last_seq: 0,
+    };
+    let note = message("note", "created");
+    let note_tail = tail(&note);
+    let args = Create {
+        keys: MemberKeys {
+            event: &event,
+            members: k.room_members(ROOM),
+            member_conns: k.member_conns(ROOM, "ann"),
+            presence: k.presence(ROOM),
+            messages: k.room_messages(ROOM),
+            message: k.message(ROOM, "note"),
+        },
+        room: &room,
+        user_id: "ann",
+        user_json: r#"{"id":"ann","name":"Ann","image":null}"#,
+        conn: "c1",
+        presence_member: "ann:c1",
+        note: Note {
+            id: "note",
+            tail: &note_tail,
+            ttl_ms: note_ttl_ms,
+            log_len: 100,
+        },
+        now: 1,
+        deadline: FAR,
+    };
+    let reply: CreateReply = run(conn, &scripts.create, &args).await.expect("create");
+    assert_eq!(reply, CreateReply::Created(1));
+}
+
+async fn send(
+    conn: &mut MultiplexedConnection,
+    scripts: &Scripts,
+    k: &Keys,
+    id: &str,
+    ttl_ms: u64,
+    deadline: i64,
+) -> StoreResult<SendReply> {
+    let event = event_keys(k);
+    let m = message(id, id);
+    let t = tail(&m);
+    let args = Send {
+        event: &event,
+        members: k.room_members(ROOM),
+        messages: k.room_messages(ROOM),
+        message: k.message(ROOM, id),
+        dedupe: &k.dedupe(ROOM, "ann", ""),
+        user: "ann",
+        msg_id: id,
+        tail: &t,
+        ttl_ms,
+        log_len: 100,
+        now: 2,
+        dedupe_mode: 0,
+        dedupe_ttl_ms: 1000,
+        deadline,
+    };
+    run(conn, &scripts.send, &args).await
+}
+
+fn is_late(r: &StoreResult<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(StoreError::Unavailable(reason)) if reason.contains("deadline"))
+}
+
+#[tokio::test]
+async fn a_write_past_its_deadline_is_refused_and_never_applied() {
+    let (_server, mut conn) = server().await;
+    let scripts = Scripts::new();
+    let k = Keys::new("t:");
+    create(&mut conn, &scripts, &k, 60_000).await;
+    let seq_before: u64 = conn.hget(k.room(ROOM), "seq").await.expect("seq");
+
+    // One ms past in Redis time: refused.
+    let past = redis_now(&mut conn).await - 1;
+    let late = send(&mut conn, &scripts, &k, "m-late", 60_000, past).await;
+    assert!(is_late(&late), "{late:?}");
+
+    // An edit past its deadline is refused the same way.
+    let stored: Vec<u8> = conn.get(k.message(ROOM, "note")).await.expect("note");
+    let event = event_keys(&k);
+    let edit_tail = codec::encode_tail(&Event::MessageUpdated(message("note", "edited")), 1);
+    let edit = Replace {
+        event: &event,
+        message: k.message(ROOM, "note"),
+        expected: &stored,
+        tail: &edit_tail,
+        log_len: 100,
+        now: 3,
+        deadline: past,
+    };
+    let late_edit = run::<ReplaceReply>(&mut conn, &scripts.replace, &edit).await;
+    assert!(is_late(&late_edit), "{late_edit:?}");
+
+    // Nothing of either was written, then or later.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let exists: bool = conn
+        .exists(k.message(ROOM, "m-late"))
+        .await
+        .expect("exists");
+    assert!(!exists, "the refused message was not stored");
+    let seq_after: u64 = conn.hget(k.room(ROOM), "seq").await.expect("seq");
+    assert_eq!(seq_after, seq_before, "no seq was taken");
+    let indexed: Option<f64> = conn
+        .zscore(k.room_messages(ROOM), "m-late")
+        .await
+        .expect("zscore");
+    assert_eq!(indexed, None);
+    let events: u64 = conn.zcard(k.room_events(ROOM)).await.expect("zcard");
+    assert_eq!(events, 1, "only the creation event is logged");
+    let now_stored: Vec<u8> = conn.get(k.message(ROOM, "note")).await.expect("note");
+    assert_eq!(now_stored, stored, "the refused edit changed nothing");
+
+    // The same write within its deadline is applied.
+    let future = redis_now(&mut conn).await + 5_000;
+    let ok = send(&mut conn, &scripts, &k, "m-ok", 60_000, future).await;
+    assert_eq!(ok.expect("sent"), SendReply::Sent(seq_before + 1));
+}
+
+#[tokio::test]
+async fn the_expiry_trim_drops_expired_messages_and_their_events() {
+    let (_server, mut conn) = server().await;
+    let scripts = Scripts::new();
+    let k = Keys::new("t:");
+    // seq 1 (the note), 2, 3 expire soon; 4 and 5 live.
+    create(&mut conn, &scripts, &k, 30).await;
+    for id in ["short-1", "short-2"] {
+        send(&mut conn, &scripts, &k, id, 30, FAR)
+            .await
+            .expect("send");
+    }
+    for id in ["long-1", "long-2"] {
+        send(&mut conn, &scripts, &k, id, 60_000, FAR)
+            .await
+            .expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(80)).await;
+
+    let trim = Trim {
+        messages: k.room_messages(ROOM),
+        events: k.room_events(ROOM),
+        message_prefix: k.message_prefix(ROOM),
+    };
+    let removed: Trimmed = run(&mut conn, &scripts.trim, &trim).await.expect("trim");
+    assert_eq!(removed, Trimmed(3));
+    let ids: Vec<String> = conn
+        .zrange(k.room_messages(ROOM), 0, -1)
+        .await
+        .expect("index");
+    assert_eq!(ids, ["long-1", "long-2"]);
+    let scores: Vec<(Vec<u8>, u64)> = conn
+        .zrange_withscores(k.room_events(ROOM), 0, -1)
+        .await
+        .expect("events");
+    let seqs: Vec<u64> = scores.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, [4, 5], "events about expired messages are gone");
+    let again: Trimmed = run(&mut conn, &scripts.trim, &trim).await.expect("trim");
+    assert_eq!(again, Trimmed(0), "a second trim finds nothing");
+
+    // A replay after the trim starts at the oldest live message.
+    let since = Since {
+        room: k.room(ROOM),
+        events: k.room_events(ROOM),
+        messages: k.room_messages(ROOM),
+        since: 0,
+        message_prefix: k.message_prefix(ROOM),
+    };
+    let replay: SinceReply = run(&mut conn, &scripts.since, &since).await.expect("since");
+    assert_eq!(replay.last_seq, 5);
+    let seqs: Vec<u64> = replay
+        .envelopes
+        .iter()
+        .map(|e| codec::peek_seq(e).expect("seq"))
+        .collect();
+    assert_eq!(seqs, [4, 5]);
+
+    // When every message has expired, the whole log goes.
+    conn.del::<_, ()>(k.message(ROOM, "long-1"))
+        .await
+        .expect("del");
+    conn.del::<_, ()>(k.message(ROOM, "long-2"))
+        .await
+        .expect("del");
+    let removed: Trimmed = run(&mut conn, &scripts.trim, &trim).await.expect("trim");
+    assert_eq!(removed, Trimmed(2));
+    let events: u64 = conn.zcard(k.room_events(ROOM)).await.expect("zcard");
+    assert_eq!(events, 0);
+}
