@@ -39,6 +39,24 @@ pub fn check_client_msg_id(id: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// A message's new state, decided by an edit or a delete.
+enum Change {
+    /// Edited: published as `message.updated`.
+    Edit(Message),
+    /// Deleted (a tombstone): published as `message.deleted`.
+    Delete(Message),
+}
+
+impl Change {
+    /// The event that stores and announces it, and the message itself.
+    fn into_event(self) -> (Event, Message) {
+        match self {
+            Change::Edit(m) => (Event::MessageUpdated(m.clone()), m),
+            Change::Delete(m) => (Event::MessageDeleted(m.clone()), m),
+        }
+    }
+}
+
 /// Longest `client_msg_id`.
 pub const MAX_CLIENT_MSG_ID: usize = 64;
 /// Longest search query.
@@ -277,7 +295,7 @@ impl MessageService {
             let mut edited = m.clone();
             edited.content = content;
             edited.edited_at = Some(now);
-            Ok(Some(Event::MessageUpdated(edited)))
+            Ok(Some(Change::Edit(edited)))
         })
         .await
     }
@@ -317,34 +335,28 @@ impl MessageService {
             tombstone.deleted = true;
             tombstone.content = String::new();
             tombstone.attachment = None;
-            Ok(Some(Event::MessageDeleted(tombstone)))
+            Ok(Some(Change::Delete(tombstone)))
         })
         .await
     }
 
-    /// Changes a message by compare-and-set: reads it, asks `decide` for the
-    /// event that changes it (`None`: leave it as it is), and stores that
-    /// unless the message changed meanwhile, in which case it starts over.
+    /// Changes a message by compare-and-set: reads it, asks `decide` for its
+    /// new state (`None`: leave it as it is), and stores that unless the
+    /// message changed meanwhile, in which case it starts over.
     async fn change(
         &self,
         room: &str,
         message: &str,
-        decide: impl Fn(&Message) -> Result<Option<Event>, ServiceError>,
+        decide: impl Fn(&Message) -> Result<Option<Change>, ServiceError>,
     ) -> Result<Message, ServiceError> {
         for _ in 0..REPLACE_ATTEMPTS {
             let stored = self.existing(room, message).await?;
-            let Some(event) = decide(&stored.message)? else {
+            let Some(change) = decide(&stored.message)? else {
                 return Ok(stored.message);
             };
+            let (event, changed) = change.into_event();
             match self.messages.replace(room, &stored.raw, &event).await? {
-                ReplaceOutcome::Replaced(_) => {
-                    return event.message().cloned().ok_or_else(|| {
-                        crate::store::StoreError::Corrupt(
-                            "a message change must be a message event".into(),
-                        )
-                        .into()
-                    });
-                }
+                ReplaceOutcome::Replaced(_) => return Ok(changed),
                 ReplaceOutcome::Changed => continue,
                 ReplaceOutcome::Gone => return Err(message_not_found(message)),
             }

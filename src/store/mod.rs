@@ -5,7 +5,7 @@
 //!   scripts.
 //! - `memory` (`MemoryStore`): a single node without Redis, and fast tests.
 //!
-//! Both engines pass the conformance suite in `tests/store_conformance.rs`.
+//! Both engines pass the conformance suite in `tests/integration/store_conformance/`.
 //!
 //! Operations that append a durable event (a message written, a system
 //! message on join or leave) assign the room's next `seq` and publish the

@@ -1,0 +1,371 @@
+//! One conformance suite, run against both store engines: the in-memory one
+//! and the Redis one on a private `redis-server`. Both must behave the same
+//! for every repository operation, including the atomic append-and-publish
+//! of durable events in seq order.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use huddle::codec;
+use huddle::events::EventSink;
+use huddle::layout::Keys;
+use huddle::metrics::Metrics;
+use huddle::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms};
+use huddle::store::redis::ConnMode;
+use huddle::store::{
+    AppendOutcome, CreateOutcome, JoinOutcome, LeaveOutcome, MemoryStore, RedisStore,
+    ReplaceOutcome, SessionRecord, Store, StoreSettings,
+};
+
+use crate::common::RedisServer;
+
+/// Records what the memory engine publishes.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+impl EventSink for Recorder {
+    fn deliver(&self, room: &str, envelope: &[u8]) {
+        self.seen
+            .lock()
+            .expect("recorder lock")
+            .push((room.to_owned(), envelope.to_vec()));
+    }
+}
+
+fn settings(log_len: u32, ttl: Duration) -> StoreSettings {
+    StoreSettings {
+        message_ttl: ttl,
+        event_log_len: log_len,
+        dedupe_ttl: Duration::from_secs(86_400),
+        session_ttl: Duration::from_secs(3600),
+    }
+}
+
+fn memory(log_len: u32, ttl: Duration) -> (Arc<dyn Store>, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let store = MemoryStore::new(settings(log_len, ttl), rec.clone());
+    (Arc::new(store), rec)
+}
+
+fn redis_store(redis: &RedisServer, prefix: &str, log_len: u32, ttl: Duration) -> Arc<dyn Store> {
+    let store = RedisStore::connect(
+        &redis.url(),
+        4,
+        Duration::from_secs(2),
+        Keys::new(prefix),
+        settings(log_len, ttl),
+        Arc::new(Metrics::new()),
+    )
+    .expect("redis store");
+    Arc::new(store)
+}
+
+/// An envelope as the store's replay hands it out.
+fn decoded(envelope: &[u8]) -> SeqEvent {
+    let env = codec::decode(envelope).expect("decodes");
+    SeqEvent {
+        seq: env.seq,
+        event: env.event,
+    }
+}
+
+fn user(name: &str) -> User {
+    User {
+        id: format!("u-{name}"),
+        name: name.to_owned(),
+        image: None,
+    }
+}
+
+fn room(id: &str, code: &str, max: u32, private: bool) -> Room {
+    Room {
+        id: id.to_owned(),
+        code: code.to_owned(),
+        name: format!("room {id}"),
+        created_by: user("ann").id,
+        created_at: now_ms(),
+        max_participants: max,
+        private,
+        participant_count: 0,
+        last_seq: 0,
+    }
+}
+
+fn msg(room: &str, author: &User, kind: MessageKind, text: &str) -> Message {
+    Message {
+        id: uuid::Uuid::now_v7().to_string(),
+        room: room.to_owned(),
+        seq: 0,
+        user: author.clone(),
+        kind,
+        content: text.to_owned(),
+        attachment: None,
+        created_at: now_ms(),
+        edited_at: None,
+        deleted: false,
+    }
+}
+
+fn note(room: &str, text: &str) -> Message {
+    msg(
+        room,
+        &huddle::model::system_user(),
+        MessageKind::System,
+        text,
+    )
+}
+
+async fn create(store: &dyn Store, r: &Room, creator: &User, conn: &str) -> Room {
+    match store
+        .create_room(r, creator, conn, &note(&r.id, "created"))
+        .await
+        .expect("create")
+    {
+        CreateOutcome::Created(room) => room,
+        other => panic!("create {}: {other:?}", r.id),
+    }
+}
+
+async fn send(
+    store: &dyn Store,
+    room: &str,
+    author: &User,
+    text: &str,
+    cmid: Option<&str>,
+) -> AppendOutcome {
+    store
+        .append(&msg(room, author, MessageKind::Text, text), cmid)
+        .await
+        .expect("append")
+}
+
+fn appended(o: AppendOutcome) -> Message {
+    match o {
+        AppendOutcome::Appended(m) => m,
+        other => panic!("expected Appended, got {other:?}"),
+    }
+}
+
+mod cases;
+
+use self::cases::*;
+
+// ---------------------------------------------------------------------------
+// Engines: every case runs on its own store, once per engine, as its own test
+// ---------------------------------------------------------------------------
+
+/// A store under test and the clock its TTLs run on.
+struct Engine {
+    /// The store.
+    store: Arc<dyn Store>,
+    /// The memory engine's clock (Unix ms), which the test moves; `None` for
+    /// Redis, whose TTLs run on real time.
+    manual: Option<Arc<AtomicU64>>,
+    /// Keeps the Redis engine's server alive for the test.
+    _redis: Option<RedisServer>,
+}
+
+impl Engine {
+    /// The memory engine on a clock the test moves.
+    fn memory(log_len: u32, ttl: Duration) -> Engine {
+        let manual = Arc::new(AtomicU64::new(now_ms()));
+        let clock = manual.clone();
+        let store = MemoryStore::with_clock(
+            settings(log_len, ttl),
+            Arc::new(Recorder::default()),
+            Arc::new(move || clock.load(Ordering::SeqCst)),
+        );
+        Engine {
+            store: Arc::new(store),
+            manual: Some(manual),
+            _redis: None,
+        }
+    }
+
+    /// The Redis engine on a private `redis-server`.
+    async fn redis(mode: ConnMode, log_len: u32, ttl: Duration) -> Engine {
+        let redis = RedisServer::start().await;
+        let store = RedisStore::connect_with(
+            &redis.url(),
+            4,
+            Duration::from_secs(2),
+            Keys::new("t:"),
+            settings(log_len, ttl),
+            Arc::new(Metrics::new()),
+            mode,
+        )
+        .expect("redis store");
+        Engine {
+            store: Arc::new(store),
+            manual: None,
+            _redis: Some(redis),
+        }
+    }
+
+    /// Now, Unix ms, by the store's clock.
+    fn now(&self) -> u64 {
+        match &self.manual {
+            Some(clock) => clock.load(Ordering::SeqCst),
+            None => now_ms(),
+        }
+    }
+
+    /// Lets `d` pass: moves the memory engine's clock, sleeps for Redis.
+    async fn pass(&self, d: Duration) {
+        match &self.manual {
+            Some(clock) => {
+                clock.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+            }
+            None => tokio::time::sleep(d).await,
+        }
+    }
+}
+
+/// Stamps each case as a test per engine: `memory_engine::case`,
+/// `redis_pooled::case` and `redis_shared::case` (one shared connection).
+macro_rules! conformance {
+    ($($case:ident($log_len:expr, $ttl:expr);)*) => {
+        mod memory_engine {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&Engine::memory($log_len, $ttl)).await;
+                }
+            )*
+        }
+        mod redis_pooled {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&Engine::redis(ConnMode::Pool, $log_len, $ttl).await).await;
+                }
+            )*
+        }
+        mod redis_shared {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&Engine::redis(ConnMode::Shared, $log_len, $ttl).await).await;
+                }
+            )*
+        }
+    };
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+conformance! {
+    rooms_and_codes(1000, HOUR);
+    membership(1000, HOUR);
+    messages_and_idempotency(1000, HOUR);
+    history_pages(1000, HOUR);
+    listing(1000, HOUR);
+    sessions_and_cache(1000, HOUR);
+    edits_and_search(1000, HOUR);
+    presence_nodes_and_locks(1000, HOUR);
+    idle_rooms_close(1000, HOUR);
+    event_log(5, HOUR);
+    message_expiry(1000, Duration::from_secs(1));
+}
+
+/// Durable events are published in seq order with the same envelope the log
+/// keeps: memory engine to its sink, Redis engine on `events:{R}`.
+#[tokio::test]
+async fn memory_engine_publishes_in_seq_order() {
+    let (store, rec) = memory(1000, Duration::from_secs(3600));
+    let ann = user("ann");
+    create(
+        store.as_ref(),
+        &room("r-p", "PPP222", 50, false),
+        &ann,
+        "a1",
+    )
+    .await;
+    for i in 0..20 {
+        appended(send(store.as_ref(), "r-p", &ann, &format!("m{i}"), None).await);
+    }
+    let seen = rec.seen.lock().expect("lock").clone();
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|(_, e)| codec::peek_seq(e).expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=21).collect::<Vec<u64>>());
+    assert!(seen.iter().all(|(r, _)| r == "r-p"));
+    let log = store.events_since("r-p", 0).await.expect("log");
+    assert_eq!(
+        log.events,
+        seen.iter().map(|(_, e)| decoded(e)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_publishes_in_seq_order() {
+    let redis = RedisServer::start().await;
+    let store = redis_store(&redis, "pub:", 1000, Duration::from_secs(3600));
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    let channel = Keys::new("pub:").channel("r-p");
+    pubsub.subscribe(&channel).await.expect("subscribe");
+    let ann = user("ann");
+    create(
+        store.as_ref(),
+        &room("r-p", "PPP222", 50, false),
+        &ann,
+        "a1",
+    )
+    .await;
+    // Concurrent senders: the script serializes them; publish order = seq order.
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let store = store.clone();
+        let ann = ann.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                appended(send(store.as_ref(), "r-p", &ann, &format!("t{t}m{i}"), None).await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("sender");
+    }
+    let mut stream = pubsub.on_message();
+    let mut seen = Vec::new();
+    while seen.len() < 41 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("published in time")
+            .expect("stream open");
+        seen.push(msg.get_payload_bytes().to_vec());
+    }
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|e| codec::peek_seq(e).expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=41).collect::<Vec<u64>>());
+    let log = store.events_since("r-p", 0).await.expect("log");
+    assert_eq!(
+        log.events,
+        seen.iter().map(|e| decoded(e)).collect::<Vec<_>>(),
+        "the log keeps exactly what was published"
+    );
+}
+
+/// A Redis that is down is `Unavailable`, not a hang and not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_reports_unavailable() {
+    let mut redis = RedisServer::start().await;
+    let store = redis_store(&redis, "down:", 1000, Duration::from_secs(3600));
+    store.ping().await.expect("up");
+    redis.kill();
+    let started = std::time::Instant::now();
+    let err = store.room("r").await.expect_err("down");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
