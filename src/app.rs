@@ -19,25 +19,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{EventBus, MemoryBus, RedisBus};
 use crate::config::{Config, RedisConnMode};
+use crate::error::BuildError;
 use crate::events::EventSink;
 use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
 use crate::store::breaker::BreakerState;
 use crate::store::redis::ConnMode;
-use crate::store::{MemoryStore, RedisStore, Store, StoreError, StoreSettings};
-
-/// Why a node could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The store or bus could not be set up.
-    #[error("cannot set up Redis: {0}")]
-    Redis(#[from] StoreError),
-}
+use crate::store::{MemoryStore, RedisStore, Store, StoreSettings};
 
 /// A node's parts. Cheap to clone.
 #[derive(Clone)]
-pub struct App {
+pub(crate) struct App {
     inner: Arc<Inner>,
 }
 
@@ -60,42 +53,42 @@ struct Inner {
 
 /// `GET /readyz`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// Whether the node should get new clients.
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// This node.
-    pub node: String,
+    pub(crate) node: String,
     /// `memory` or `redis`.
-    pub engine: &'static str,
+    pub(crate) engine: &'static str,
     /// Each component.
-    pub checks: Checks,
+    pub(crate) checks: Checks,
 }
 
 /// Components of readiness.
 #[derive(Debug, Clone, Serialize)]
-pub struct Checks {
+pub(crate) struct Checks {
     /// Store commands answer.
-    pub store: Check,
+    pub(crate) store: Check,
     /// The circuit breaker around the store: `closed`, `open`, `half_open`.
-    pub breaker: &'static str,
+    pub(crate) breaker: &'static str,
     /// The pub/sub connection is up.
-    pub pubsub: Check,
+    pub(crate) pubsub: Check,
     /// The node is draining (shutting down).
-    pub draining: bool,
+    pub(crate) draining: bool,
 }
 
 /// One component's state.
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// Healthy.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// A claimed connection slot, released on drop.
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     app: App,
 }
 
@@ -109,7 +102,7 @@ impl Drop for ConnectionSlot {
 impl App {
     /// Builds a node from its configuration. Received room events go to
     /// `sink` (the node's local fan-out); `metrics` is the node's registry.
-    pub async fn build(
+    pub(crate) async fn build(
         config: Config,
         metrics: Arc<Metrics>,
         sink: Arc<dyn EventSink>,
@@ -212,40 +205,32 @@ impl App {
     }
 
     /// The configuration.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.inner.config.clone()
     }
     /// This node's id.
-    pub fn node_id(&self) -> &str {
+    pub(crate) fn node_id(&self) -> &str {
         &self.inner.node_id
     }
-    /// Every repository.
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.inner.store.clone()
-    }
-    /// The event bus.
-    pub fn bus(&self) -> &Arc<dyn EventBus> {
-        &self.inner.bus
-    }
     /// Room rules.
-    pub fn rooms(&self) -> &RoomService {
+    pub(crate) fn rooms(&self) -> &RoomService {
         &self.inner.rooms
     }
     /// Message rules.
-    pub fn messages(&self) -> &MessageService {
+    pub(crate) fn messages(&self) -> &MessageService {
         &self.inner.messages
     }
     /// Session rules.
-    pub fn sessions(&self) -> &SessionService {
+    pub(crate) fn sessions(&self) -> &SessionService {
         &self.inner.sessions
     }
     /// Metrics.
-    pub fn metrics(&self) -> Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
         self.inner.metrics.clone()
     }
 
     /// Claims a WebSocket slot under `--max-connections`.
-    pub fn claim_connection(&self) -> Option<ConnectionSlot> {
+    pub(crate) fn claim_connection(&self) -> Option<ConnectionSlot> {
         let max = self.inner.config.max_connections;
         let prev = self.inner.connections.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
@@ -258,23 +243,23 @@ impl App {
     }
 
     /// Marks the node as draining: readiness fails from now on.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.inner.draining.store(true, Ordering::Release);
         self.inner.metrics.draining.set(1);
     }
 
     /// Whether the node is draining.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Stops background tasks.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.inner.stop.cancel();
     }
 
     /// Checks each component.
-    pub async fn readiness(&self) -> Readiness {
+    pub(crate) async fn readiness(&self) -> Readiness {
         let timeout = self.inner.config.redis_timeout;
         let store = match tokio::time::timeout(timeout, self.inner.store.ping()).await {
             Ok(Ok(())) => Check {
@@ -320,7 +305,7 @@ impl App {
     }
 
     /// The metrics text, with pool gauges read now.
-    pub fn render_metrics(&self) -> String {
+    pub(crate) fn render_metrics(&self) -> String {
         if let Some(redis) = &self.inner.redis {
             self.inner
                 .metrics
@@ -338,7 +323,7 @@ impl App {
 }
 
 /// A Redis URL with its password hidden, for logs.
-pub fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])

@@ -213,6 +213,14 @@ pub mod close {
     }
 }
 
+/// Why a node could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store or bus could not be set up.
+    #[error("cannot set up Redis: {0}")]
+    Redis(#[from] StoreError),
+}
+
 /// Errors of the service layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

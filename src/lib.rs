@@ -17,26 +17,29 @@
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | `Config`, the `serve` settings: flags, `HUDDLE_*` variables, defaults, validation |
-//! | [`app`] | the composition root: builds everything once |
-//! | [`gateway`] | HTTP routes, WebSocket connections, the hub (local fan-out), drain |
-//! | [`protocol`] | client frames ↔ typed requests, replies, event frames |
-//! | [`service`] | `RoomService`, `MessageService`, `SessionService` |
+//! | `app` (crate-internal) | the composition root: builds everything once, handed the event sink |
+//! | [`gateway`] | `Gateway` (a node), HTTP routes, WebSocket connections, the hub (local fan-out), drain |
+//! | [`protocol`] | client frames ↔ typed requests, reply shapes, event frames |
+//! | [`service`] | `RoomService`, `MessageService`, `SessionService`; room subscriptions, typing |
 //! | [`store`] | `RoomStore`, `MessageStore`, `SessionStore`, `CacheStore`; Redis and memory engines |
-//! | [`bus`] | `EventBus`; Redis pub/sub subscriber with gap repair; memory bus |
+//! | `bus` (crate-internal) | `EventBus`; Redis pub/sub subscriber with gap repair; memory bus |
 //! | [`events`] | `EventSink` (the local fan-out) and `EventLog` (raw durable log), below store and bus |
 //! | [`layout`] | the Redis key and channel layout, below store and bus |
 //! | [`codec`] | the versioned bincode envelope events travel in |
 //! | [`model`] | users, rooms, messages, events |
-//! | [`error`] | error enums (`StoreError` included) and their one mapping to protocol codes |
+//! | [`error`] | error enums (`StoreError` included), their one mapping to protocol codes, close codes |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`telemetry`] | logging setup |
 //!
-//! The `huddle` binary (`src/bin/huddle/`) holds what only the command line
-//! needs: the subcommands' arguments, `huddle bench` (the load generator)
-//! and `huddle health` (the container health check).
+//! The modules below the services (store, events, layout, codec, model)
+//! stay public for the store conformance suite and the benchmarks; the
+//! composition root and the bus are the crate's own. The `huddle` binary
+//! (`src/bin/huddle/`) holds what only the command line needs: the
+//! subcommands' arguments, `huddle bench` (the load generator) and
+//! `huddle health` (the container health check).
 
-pub mod app;
-pub mod bus;
+pub(crate) mod app;
+pub(crate) mod bus;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -50,5 +53,4 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 
-pub use app::App;
 pub use config::Config;

@@ -23,13 +23,13 @@ use crate::error::StoreResult;
 use crate::events::EventSink;
 use crate::model::{Event, now_us};
 
-pub mod redis;
+pub(crate) mod redis;
 
-pub use self::redis::RedisBus;
+pub(crate) use self::redis::RedisBus;
 
 /// Publishing and subscribing to room events.
 #[async_trait]
-pub trait EventBus: Send + Sync {
+pub(crate) trait EventBus: Send + Sync {
     /// Publishes an ephemeral event to every node.
     async fn publish(&self, room: &str, event: &Event) -> StoreResult<()>;
 
@@ -45,13 +45,13 @@ pub trait EventBus: Send + Sync {
 }
 
 /// The single-node bus: publishing is local delivery.
-pub struct MemoryBus {
+pub(crate) struct MemoryBus {
     sink: Arc<dyn EventSink>,
 }
 
 impl MemoryBus {
     /// A bus delivering to `sink`.
-    pub fn new(sink: Arc<dyn EventSink>) -> MemoryBus {
+    pub(crate) fn new(sink: Arc<dyn EventSink>) -> MemoryBus {
         MemoryBus { sink }
     }
 }

@@ -44,7 +44,7 @@ enum Command {
 }
 
 /// The Redis engine of the bus.
-pub struct RedisBus {
+pub(crate) struct RedisBus {
     /// Subscribe and unsubscribe requests to the subscriber task.
     commands: mpsc::Sender<Command>,
     /// The connection `PUBLISH` goes on; it connects on first use and
@@ -81,7 +81,7 @@ impl RedisBus {
     /// Ephemeral events are published on `publisher`.
     // Each argument is one part the composition root hands in.
     #[allow(clippy::too_many_arguments)]
-    pub async fn start(
+    pub(crate) async fn start(
         url: &str,
         keys: Keys,
         timeout: Duration,

@@ -35,9 +35,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{App, BuildError};
+use crate::app::App;
 use crate::config::Config;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, BuildError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::protocol::replies::HistoryData;
 
@@ -85,8 +85,13 @@ impl Gateway {
     }
 
     /// The node's app.
-    pub fn app(&self) -> &App {
+    pub(crate) fn app(&self) -> &App {
         &self.app
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        self.app.node_id()
     }
 
     /// The node's local fan-out.

@@ -95,7 +95,7 @@ pub fn normalize_code(code: &str) -> Option<String> {
 
 impl RoomService {
     /// Rules over the given stores and bus.
-    pub fn new(
+    pub(crate) fn new(
         rooms: Arc<dyn RoomStore>,
         messages: Arc<dyn MessageStore>,
         sessions: Arc<dyn SessionStore>,

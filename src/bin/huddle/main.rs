@@ -71,7 +71,7 @@ fn serve(config: Config) -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(bind);
-        tracing::info!(%addr, node = gateway.app().node_id(), "listening");
+        tracing::info!(%addr, node = gateway.node_id(), "listening");
         // The one line on stdout: tools and tests read the port from it.
         println!("listening on {addr}");
         let _ = std::io::stdout().flush();
