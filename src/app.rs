@@ -23,7 +23,9 @@ use crate::error::BuildError;
 use crate::events::EventSink;
 use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
-use crate::service::{Janitor, JanitorSettings, MessageService, RoomService, SessionService};
+use crate::service::{
+    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, RoomService, SessionService,
+};
 use crate::store::breaker::BreakerState;
 use crate::store::redis::ConnMode;
 use crate::store::{MemoryStore, RedisStore, Store, StoreSettings};
@@ -161,7 +163,22 @@ impl App {
             "{node_id}/{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let rooms = RoomService::new(store.clone(), store.clone(), store.clone(), bus.clone());
+        let limits = Limits::new(
+            store.clone(),
+            LimitSettings {
+                room_create_per_min: config.room_create_per_min,
+                code_miss_per_min: config.code_miss_per_min,
+                per_address: config.per_address_limits(),
+            },
+            metrics.clone(),
+        );
+        let rooms = RoomService::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            bus.clone(),
+            limits,
+        );
         let messages = MessageService::new(store.clone(), store.clone(), config.edit_window);
         let sessions = SessionService::new(
             store.clone(),

@@ -149,6 +149,28 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// `room.create` per user per minute, across every node; 0 for no limit.
+    #[arg(long, env = "HUDDLE_ROOM_CREATE_PER_MIN", default_value_t = 30)]
+    pub room_create_per_min: u32,
+
+    /// Unknown join codes per user per minute; once past it every join by
+    /// code is `rate_limited` until the minute has passed. 0 for no limit.
+    #[arg(long, env = "HUDDLE_CODE_MISS_PER_MIN", default_value_t = 10)]
+    pub code_miss_per_min: u32,
+
+    /// Balancers and proxies (IPs or CIDR blocks, comma-separated) whose
+    /// `X-Forwarded-For` is believed: the client's address is the first
+    /// hop, from the right, that is not one of them. Setting it turns the
+    /// per-address limits on.
+    #[arg(long, env = "HUDDLE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Apply the per-user limits, times 6, per client address too (on
+    /// without this flag when `--trusted-proxies` is set; behind a balancer
+    /// that is not trusted every client shares one address).
+    #[arg(long, env = "HUDDLE_ADDRESS_LIMITS")]
+    pub address_limits: bool,
+
     /// A connection that has not completed `hello` this long after it
     /// opened is closed with 4001, whatever else it sends.
     #[arg(long, env = "HUDDLE_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -196,6 +218,12 @@ struct ServeFlags {
 }
 
 impl Config {
+    /// Whether the per-address limits are on: `--address-limits`, or a
+    /// `--trusted-proxies` list (then the client address is known).
+    pub fn per_address_limits(&self) -> bool {
+        self.address_limits || !self.trusted_proxies.is_empty()
+    }
+
     /// A configuration with every default, for tests and embedding.
     pub fn defaults() -> Config {
         ServeFlags::parse_from(["huddle"]).config
@@ -337,6 +365,15 @@ const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
 
 fn percent_encode_userinfo(s: &str) -> String {
     utf8_percent_encode(s, USERINFO).to_string()
+}
+
+/// Parses an IP address or CIDR block (`10.0.0.0/8`, `::1`); a bare
+/// address is a block of one.
+pub fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR block like 10.0.0.0/8"))
 }
 
 /// Parses a duration flag: `30d`, `15m`, `5s`, `250ms`, `24h` or any other

@@ -242,6 +242,14 @@ pub enum ServiceError {
     /// A field is longer than allowed.
     #[error("{0}")]
     TooLarge(String),
+    /// A limit of the user or their address is used up for now.
+    #[error("{message}")]
+    RateLimited {
+        /// What is limited, in words.
+        message: String,
+        /// When a retry may pass.
+        retry_after: std::time::Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -257,6 +265,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => ErrorCode::NotFound,
             ServiceError::Conflict(_) => ErrorCode::Conflict,
             ServiceError::TooLarge(_) => ErrorCode::TooLarge,
+            ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
             ServiceError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
             ServiceError::Store(_) => ErrorCode::Internal,
         }
@@ -279,7 +288,13 @@ impl From<ServiceError> for ApiError {
                     format!("internal error (correlation id {correlation})"),
                 )
             }
-            _ => ApiError::new(code, err.to_string()),
+            _ => {
+                let mut api = ApiError::new(code, err.to_string());
+                if let ServiceError::RateLimited { retry_after, .. } = err {
+                    api.retry_after_ms = Some((retry_after.as_millis() as u64).max(1));
+                }
+                api
+            }
         }
     }
 }
@@ -319,6 +334,17 @@ mod tests {
             "node restarting; reconnect and resume with since"
         );
         assert_eq!(close::reason(close::NORMAL), "");
+    }
+
+    #[test]
+    fn limits_carry_their_retry_time() {
+        let api = ApiError::from(ServiceError::RateLimited {
+            message: "slow down".into(),
+            retry_after: std::time::Duration::from_millis(1500),
+        });
+        assert_eq!(api.code, ErrorCode::RateLimited);
+        assert_eq!(api.retry_after_ms, Some(1500));
+        assert_eq!(api.message, "slow down");
     }
 
     #[test]

@@ -125,6 +125,10 @@ impl Keys {
     pub fn member_conns_prefix(&self, room: &str) -> String {
         format!("{}member_conns:{{{room}}}:", self.prefix)
     }
+    /// `limit:NAME`: a fixed-window counter of the abuse limits.
+    pub fn limit(&self, name: &str) -> String {
+        format!("{}limit:{name}", self.prefix)
+    }
     /// `cache:K`.
     pub fn cache(&self, key: &str) -> String {
         format!("{}cache:{key}", self.prefix)

@@ -34,6 +34,14 @@ pub struct OpLabel {
     pub op: &'static str,
 }
 
+/// Label: an abuse limit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// `room_create_user`, `room_create_address`, `code_miss_user`,
+    /// `code_miss_address`, `hello_timeout`.
+    pub limit: &'static str,
+}
+
 /// Label: a pool connection state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -79,6 +87,8 @@ pub struct Metrics {
     pub events_repaired: Counter,
     /// Requests refused with `rate_limited`.
     pub rate_limited: Counter,
+    /// Refusals and closes by abuse limit.
+    pub limited: Family<LimitLabel, Counter>,
     /// Connections closed because their outbound queue was full.
     pub slow_consumers: Counter,
     /// 1 while the node drains.
@@ -113,6 +123,7 @@ impl Metrics {
             gap_repairs: Counter::default(),
             events_repaired: Counter::default(),
             rate_limited: Counter::default(),
+            limited: Family::default(),
             slow_consumers: Counter::default(),
             draining: Gauge::default(),
             breaker_state: Gauge::default(),
@@ -182,6 +193,11 @@ impl Metrics {
             m.rate_limited.clone(),
         );
         registry.register(
+            "abuse_limited",
+            "Requests refused and connections closed by an abuse limit, by limit",
+            m.limited.clone(),
+        );
+        registry.register(
             "slow_consumers_closed",
             "Connections closed because their outbound queue was full",
             m.slow_consumers.clone(),
@@ -205,6 +221,11 @@ impl Metrics {
         self.redis_latency_seconds
             .get_or_create(&OpLabel { op })
             .observe(seconds);
+    }
+
+    /// Counts one refusal (or close) by the abuse limit `limit`.
+    pub fn abuse_limited(&self, limit: &'static str) {
+        self.limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// Counts an error reply.

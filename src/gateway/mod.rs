@@ -16,7 +16,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -354,6 +354,42 @@ fn bearer_token<B>(req: &Request<B>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The client's address: the peer, unless the peer is a trusted proxy
+/// (`--trusted-proxies`); then the first `X-Forwarded-For` hop, from the
+/// right, that is not a trusted proxy. A hop that is not an address ends
+/// the walk (nothing left of it can be believed): the peer is used then.
+fn client_address<B>(req: &Request<B>, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer.to_canonical();
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<Option<IpAddr>> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(|hop| parse_hop(hop.trim()))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return *ip,
+            None => return peer,
+        }
+    }
+    // Every hop is a trusted proxy: the leftmost is as far as it goes.
+    hops.first().copied().flatten().unwrap_or(peer)
+}
+
+/// One `X-Forwarded-For` hop: an address, possibly with a port.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
 /// Whether a browser page from this `Origin` may open a socket: always for
 /// clients that send none (not browsers) and for same-origin pages, else
 /// only origins listed in `--allowed-origins` (or `*`).
@@ -494,12 +530,16 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
         // only reads: the connection writes its frames itself (`wire`).
         .read_buffer_size(READ_BUFFER_BYTES);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let address = client_address(&req, peer.ip(), &config.trusted_proxies);
     let gateway = shared.gateway.clone();
     let stop = shared.close_sockets.clone();
     let task = async move {
         let _slot = slot;
         match on_upgrade.await {
-            Ok(upgraded) => connection::run(gateway, upgraded, ws_config, id, peer, stop).await,
+            Ok(upgraded) => {
+                let client = connection::Client { id, peer, address };
+                connection::run(gateway, upgraded, ws_config, client, stop).await
+            }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     };
@@ -563,6 +603,51 @@ mod tests {
         v8.headers_mut()
             .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
         assert_eq!(refusal(v8), StatusCode::UPGRADE_REQUIRED);
+    }
+
+    #[test]
+    fn the_client_address_believes_only_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "127.0.0.1/32".parse().expect("net"),
+        ];
+        let xff = |value: &str| {
+            Request::get("/ws")
+                .header("x-forwarded-for", value)
+                .body(())
+                .expect("request")
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let proxy = ip("10.1.2.3");
+        // Not from a trusted proxy: the header is ignored.
+        assert_eq!(
+            client_address(&xff("198.51.100.1"), ip("203.0.113.9"), &trusted),
+            ip("203.0.113.9")
+        );
+        // Through trusted proxies: the first untrusted hop from the right;
+        // what the client wrote further left is not believed.
+        assert_eq!(
+            client_address(&xff("1.1.1.1, 198.51.100.1, 10.0.0.2"), proxy, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_address(&xff("198.51.100.1:4711"), proxy, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_address(&xff("[2001:db8::1]:80"), proxy, &trusted),
+            ip("2001:db8::1")
+        );
+        // Garbage on the right ends the walk: the proxy itself.
+        assert_eq!(
+            client_address(&xff("198.51.100.1, unknown"), proxy, &trusted),
+            proxy
+        );
+        // No header at all: the proxy.
+        let bare = Request::get("/ws").body(()).expect("request");
+        assert_eq!(client_address(&bare, proxy, &trusted), proxy);
+        // Nothing trusted: always the peer.
+        assert_eq!(client_address(&xff("198.51.100.1"), proxy, &[]), proxy);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 use crate::error::ServiceError;
 
 pub mod janitor;
+pub mod limits;
 pub mod messages;
 pub mod rooms;
 pub mod sessions;
@@ -23,8 +24,9 @@ pub mod subscription;
 pub mod typing;
 
 pub use janitor::{Janitor, JanitorSettings};
+pub use limits::{LimitSettings, Limits};
 pub use messages::MessageService;
-pub use rooms::{JoinHistory, Joined, RoomService};
+pub use rooms::{JoinHistory, Joined, NewRoom, RoomService};
 pub use sessions::{Claims, SessionService};
 pub use subscription::{Listener, RoomSubscription};
 pub use typing::Typing;

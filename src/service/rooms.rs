@@ -6,10 +6,12 @@
 //! connection's leave (or disconnect) writes "left" and announces
 //! `participant.left`. `participant_count` counts distinct users.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rand::RngExt;
 
+use super::limits::Limits;
 use super::subscription::{Listener, RoomSubscription};
 use super::typing::TYPING_TTL;
 use super::{int_field, room_id, text_field};
@@ -60,6 +62,19 @@ pub struct RoomService {
     messages: Arc<dyn MessageStore>,
     sessions: Arc<dyn SessionStore>,
     bus: Arc<dyn EventBus>,
+    /// Room creation and join-code guessing limits.
+    limits: Limits,
+}
+
+/// A room as `room.create` asks for it, before validation.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRoom<'a> {
+    /// Display name, 1–100 characters.
+    pub name: &'a str,
+    /// Capacity, 2–10000 (default 50).
+    pub max_participants: Option<i64>,
+    /// Joinable only by code (default false).
+    pub private: Option<bool>,
 }
 
 fn system_message(room: &str, text: String) -> Message {
@@ -100,12 +115,14 @@ impl RoomService {
         messages: Arc<dyn MessageStore>,
         sessions: Arc<dyn SessionStore>,
         bus: Arc<dyn EventBus>,
+        limits: Limits,
     ) -> RoomService {
         RoomService {
             rooms,
             messages,
             sessions,
             bus,
+            limits,
         }
     }
 
@@ -132,18 +149,20 @@ impl RoomService {
     }
 
     /// Creates the room `subscription` was taken for (`subscribe_new`);
-    /// `user` has joined it on `conn`.
+    /// `user` (connected from `address`) has joined it on `conn`. Counts
+    /// against the room-creation limit.
     pub async fn create(
         &self,
         subscription: &RoomSubscription,
         user: &User,
         conn: &str,
-        name: &str,
-        max_participants: Option<i64>,
-        private: Option<bool>,
+        new: NewRoom<'_>,
+        address: Option<IpAddr>,
     ) -> Result<Room, ServiceError> {
-        let name = text_field("name", name, 100)?;
-        let max = int_field("max_participants", max_participants, 50, 2, 10_000)?;
+        let name = text_field("name", new.name, 100)?;
+        let max = int_field("max_participants", new.max_participants, 50, 2, 10_000)?;
+        let private = new.private;
+        self.limits.room_create(&user.id, address).await?;
         let id = room_id(subscription.room())?.to_owned();
         let note = system_message(&id, format!("{} created the room", user.name));
         // Codes are random: on a collision try again, growing the code after
@@ -176,11 +195,16 @@ impl RoomService {
     /// Which room a `room.join` means, and whether `user` may join it: a
     /// private room only by its code, or by id for a user who is already a
     /// participant (another tab, or resuming after a reconnect).
+    ///
+    /// A join by code counts against the unknown-code limit of `user` and
+    /// `address` when the code names no room, and is refused while that
+    /// limit is spent.
     pub async fn resolve_join(
         &self,
         user: &User,
         room: Option<&str>,
         code: Option<&str>,
+        address: Option<IpAddr>,
     ) -> Result<String, ServiceError> {
         match (room, code) {
             (Some(_), Some(_)) => Err(ServiceError::BadRequest(
@@ -190,9 +214,20 @@ impl RoomService {
                 "`room` or `code` is required".into(),
             )),
             (None, Some(code)) => {
-                let missing = || ServiceError::NotFound(format!("no room has the code {code:?}"));
-                let code = normalize_code(code).ok_or_else(missing)?;
-                self.rooms.room_id_by_code(&code).await?.ok_or_else(missing)
+                self.limits.code_join(&user.id, address).await?;
+                let found = match normalize_code(code) {
+                    Some(code) => self.rooms.room_id_by_code(&code).await?,
+                    None => None,
+                };
+                match found {
+                    Some(id) => Ok(id),
+                    None => {
+                        self.limits.code_missed(&user.id, address).await;
+                        Err(ServiceError::NotFound(format!(
+                            "no room has the code {code:?}"
+                        )))
+                    }
+                }
             }
             (Some(id), None) => {
                 let room = self.existing(id).await?;
@@ -412,7 +447,16 @@ mod tests {
         let sink: Arc<dyn EventSink> = Arc::new(NoSink);
         let store = Arc::new(MemoryStore::new(StoreSettings::default(), sink.clone()));
         let bus = Arc::new(MemoryBus::new(sink));
-        RoomService::new(store.clone(), store.clone(), store, bus)
+        let limits = Limits::new(
+            store.clone(),
+            crate::service::LimitSettings {
+                room_create_per_min: 30,
+                code_miss_per_min: 10,
+                per_address: false,
+            },
+            Arc::new(crate::metrics::Metrics::new()),
+        );
+        RoomService::new(store.clone(), store.clone(), store, bus, limits)
     }
 
     #[tokio::test]
@@ -428,7 +472,17 @@ mod tests {
             .await
             .expect("sub");
         let room = rooms
-            .create(&sub, &ann, "c1", "Lobby", None, None)
+            .create(
+                &sub,
+                &ann,
+                "c1",
+                NewRoom {
+                    name: "Lobby",
+                    max_participants: None,
+                    private: None,
+                },
+                None,
+            )
             .await
             .expect("created");
         let joined = rooms

@@ -29,6 +29,8 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
+mod limits;
+
 /// Where the memory engine reads the time, Unix ms: the system clock in a
 /// node (`now_ms`), a clock the test moves in tests, so TTLs can be checked
 /// without sleeping.
@@ -58,6 +60,8 @@ struct State {
     typing: HashMap<(String, String), u64>,
     cache: HashMap<String, (Vec<u8>, u64)>,
     locks: HashMap<String, u64>,
+    /// Abuse-limit counters: name → (count, window ends at ms).
+    limits: HashMap<String, (u64, u64)>,
 }
 
 struct RoomState {

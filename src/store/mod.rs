@@ -318,10 +318,39 @@ pub trait StoreHealth: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// A store that is every repository at once (both engines are).
-pub trait Store: RoomStore + MessageStore + SessionStore + CacheStore + StoreHealth {}
+/// A fixed-window counter as read: how many were counted in the current
+/// window, and when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    /// Counted in the current window (0 when there is none).
+    pub count: u64,
+    /// Until the window ends (zero when there is none).
+    pub resets_in: Duration,
+}
 
-impl<T: RoomStore + MessageStore + SessionStore + CacheStore + StoreHealth> Store for T {}
+/// Counters behind the per-minute abuse limits, shared by every node (a
+/// user or an address may use several nodes at once). A window starts with
+/// its first count and lasts `window`; then the counter starts again.
+#[async_trait]
+pub trait LimitStore: Send + Sync {
+    /// Counts one more under `name` and returns the window's count
+    /// (including this one). Not idempotent: never retried.
+    async fn count(&self, name: &str, window: Duration) -> StoreResult<Count>;
+
+    /// Reads `name`'s window without counting.
+    async fn peek(&self, name: &str) -> StoreResult<Count>;
+}
+
+/// A store that is every repository at once (both engines are).
+pub trait Store:
+    RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth
+{
+}
+
+impl<T: RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth> Store
+    for T
+{
+}
 
 /// Settings both engines share.
 #[derive(Debug, Clone)]

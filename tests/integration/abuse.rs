@@ -147,3 +147,88 @@ async fn client_msg_ids_must_be_visible_text_and_nothing_is_stored_otherwise() {
         .await;
     assert_eq!(c.all_messages(&rid).await.len(), before + 1);
 }
+
+#[tokio::test]
+async fn room_creation_is_limited_per_user_across_nodes() {
+    let mut args = FAST.to_vec();
+    args.extend(["--jwt-secret", JWT_SECRET, "--room-create-per-min", "3"]);
+    let (_redis, a, b) = two_nodes(&args).await;
+    let mut ann_a = user(&a, "ann", "Ann").await;
+    let mut ann_b = user(&b, "ann", "Ann").await;
+    ann_a.create_room("one", json!({})).await;
+    ann_a.create_room("two", json!({})).await;
+    ann_b.create_room("three", json!({})).await;
+    let err = ann_b
+        .expect_err(
+            json!({"type": "room.create", "name": "four"}),
+            "rate_limited",
+        )
+        .await;
+    let wait = err["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!((1..=60_000).contains(&wait), "{err}");
+    // Nothing was created, and others are not held back.
+    let list = ann_a.ok(json!({"type": "room.list", "limit": 100})).await;
+    let names: Vec<&str> = list["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"four"), "{names:?}");
+    let mut bob = user(&a, "bob", "Bob").await;
+    bob.create_room("bob's", json!({})).await;
+    let (_, metrics) = b.http_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"huddle_abuse_limited_total{limit="room_create_user"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn guessing_codes_is_limited_and_cannot_tell_limited_from_unknown() {
+    let node = solo(&["--code-miss-per-min", "2"]).await;
+    let mut owner = guest(&node, "owner").await;
+    let room = owner.create_room("secret", json!({"private": true})).await;
+    let code = s(&room, "code").to_string();
+    let mut guesser = guest(&node, "guesser").await;
+    for guess in ["ZZZZZZ", "YYYYYY"] {
+        guesser
+            .expect_err(json!({"type": "room.join", "code": guess}), "not_found")
+            .await;
+    }
+    // Past the misses even the right code is refused, so a hit cannot be
+    // told apart.
+    let err = guesser
+        .expect_err(json!({"type": "room.join", "code": code}), "rate_limited")
+        .await;
+    assert!(
+        err["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{err}"
+    );
+    let now = owner.room_get(s(&room, "id")).await;
+    assert_eq!(now["participant_count"], 1, "the guesser is not in: {now}");
+    // Someone else with the code joins.
+    let mut friend = guest(&node, "friend").await;
+    friend.join_code(&code).await;
+}
+
+#[tokio::test]
+async fn an_address_may_create_six_times_what_a_user_may() {
+    let node = solo(&["--address-limits", "--room-create-per-min", "1"]).await;
+    for i in 0..6 {
+        let mut g = guest(&node, &format!("g{i}")).await;
+        g.create_room(&format!("room {i}"), json!({})).await;
+    }
+    let mut seventh = guest(&node, "g6").await;
+    seventh
+        .expect_err(
+            json!({"type": "room.create", "name": "one too many"}),
+            "rate_limited",
+        )
+        .await;
+    let (_, metrics) = node.http_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"huddle_abuse_limited_total{limit="room_create_address"} 1"#),
+        "{metrics}"
+    );
+}

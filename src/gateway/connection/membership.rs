@@ -20,7 +20,7 @@ use crate::error::{ApiError, ServiceError};
 use crate::model::User;
 use crate::protocol::replies::{Empty, JoinEvents, JoinMessages, RoomData, data};
 use crate::protocol::{self, RequestId};
-use crate::service::{JoinHistory, Joined, RoomSubscription};
+use crate::service::{JoinHistory, Joined, NewRoom, RoomSubscription};
 
 impl Connection {
     pub(super) async fn create(
@@ -39,7 +39,17 @@ impl Connection {
         self.enqueue(Outbound::Pending(Box::new(key.clone())));
         match app
             .rooms()
-            .create(&subscription, user, &self.conn_id, name, max, private)
+            .create(
+                &subscription,
+                user,
+                &self.conn_id,
+                NewRoom {
+                    name,
+                    max_participants: max,
+                    private,
+                },
+                Some(self.address),
+            )
             .await
         {
             Ok(room) => {
@@ -64,7 +74,10 @@ impl Connection {
         since: Option<u64>,
     ) -> Result<Option<Box<RawValue>>, ApiError> {
         let app = self.app.clone();
-        let id = app.rooms().resolve_join(user, room, code).await?;
+        let id = app
+            .rooms()
+            .resolve_join(user, room, code, Some(self.address))
+            .await?;
         let key: Arc<str> = Arc::from(id.as_str());
         // Hold the room's events from before the subscription starts.
         self.enqueue(Outbound::Pending(Box::new(key.clone())));

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +57,18 @@ mod writer;
 
 type Socket = WebSocketStream<Wire>;
 
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    /// Node-local connection number.
+    pub id: u64,
+    /// The socket's peer (a balancer, often).
+    pub peer: SocketAddr,
+    /// The client's own address (`--trusted-proxies`), for the per-address
+    /// limits.
+    pub address: IpAddr,
+}
+
 /// Runs a connection until it closes. When `shutdown` fires, the connection
 /// finishes the request in hand and closes with 1012 at a random moment
 /// within `--drain-window`, so clients do not all reconnect at once.
@@ -64,10 +76,10 @@ pub async fn run(
     gateway: Gateway,
     upgraded: Upgraded,
     ws_config: WebSocketConfig,
-    id: u64,
-    peer: SocketAddr,
+    client: Client,
     shutdown: CancellationToken,
 ) {
+    let Client { id, peer, address } = client;
     let conn_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("conn", id, session = %conn_id, %peer);
     async move {
@@ -94,6 +106,7 @@ pub async fn run(
         let mut conn = Connection {
             app,
             conn_id,
+            address,
             user: None,
             rooms: HashMap::new(),
             listener,
@@ -205,6 +218,8 @@ struct Connection {
     app: App,
     /// The session id (`hello`'s `session`), a UUID.
     conn_id: String,
+    /// The client's address, for the per-address limits.
+    address: IpAddr,
     /// Who, once `hello` succeeded.
     user: Option<User>,
     /// The rooms joined on this connection, each held by its subscription.
@@ -281,7 +296,7 @@ impl Connection {
                 if idle.is_elapsed() {
                     let said_hello = self.user.is_some();
                     if let Some(code) = quiet.expired(said_hello, tokio::time::Instant::now()) {
-                        return code;
+                        return self.closed_for_quiet(code);
                     }
                     idle.as_mut().reset(quiet.next(said_hello));
                 }
@@ -353,12 +368,21 @@ impl Connection {
                 _ = &mut idle => {
                     let said_hello = self.user.is_some();
                     if let Some(code) = quiet.expired(said_hello, tokio::time::Instant::now()) {
-                        return code;
+                        return self.closed_for_quiet(code);
                     }
                     idle.as_mut().reset(quiet.next(said_hello));
                 }
             }
         }
+    }
+
+    /// Counts a close for silence: no hello by the deadline is an abuse
+    /// limit.
+    fn closed_for_quiet(&self, code: u16) -> u16 {
+        if code == close::UNAUTHORIZED {
+            self.app.metrics().abuse_limited("hello_timeout");
+        }
+        code
     }
 
     /// The node is shutting down: close 1012 after what is queued. Runs

@@ -1,5 +1,5 @@
-//! `CacheStore` and `StoreHealth` on Redis: the general cache, named locks
-//! and the readiness ping.
+//! `CacheStore`, `LimitStore` and `StoreHealth` on Redis: the general cache,
+//! named locks, the abuse-limit counters and the readiness ping.
 
 use std::time::Duration;
 
@@ -8,8 +8,9 @@ use redis::AsyncCommands;
 
 use super::RedisStore;
 use super::parse::corrupt;
+use super::scripts::{Limit, LimitReply};
 use crate::error::StoreResult;
-use crate::store::{CacheStore, StoreHealth};
+use crate::store::{CacheStore, Count, LimitStore, StoreHealth};
 
 #[async_trait]
 impl CacheStore for RedisStore {
@@ -54,6 +55,47 @@ impl CacheStore for RedisStore {
             )
             .await?;
         Ok(taken.is_some())
+    }
+}
+
+#[async_trait]
+impl LimitStore for RedisStore {
+    async fn count(&self, name: &str, window: Duration) -> StoreResult<Count> {
+        // Not retried: a count that reached Redis and lost its answer must
+        // not be counted twice.
+        let args = Limit {
+            key: self.k().limit(name),
+            count: true,
+            window_ms: window.as_millis() as u64,
+        };
+        let mut c = self.conn().await?;
+        let reply: LimitReply = self
+            .script(&mut c, "limit_count", &self.inner.scripts.limit, &args)
+            .await?;
+        Ok(count_of(reply))
+    }
+
+    async fn peek(&self, name: &str) -> StoreResult<Count> {
+        self.idempotent(|| async move {
+            let args = Limit {
+                key: self.k().limit(name),
+                count: false,
+                window_ms: 0,
+            };
+            let mut c = self.conn().await?;
+            let reply: LimitReply = self
+                .script(&mut c, "limit_peek", &self.inner.scripts.limit, &args)
+                .await?;
+            Ok(count_of(reply))
+        })
+        .await
+    }
+}
+
+fn count_of(reply: LimitReply) -> Count {
+    Count {
+        count: reply.count,
+        resets_in: Duration::from_millis(reply.resets_in_ms),
     }
 }
 

@@ -34,6 +34,7 @@ pub(super) struct Scripts {
     pub(super) replace: Script,
     pub(super) close: Script,
     pub(super) release_code: Script,
+    pub(super) limit: Script,
 }
 
 impl Scripts {
@@ -50,6 +51,7 @@ impl Scripts {
             replace: guarded(include_str!("lua/replace.lua")),
             close: Script::new(include_str!("lua/close.lua")),
             release_code: Script::new(include_str!("lua/release_code.lua")),
+            limit: Script::new(include_str!("lua/limit.lua")),
         }
     }
 }
@@ -602,6 +604,43 @@ impl ScriptReply for Released {
         redis::from_redis_value::<i64>(value)
             .map(|n| Released(n > 0))
             .map_err(corrupt)
+    }
+}
+
+/// `limit.lua`: count one more, or read, a fixed-window counter.
+pub(super) struct Limit {
+    /// `limit:NAME`.
+    pub(super) key: String,
+    /// Count one more (a window starts with the first), or only read.
+    pub(super) count: bool,
+    /// The window, ms.
+    pub(super) window_ms: u64,
+}
+
+impl ScriptArgs for Limit {
+    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+        inv.key(&self.key)
+            .arg(if self.count { "count" } else { "peek" })
+            .arg(self.window_ms.max(1));
+    }
+}
+
+/// What `limit.lua` read: the window's count and the ms until it ends.
+#[derive(Debug, PartialEq)]
+pub(super) struct LimitReply {
+    /// Counted in the window.
+    pub(super) count: u64,
+    /// Until the window ends, ms.
+    pub(super) resets_in_ms: u64,
+}
+
+impl ScriptReply for LimitReply {
+    fn parse(value: Value) -> StoreResult<Self> {
+        let (count, resets_in_ms): (u64, u64) = redis::from_redis_value(value).map_err(corrupt)?;
+        Ok(LimitReply {
+            count,
+            resets_in_ms,
+        })
     }
 }
 

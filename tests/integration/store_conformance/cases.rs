@@ -600,3 +600,45 @@ pub(super) async fn message_expiry(t: &Engine) {
     let m = appended(send(store, "r-t", &ann, "fresh", None).await);
     assert_eq!(m.seq, 3);
 }
+
+pub(super) async fn limit_counters(t: &Engine) {
+    let store = t.store.as_ref();
+    let window = Duration::from_secs(2);
+    let none = store.peek("create:u:ann").await.expect("peek");
+    assert_eq!((none.count, none.resets_in), (0, Duration::ZERO));
+    for n in 1..=3 {
+        let c = store.count("create:u:ann", window).await.expect("count");
+        assert_eq!(c.count, n);
+        assert!(
+            c.resets_in > Duration::ZERO && c.resets_in <= window,
+            "{c:?}"
+        );
+    }
+    let seen = store.peek("create:u:ann").await.expect("peek");
+    assert_eq!(seen.count, 3, "peeking does not count");
+    assert!(seen.resets_in <= window);
+    // Counters are independent, and a later count does not extend the window.
+    assert_eq!(
+        store
+            .count("create:u:bob", window)
+            .await
+            .expect("count")
+            .count,
+        1
+    );
+    t.pass(Duration::from_millis(1200)).await;
+    let later = store.count("create:u:ann", window).await.expect("count");
+    assert_eq!(later.count, 4);
+    assert!(later.resets_in <= Duration::from_millis(800), "{later:?}");
+    // The window ends: the counter starts again.
+    t.pass(Duration::from_millis(1000)).await;
+    assert_eq!(store.peek("create:u:ann").await.expect("peek").count, 0);
+    assert_eq!(
+        store
+            .count("create:u:ann", window)
+            .await
+            .expect("count")
+            .count,
+        1
+    );
+}

@@ -273,6 +273,7 @@ conformance! {
     idle_rooms_close(1000, HOUR);
     event_log(5, HOUR);
     message_expiry(1000, Duration::from_secs(1));
+    limit_counters(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log
