@@ -77,3 +77,147 @@ pub(super) async fn create_rooms(
     }
     Ok((admin, rooms))
 }
+
+/// How the server answered one request of a [`Session`].
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// `ok: true`, with the reply's `data`.
+    Ok(serde_json::Value),
+    /// `ok: false`.
+    Refused {
+        /// The protocol error code (`rate_limited`, `not_found`, …).
+        code: String,
+        /// `retry_after_ms`, when the server gave one.
+        retry_after: Option<Duration>,
+    },
+    /// The server closed the connection before answering, with this close
+    /// code (none when the stream just ended).
+    Closed(Option<u16>),
+}
+
+/// A guest connection that survives being closed: the next request after a
+/// close opens a new connection and says `hello` again (as an abusive
+/// client would), and the caller counts the closes and reconnections.
+pub(super) struct Session {
+    /// Where to connect.
+    url: String,
+    /// The display name sent in `hello`.
+    name: String,
+    /// The open connection, if any.
+    ws: Option<Ws>,
+    /// The next request id on this connection.
+    next_id: u64,
+    /// Connections opened after the first.
+    pub(super) reconnects: u64,
+}
+
+impl Session {
+    /// A session that connects on its first request.
+    pub(super) fn new(url: &str, name: &str) -> Session {
+        Session {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            ws: None,
+            next_id: 1,
+            reconnects: 0,
+        }
+    }
+
+    /// Connects and says `hello` if there is no open connection.
+    pub(super) async fn open(&mut self) -> Result<(), String> {
+        if self.ws.is_some() {
+            return Ok(());
+        }
+        let mut ws = connect(&self.url).await?;
+        if self.next_id > 1 {
+            self.reconnects += 1;
+        }
+        call(
+            &mut ws,
+            self.next_id,
+            json!({"type": "hello", "name": self.name}),
+        )
+        .await?;
+        self.next_id += 1;
+        self.ws = Some(ws);
+        Ok(())
+    }
+
+    /// Sends `req` and waits (at most 10 s) for its reply, skipping events.
+    /// `Err` means the exchange failed in a way the server did not choose
+    /// (no connection, no answer, a frame that is not JSON).
+    pub(super) async fn ask(&mut self, mut req: serde_json::Value) -> Result<Answer, String> {
+        self.open().await?;
+        let id = self.next_id;
+        self.next_id += 1;
+        req["id"] = json!(id);
+        let Some(ws) = self.ws.as_mut() else {
+            return Err("no connection".into());
+        };
+        if ws
+            .send(WsMessage::Text(req.to_string().into()))
+            .await
+            .is_err()
+        {
+            // The server may have closed it already: read the close frame.
+            return Ok(self.read_close().await);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let Some(ws) = self.ws.as_mut() else {
+                return Err("no connection".into());
+            };
+            let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_) => return Err(format!("{}: no reply within 10 s", req["type"])),
+                Ok(None) | Ok(Some(Err(_))) => {
+                    self.ws = None;
+                    return Ok(Answer::Closed(None));
+                }
+                Ok(Some(Ok(msg))) => msg,
+            };
+            match msg {
+                WsMessage::Close(frame) => {
+                    self.ws = None;
+                    return Ok(Answer::Closed(frame.map(|f| u16::from(f.code))));
+                }
+                WsMessage::Text(text) => {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    if v["type"] != "reply" || v["id"] != id {
+                        continue;
+                    }
+                    if v["ok"] == true {
+                        return Ok(Answer::Ok(v["data"].clone()));
+                    }
+                    let error = &v["error"];
+                    return Ok(Answer::Refused {
+                        code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+                        retry_after: error["retry_after_ms"].as_u64().map(Duration::from_millis),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After a failed send: the close code the server sent, if it sent one.
+    async fn read_close(&mut self) -> Answer {
+        let Some(mut ws) = self.ws.take() else {
+            return Answer::Closed(None);
+        };
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
+            if let WsMessage::Close(frame) = msg {
+                return Answer::Closed(frame.map(|f| u16::from(f.code)));
+            }
+        }
+        Answer::Closed(None)
+    }
+
+    /// Closes the connection politely, if one is open.
+    pub(super) async fn close(&mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+    }
+}

@@ -13,6 +13,9 @@ use super::report::{Latency, Report};
 use super::system::rss_bytes;
 use crate::cli::BenchArgs;
 
+/// Connections opened by default.
+const DEFAULT_CONNECTIONS: usize = 1000;
+
 pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let rss_before = rss_bytes(&args.server_pid);
     let (_admin, rooms) = create_rooms(&args.url[0], args.rooms.max(1), "idle").await?;
@@ -21,7 +24,7 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let sem = Arc::new(tokio::sync::Semaphore::new(200));
     let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for i in 0..args.connections {
+    for i in 0..args.connections.unwrap_or(DEFAULT_CONNECTIONS) {
         let url = args.url[i % args.url.len()].clone();
         let room = rooms[i % rooms.len()].clone();
         let sem = sem.clone();

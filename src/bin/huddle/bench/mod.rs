@@ -1,13 +1,16 @@
 //! `huddle bench`: a load generator that speaks the client protocol to one
 //! or more nodes, so operators can measure what a node carries.
 //!
-//! Modes:
+//! Modes (one file each; `client`, `report` and `system` are shared):
 //! - `fanout`: R rooms × C clients spread round-robin over the node URLs;
 //!   the first S clients of each room send at a fixed aggregate rate. Every
 //!   client measures send→deliver latency of every message of its room.
 //! - `saturate`: the same topology, but each sender keeps W messages in
 //!   flight (a new send per acknowledgement).
 //! - `connections`: N idle connections (hello + join), held open.
+//! - `abuse`: the issue-15 abuse probe (a room-creation flood, then join
+//!   code guessing) against nodes on this machine; it reports what got
+//!   through (see `abuse`).
 //!
 //! Latency is measured in one process with one monotonic clock: a message's
 //! content carries its send time. With `--server-pid` (nodes and Redis) the
@@ -16,6 +19,8 @@
 //! must be raised for anything but tiny runs (`--rate-limit 100000
 //! --rate-burst 200000`).
 
+mod abuse;
+mod abuse_report;
 mod client;
 mod connections;
 mod report;
@@ -38,6 +43,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         BenchMode::Connections => {
             let report = connections::connections(&args).await?;
             report::print_summary(&report);
+            print_json(&report)
+        }
+        BenchMode::Abuse => {
+            let report = abuse::abuse(&args).await?;
+            abuse_report::print_summary(&report);
             print_json(&report)
         }
     }
