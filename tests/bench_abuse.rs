@@ -1,0 +1,184 @@
+//! `huddle bench abuse` against real nodes started here: the report's
+//! counts add up, refusals by the nodes' limits are seen and timed, Redis
+//! growth is read, and non-local or unbounded runs are refused.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::{FAST, Node, RedisServer, huddle_bin};
+
+/// Runs `huddle bench abuse ARGS`; returns the exit success, the JSON line
+/// (when there is one) and stderr.
+async fn bench_abuse(args: &[&str]) -> (bool, Option<Value>, String) {
+    let mut cmd = tokio::process::Command::new(huddle_bin());
+    cmd.args(["bench", "abuse"]).args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("bench abuse finishes within 90 s")
+        .expect("run huddle bench abuse");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = stdout
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).expect("the last stdout line is JSON"));
+    (out.status.success(), json, stderr)
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+}
+
+/// Error answers of a phase, by code.
+fn errors(phase: &Value, code: &str) -> u64 {
+    phase["errors"][code].as_u64().unwrap_or(0)
+}
+
+/// Every attempt is accounted for exactly once.
+fn assert_accounted(phase: &Value, successes: u64) {
+    let answered: u64 = phase["errors"]
+        .as_object()
+        .expect("errors")
+        .values()
+        .map(n)
+        .sum();
+    let closed: u64 = phase["closes"]
+        .as_object()
+        .expect("closes")
+        .values()
+        .map(n)
+        .sum();
+    assert_eq!(
+        n(&phase["attempts"]),
+        successes + answered + closed + n(&phase["failures"]),
+        "{phase}"
+    );
+}
+
+#[tokio::test]
+async fn without_limits_in_the_way_everything_is_counted() {
+    let node = Node::start(None, "abuse-mem", FAST).await;
+    let url = node.ws_url();
+    let (ok, report, stderr) = bench_abuse(&[
+        "--url",
+        &url,
+        "--connections",
+        "3",
+        "--duration",
+        "1s",
+        "--plant",
+        "5",
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    let r = report.expect("a JSON line");
+    assert_eq!(r["mode"], "abuse");
+
+    let flood = &r["create_flood"];
+    let created = n(&flood["rooms_created"]);
+    assert!(created > 0, "{flood}");
+    assert_eq!(n(&flood["accepted"]), created);
+    assert_eq!(flood["errors"], serde_json::json!({}), "nothing refused");
+    assert!(flood["first_refusal_ms"].is_null());
+    assert_eq!(n(&flood["rooms_checked"]), created.min(1000));
+    // Whether a left private room lives on is the server's policy (the
+    // probe found it does); the count is bounded by what was asked.
+    assert!(n(&flood["rooms_still_exist"]) <= n(&flood["rooms_checked"]));
+    assert_accounted(flood, created);
+    assert!(flood["redis"].is_null());
+
+    let guess = &r["code_guess"];
+    assert_eq!(n(&guess["planted"]), 5);
+    let hits = n(&guess["hits"]);
+    assert!(n(&guess["accepted"]) > 0, "{guess}");
+    assert_eq!(
+        n(&guess["accepted"]),
+        hits + errors(guess, "not_found") + errors(guess, "forbidden") + errors(guess, "conflict"),
+        "{guess}"
+    );
+    assert_eq!(errors(guess, "bad_request"), 0, "guesses are valid codes");
+    assert!(guess["first_refusal_ms"].is_null(), "{guess}");
+    assert_accounted(guess, hits);
+    assert!(
+        guess["mean_seconds_to_first_hit"]
+            .as_f64()
+            .expect("estimate")
+            > 0.0
+    );
+    assert!(stderr.contains("== huddle bench abuse"), "{stderr}");
+}
+
+#[tokio::test]
+async fn refusals_and_redis_growth_are_reported() {
+    let redis = RedisServer::start().await;
+    // The default per-connection rate (20/s, burst 40) refuses a flood.
+    let node = Node::start(Some(&redis.url()), "abuse-redis", &[]).await;
+    let url = node.ws_url();
+    let (ok, report, stderr) = bench_abuse(&[
+        "--url",
+        &url,
+        "--connections",
+        "2",
+        "--duration",
+        "3s",
+        "--plant",
+        "3",
+        "--redis-url",
+        &redis.url(),
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    let r = report.expect("a JSON line");
+    for phase in ["create_flood", "code_guess"] {
+        let p = &r[phase];
+        assert!(errors(p, "rate_limited") > 0, "{p}");
+        let first = n(&p["first_refusal_ms"]);
+        assert!(first < 3000, "{p}");
+        let before = &p["redis"]["before"];
+        let after = &p["redis"]["after"];
+        assert!(
+            n(&before["used_memory"]) > 0 && n(&before["keys"]) > 0,
+            "{p}"
+        );
+        assert!(n(&after["keys"]) > 0, "{p}");
+    }
+    let flood = &r["create_flood"];
+    let created = n(&flood["rooms_created"]);
+    assert!(created > 0, "{flood}");
+    assert_accounted(flood, created);
+    // The flood's guests at least leave their session records.
+    assert!(
+        n(&flood["redis"]["after"]["keys"]) > n(&flood["redis"]["before"]["keys"]),
+        "{flood}"
+    );
+    assert_accounted(&r["code_guess"], n(&r["code_guess"]["hits"]));
+    // The figure agrees with Redis itself.
+    let keys = match redis.command(&["DBSIZE"]).await {
+        redis::Value::Int(k) => k as u64,
+        other => panic!("DBSIZE answered {other:?}"),
+    };
+    assert!(keys >= n(&flood["redis"]["after"]["keys"]), "{keys}");
+}
+
+#[tokio::test]
+async fn only_bounded_local_runs() {
+    let (ok, report, stderr) = bench_abuse(&["--url", "ws://192.0.2.1:8080/ws"]).await;
+    assert!(!ok && report.is_none());
+    assert!(stderr.contains("not loopback"), "{stderr}");
+    let (ok, _, stderr) = bench_abuse(&[
+        "--url",
+        "ws://127.0.0.1:9/ws",
+        "--redis-url",
+        "redis://10.1.2.3:6379",
+    ])
+    .await;
+    assert!(!ok && stderr.contains("not loopback"), "{stderr}");
+    let (ok, _, stderr) =
+        bench_abuse(&["--url", "ws://127.0.0.1:9/ws", "--connections", "5000"]).await;
+    assert!(!ok && stderr.contains("--connections"), "{stderr}");
+    let (ok, _, stderr) = bench_abuse(&["--url", "ws://127.0.0.1:9/ws", "--duration", "1h"]).await;
+    assert!(!ok && stderr.contains("--duration"), "{stderr}");
+}
