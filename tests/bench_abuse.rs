@@ -1,12 +1,16 @@
 //! `huddle bench abuse` against real nodes started here: the report's
 //! counts add up, refusals by the nodes' limits are seen and timed, Redis
-//! growth is read, and non-local or unbounded runs are refused.
+//! growth is read, per-user limits are evaded with new guests (against a
+//! stand-in node, until the real limits land) and non-local or unbounded
+//! runs are refused.
 
 mod common;
 
 use std::time::Duration;
 
-use serde_json::Value;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use common::{FAST, Node, RedisServer, huddle_bin};
 
@@ -181,4 +185,115 @@ async fn only_bounded_local_runs() {
     assert!(!ok && stderr.contains("--connections"), "{stderr}");
     let (ok, _, stderr) = bench_abuse(&["--url", "ws://127.0.0.1:9/ws", "--duration", "1h"]).await;
     assert!(!ok && stderr.contains("--duration"), "{stderr}");
+}
+
+/// A stand-in node that speaks just enough of the protocol and applies the
+/// version 1.1 per-user limits with tiny budgets: each guest (connection)
+/// may create `CREATES` rooms and miss `MISSES` codes, then is
+/// `rate_limited` for a minute. Returns its `ws://` URL.
+async fn per_user_limited_node() -> String {
+    const CREATES: u32 = 3;
+    const MISSES: u32 = 2;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut created, mut missed) = (0u32, 0u32);
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    let Ok(req) = serde_json::from_str::<Value>(&text) else {
+                        return;
+                    };
+                    let limited = json!({"code": "rate_limited", "message": "slow down",
+                        "retry_after_ms": 60_000});
+                    let answer = match req["type"].as_str() {
+                        Some("hello") | Some("room.leave") => Ok(json!({})),
+                        Some("room.create") if created < CREATES => {
+                            created += 1;
+                            Ok(json!({"room": {"id": format!("r{created}"), "code": "ABC234"}}))
+                        }
+                        Some("room.create") => Err(limited),
+                        Some("room.join") if missed < MISSES => {
+                            missed += 1;
+                            Err(json!({"code": "not_found", "message": "no such code"}))
+                        }
+                        Some("room.join") => Err(limited),
+                        Some("room.get") => Err(json!({"code": "forbidden", "message": "private"})),
+                        _ => Err(json!({"code": "bad_request", "message": "?"})),
+                    };
+                    let reply = match answer {
+                        Ok(data) => {
+                            json!({"type": "reply", "id": req["id"], "ok": true, "data": data})
+                        }
+                        Err(error) => {
+                            json!({"type": "reply", "id": req["id"], "ok": false, "error": error})
+                        }
+                    };
+                    if ws
+                        .send(Message::Text(reply.to_string().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("ws://{addr}/ws")
+}
+
+#[tokio::test]
+async fn per_user_limits_are_met_with_new_guests_unless_patient() {
+    let url = per_user_limited_node().await;
+    let args = [
+        "--url",
+        &url,
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+        "--plant",
+        "0",
+    ];
+    let (ok, report, stderr) = bench_abuse(&args).await;
+    assert!(ok, "{stderr}");
+    let r = report.expect("a JSON line");
+    let flood = &r["create_flood"];
+    let fresh = n(&flood["fresh_guests"]);
+    assert!(fresh > 0, "{flood}");
+    assert_eq!(n(&flood["max_retry_after_ms"]), 60_000);
+    // Each guest, first or new, got its 3 rooms; only the last one of each
+    // connection may have been cut short by the deadline.
+    let guests = 2 + fresh;
+    let created = n(&flood["rooms_created"]);
+    assert!(
+        created <= 3 * guests && created >= 3 * (guests - 2),
+        "{flood}"
+    );
+    assert_eq!(n(&flood["rooms_still_exist"]), n(&flood["rooms_checked"]));
+    assert_accounted(flood, created);
+    let guess = &r["code_guess"];
+    assert!(n(&guess["fresh_guests"]) > 0, "{guess}");
+    assert!(errors(guess, "not_found") >= 2 * (2 + n(&guess["fresh_guests"]) - 2));
+    assert_accounted(guess, n(&guess["hits"]));
+
+    let (ok, report, stderr) = bench_abuse(&[&args[..], &["--patient"]].concat()).await;
+    assert!(ok, "{stderr}");
+    let r = report.expect("a JSON line");
+    for (phase, done) in [("create_flood", 3), ("code_guess", 2)] {
+        let p = &r[phase];
+        assert_eq!(n(&p["fresh_guests"]), 0, "{p}");
+        assert_eq!(n(&p["accepted"]), 2 * done, "{p}");
+        assert_eq!(
+            n(&p["attempts"]),
+            2 * (done + 1),
+            "one refusal, then a wait: {p}"
+        );
+    }
 }

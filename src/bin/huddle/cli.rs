@@ -98,6 +98,10 @@ pub(crate) struct BenchArgs {
     /// estimate (default: the 3,800 rooms of the issue-15 probe).
     #[arg(long, default_value_t = 3800)]
     pub(crate) live_rooms: u64,
+    /// `abuse`: wait out every `retry_after_ms` instead of reconnecting as
+    /// a new guest when a per-user limit refuses.
+    #[arg(long)]
+    pub(crate) patient: bool,
 }
 
 /// Arguments of `huddle health`.
@@ -207,7 +211,7 @@ mod tests {
         assert_eq!(b.mode, BenchMode::Abuse);
         assert_eq!(b.connections, None, "each mode has its own default");
         assert_eq!(b.redis_url.as_deref(), Some("redis://127.0.0.1:2"));
-        assert_eq!((b.plant, b.live_rooms), (20, 3800));
+        assert_eq!((b.plant, b.live_rooms, b.patient), (20, 3800, false));
 
         let cli = Cli::try_parse_from(["huddle", "health", "--timeout", "1m 5s"]).expect("parses");
         let Command::Health(h) = cli.command else {

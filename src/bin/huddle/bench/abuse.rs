@@ -12,8 +12,11 @@
 //!    alphabet and length (`huddle::service::rooms`), counting the hits.
 //!
 //! The clients behave like a determined attacker, not a polite one: after
-//! `rate_limited` they wait the `retry_after_ms` they were given, and after
-//! the server closes a connection they open a new one (a new guest). Every
+//! `rate_limited` with a short `retry_after_ms` (the per-connection rate)
+//! they wait it out; after a long one (a per-user limit) they drop the guest
+//! and reconnect as a new one, unless `--patient` (then they wait), or
+//! unless the new guest was refused at once as well (a per-address limit:
+//! they wait); after the server closes a connection they open a new one. Every
 //! run is bounded: loopback targets only, at most `MAX_CONNECTIONS`
 //! connections, `MAX_DURATION` per phase and `MAX_ATTEMPTS` requests per
 //! phase. With `--redis-url`, Redis `used_memory` and `DBSIZE` are read
@@ -50,6 +53,31 @@ const CHECK_MAX: usize = 1000;
 const CHECKERS: usize = 10;
 /// Time allowed for asking.
 const CHECK_TIME: Duration = Duration::from_secs(30);
+/// A `retry_after_ms` above this is a per-user limit worth evading.
+const FRESH_GUEST_AFTER: Duration = Duration::from_secs(1);
+
+/// What an attacker does after a refusal.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Send the next request at once.
+    Go,
+    /// Wait this long first.
+    Wait(Duration),
+    /// Drop this guest and carry on as a new one.
+    NewGuest,
+}
+
+/// The attacker's choice after a refusal that said `retry_after`: a long
+/// wait is evaded with a new guest, unless `patient`, or unless this guest
+/// is already a replacement that got nothing through (`renewed`: the limit
+/// is not per user, so a new guest would not help).
+fn after_refusal(retry_after: Option<Duration>, patient: bool, renewed: bool) -> Next {
+    match retry_after {
+        None => Next::Go,
+        Some(wait) if wait > FRESH_GUEST_AFTER && !patient && !renewed => Next::NewGuest,
+        Some(wait) => Next::Wait(wait),
+    }
+}
 /// Connections used by default.
 const DEFAULT_CONNECTIONS: usize = 10;
 
@@ -69,7 +97,7 @@ pub(super) async fn abuse(args: &BenchArgs) -> Result<AbuseReport, String> {
     eprintln!("bench abuse: phase 1, room-creation flood, {connections} connections, {duration:?}");
     let before = redis_size(redis.as_ref()).await?;
     let began = Instant::now();
-    let flood = run_phase(Phase::CreateFlood, &args.url, connections, duration).await;
+    let flood = run_phase(Phase::CreateFlood, args, connections).await;
     let seconds = began.elapsed().as_secs_f64();
     let after = redis_size(redis.as_ref()).await?;
     let checked = sample(&flood.created, CHECK_MAX);
@@ -93,7 +121,7 @@ pub(super) async fn abuse(args: &BenchArgs) -> Result<AbuseReport, String> {
     eprintln!("bench abuse: phase 2, code guessing, {connections} connections, {duration:?}");
     let before = redis_size(redis.as_ref()).await?;
     let began = Instant::now();
-    let guess = run_phase(Phase::CodeGuess, &args.url, connections, duration).await;
+    let guess = run_phase(Phase::CodeGuess, args, connections).await;
     let seconds = began.elapsed().as_secs_f64();
     let after = redis_size(redis.as_ref()).await?;
     let mut code_guess = PhaseReport::new(
@@ -180,10 +208,12 @@ async fn plant(urls: &[String], count: usize) -> Result<(Vec<Session>, usize), S
     Ok((planters, planted))
 }
 
-/// Runs one phase on `connections` guests for `duration`.
-async fn run_phase(phase: Phase, urls: &[String], connections: usize, duration: Duration) -> Tally {
+/// Runs one phase on `connections` guests for `--duration`.
+async fn run_phase(phase: Phase, args: &BenchArgs, connections: usize) -> Tally {
+    let urls = &args.url;
     let start = Instant::now();
-    let until = start + duration;
+    let until = start + args.duration;
+    let patient = args.patient;
     let budget = Arc::new(AtomicU64::new(MAX_ATTEMPTS));
     let mut tasks = Vec::with_capacity(connections);
     for i in 0..connections {
@@ -192,9 +222,13 @@ async fn run_phase(phase: Phase, urls: &[String], connections: usize, duration: 
             &format!("abuse-{}-{i}", phase.name()),
         );
         let budget = budget.clone();
-        tasks.push(tokio::spawn(worker(
-            phase, session, i, start, until, budget,
-        )));
+        let run = Run {
+            start,
+            until,
+            budget,
+            patient,
+        };
+        tasks.push(tokio::spawn(worker(phase, session, i, run)));
     }
     let mut total = Tally::default();
     for t in tasks {
@@ -206,17 +240,31 @@ async fn run_phase(phase: Phase, urls: &[String], connections: usize, duration: 
     total
 }
 
+/// What every worker of a phase shares.
+struct Run {
+    /// When the phase began: refusal times count from here.
+    start: Instant,
+    /// When it ends.
+    until: Instant,
+    /// Requests left to the whole phase (`MAX_ATTEMPTS` at first).
+    budget: Arc<AtomicU64>,
+    /// `--patient`: wait out every `retry_after_ms`, never a new guest.
+    patient: bool,
+}
+
 /// One attacking guest: creates (and leaves) rooms, or guesses codes,
 /// until the phase ends or the shared request budget is spent.
-async fn worker(
-    phase: Phase,
-    mut s: Session,
-    index: usize,
-    start: Instant,
-    until: Instant,
-    budget: Arc<AtomicU64>,
-) -> Tally {
+async fn worker(phase: Phase, mut s: Session, index: usize, run: Run) -> Tally {
+    let Run {
+        start,
+        until,
+        budget,
+        patient,
+    } = run;
     let mut t = Tally::default();
+    // Set when this guest replaced one that was limited, until the new one
+    // gets something through: a limit it meets as well is not per user.
+    let mut renewed = false;
     while Instant::now() < until
         && budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
@@ -235,6 +283,7 @@ async fn worker(
         match s.ask(req).await {
             Ok(Answer::Ok(data)) => {
                 t.accepted += 1;
+                renewed = false;
                 let room = data["room"]["id"].as_str().unwrap_or_default().to_owned();
                 if let Some(code) = guess {
                     t.hits.push(code);
@@ -244,9 +293,20 @@ async fn worker(
                 leave(&mut s, &room, until).await;
             }
             Ok(Answer::Refused { code, retry_after }) => {
-                t.refused(phase, &code, start.elapsed());
-                if let Some(wait) = retry_after {
-                    tokio::time::sleep_until(until.min(Instant::now() + wait)).await;
+                t.refused(phase, &code, start.elapsed(), retry_after);
+                if phase.is_checked(&code) {
+                    renewed = false;
+                }
+                match after_refusal(retry_after, patient, renewed) {
+                    Next::Go => {}
+                    Next::Wait(wait) => {
+                        tokio::time::sleep_until(until.min(Instant::now() + wait)).await;
+                    }
+                    Next::NewGuest => {
+                        s.close().await;
+                        t.fresh_guests += 1;
+                        renewed = true;
+                    }
                 }
             }
             Ok(Answer::Closed(code)) => t.closed(code),
@@ -355,4 +415,28 @@ fn delta(before: Option<RedisSize>, after: Option<RedisSize>) -> Option<RedisDel
         before: before?,
         after: after?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_wait_is_evaded_once_with_a_new_guest() {
+        let short = Duration::from_millis(50);
+        let long = Duration::from_secs(42);
+        assert_eq!(after_refusal(None, false, false), Next::Go);
+        assert_eq!(after_refusal(Some(short), false, false), Next::Wait(short));
+        assert_eq!(after_refusal(Some(long), false, false), Next::NewGuest);
+        assert_eq!(
+            after_refusal(Some(long), false, true),
+            Next::Wait(long),
+            "per address"
+        );
+        assert_eq!(
+            after_refusal(Some(long), true, false),
+            Next::Wait(long),
+            "--patient"
+        );
+    }
 }

@@ -53,8 +53,13 @@ pub(super) struct Tally {
     pub(super) first_refusal: Option<Duration>,
     /// Connections the server closed, by close code (`none` without one).
     pub(super) closes: BTreeMap<String, u64>,
-    /// Connections reopened after a close.
+    /// Connections reopened after a close (by either side).
     pub(super) reconnects: u64,
+    /// Times a worker dropped its guest for a new one rather than wait out
+    /// a long `retry_after_ms`.
+    pub(super) fresh_guests: u64,
+    /// The longest `retry_after_ms` given.
+    pub(super) max_retry_after: Option<Duration>,
     /// Rooms created (flood), by id.
     pub(super) created: Vec<String>,
     /// Joins that succeeded by a guessed code, by code.
@@ -67,8 +72,15 @@ pub(super) struct Tally {
 
 impl Tally {
     /// Counts one error reply at `at` since the phase began.
-    pub(super) fn refused(&mut self, phase: Phase, code: &str, at: Duration) {
+    pub(super) fn refused(
+        &mut self,
+        phase: Phase,
+        code: &str,
+        at: Duration,
+        retry_after: Option<Duration>,
+    ) {
         *self.errors.entry(code.to_owned()).or_default() += 1;
+        self.max_retry_after = self.max_retry_after.max(retry_after);
         if phase.is_checked(code) {
             self.accepted += 1;
         } else if self.first_refusal.is_none_or(|t| at < t) {
@@ -103,6 +115,8 @@ impl Tally {
             *self.closes.entry(k).or_default() += v;
         }
         self.reconnects += other.reconnects;
+        self.fresh_guests += other.fresh_guests;
+        self.max_retry_after = self.max_retry_after.max(other.max_retry_after);
         self.created.extend(other.created);
         self.hits.extend(other.hits);
         self.failures += other.failures;
@@ -154,6 +168,12 @@ pub(super) struct PhaseReport {
     pub(super) closes: BTreeMap<String, u64>,
     /// Connections reopened (a new guest each time) after a close.
     pub(super) reconnects: u64,
+    /// Of those, guests dropped by the bench for a new one rather than wait
+    /// out a long `retry_after_ms` (the per-user limits; not `--patient`).
+    pub(super) fresh_guests: u64,
+    /// The longest `retry_after_ms` given: milliseconds for the
+    /// per-connection rate, up to a minute for the per-minute limits.
+    pub(super) max_retry_after_ms: Option<u64>,
     /// Requests that got no answer (timeouts, failed connects).
     pub(super) failures: u64,
     /// The first of those.
@@ -205,6 +225,8 @@ impl PhaseReport {
             first_refusal_ms: tally.first_refusal.map(|d| d.as_millis() as u64),
             closes: tally.closes.clone(),
             reconnects: tally.reconnects,
+            fresh_guests: tally.fresh_guests,
+            max_retry_after_ms: tally.max_retry_after.map(|d| d.as_millis() as u64),
             failures: tally.failures,
             first_failure: tally.first_failure.clone(),
             rooms_created: None,
@@ -298,10 +320,13 @@ pub(super) fn print_summary(r: &AbuseReport) {
         if !p.errors.is_empty() {
             eprintln!("answers by error code: {:?}", p.errors);
         }
+        if let Some(ms) = p.max_retry_after_ms {
+            eprintln!("longest retry_after_ms: {ms}");
+        }
         if !p.closes.is_empty() || p.reconnects > 0 {
             eprintln!(
-                "closed by the server: {:?}  reconnects {}",
-                p.closes, p.reconnects
+                "closed by the server: {:?}  reconnects {} (new guests instead of waiting: {})",
+                p.closes, p.reconnects, p.fresh_guests
             );
         }
         if p.failures > 0 {
@@ -347,17 +372,44 @@ mod tests {
     #[test]
     fn a_guess_looked_up_is_accepted_but_a_limited_one_is_a_refusal() {
         let mut t = Tally::default();
-        t.refused(Phase::CodeGuess, "not_found", Duration::from_millis(5));
-        t.refused(Phase::CodeGuess, "forbidden", Duration::from_millis(6));
+        t.refused(
+            Phase::CodeGuess,
+            "not_found",
+            Duration::from_millis(5),
+            None,
+        );
+        t.refused(
+            Phase::CodeGuess,
+            "forbidden",
+            Duration::from_millis(6),
+            None,
+        );
         assert_eq!((t.accepted, t.first_refusal), (2, None));
-        t.refused(Phase::CodeGuess, "rate_limited", Duration::from_millis(40));
-        t.refused(Phase::CodeGuess, "rate_limited", Duration::from_millis(30));
-        assert_eq!(t.accepted, 2);
+        let wait = Some(Duration::from_secs(59));
+        t.refused(
+            Phase::CodeGuess,
+            "rate_limited",
+            Duration::from_millis(40),
+            wait,
+        );
+        let short = Some(Duration::from_millis(50));
+        t.refused(
+            Phase::CodeGuess,
+            "rate_limited",
+            Duration::from_millis(30),
+            short,
+        );
+        assert_eq!((t.accepted, t.max_retry_after), (2, wait));
         assert_eq!(t.first_refusal, Some(Duration::from_millis(30)));
         assert_eq!(t.errors["rate_limited"], 2);
 
         let mut f = Tally::default();
-        f.refused(Phase::CreateFlood, "not_found", Duration::from_millis(50));
+        f.refused(
+            Phase::CreateFlood,
+            "not_found",
+            Duration::from_millis(50),
+            None,
+        );
         assert_eq!(
             (f.accepted, f.first_refusal),
             (0, Some(Duration::from_millis(50)))
@@ -382,18 +434,22 @@ mod tests {
             created: vec!["r2".into()],
             hits: vec!["ABC234".into()],
             reconnects: 1,
+            fresh_guests: 1,
             ..Tally::default()
         };
         b.closed(Some(4008));
         b.closed(None);
         b.failed("second".into());
+        let wait = Some(Duration::from_millis(250));
         b.refused(
             Phase::CreateFlood,
             "rate_limited",
             Duration::from_millis(25),
+            wait,
         );
         a.merge(b);
         assert_eq!((a.attempts, a.accepted, a.reconnects), (7, 3, 1));
+        assert_eq!((a.fresh_guests, a.max_retry_after), (1, wait));
         assert_eq!(a.first_refusal, Some(Duration::from_millis(20)));
         assert_eq!(a.closes["4008"], 2);
         assert_eq!(a.closes["none"], 1);
@@ -405,6 +461,7 @@ mod tests {
         let r = PhaseReport::new(Phase::CreateFlood, 2, 2.0, &a, None);
         assert_eq!((r.phase, r.attempts, r.accepted), ("create_flood", 7, 3));
         assert_eq!((r.accepted_per_sec, r.first_refusal_ms), (1.5, Some(20)));
+        assert_eq!((r.fresh_guests, r.max_retry_after_ms), (1, Some(250)));
     }
 
     #[test]
