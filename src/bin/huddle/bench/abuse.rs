@@ -55,6 +55,8 @@ const CHECKERS: usize = 10;
 const CHECK_TIME: Duration = Duration::from_secs(30);
 /// A `retry_after_ms` above this is a per-user limit worth evading.
 const FRESH_GUEST_AFTER: Duration = Duration::from_secs(1);
+/// Connections used by default.
+const DEFAULT_CONNECTIONS: usize = 10;
 
 /// What an attacker does after a refusal.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,8 +80,6 @@ fn after_refusal(retry_after: Option<Duration>, patient: bool, renewed: bool) ->
         Some(wait) => Next::Wait(wait),
     }
 }
-/// Connections used by default.
-const DEFAULT_CONNECTIONS: usize = 10;
 
 /// Runs both phases.
 pub(super) async fn abuse(args: &BenchArgs) -> Result<AbuseReport, String> {
