@@ -95,11 +95,8 @@ pub(super) async fn abuse(args: &BenchArgs) -> Result<AbuseReport, String> {
     let (mut planters, planted) = plant(&args.url, args.plant).await?;
 
     eprintln!("bench abuse: phase 1, room-creation flood, {connections} connections, {duration:?}");
-    let before = redis_size(redis.as_ref()).await?;
-    let began = Instant::now();
-    let flood = run_phase(Phase::CreateFlood, args, connections).await;
-    let seconds = began.elapsed().as_secs_f64();
-    let after = redis_size(redis.as_ref()).await?;
+    let (flood, mut create_flood) =
+        measured_phase(Phase::CreateFlood, args, connections, redis.as_ref()).await?;
     let checked = sample(&flood.created, CHECK_MAX);
     eprintln!(
         "bench abuse: {} rooms created; asking about {}",
@@ -107,36 +104,19 @@ pub(super) async fn abuse(args: &BenchArgs) -> Result<AbuseReport, String> {
         checked.len()
     );
     let (asked, exist) = still_existing(&args.url, &checked).await;
-    let mut create_flood = PhaseReport::new(
-        Phase::CreateFlood,
-        connections,
-        seconds,
-        &flood,
-        delta(before, after),
-    );
     create_flood.rooms_created = Some(flood.created.len() as u64);
     create_flood.rooms_checked = Some(asked);
     create_flood.rooms_still_exist = Some(exist);
 
     eprintln!("bench abuse: phase 2, code guessing, {connections} connections, {duration:?}");
-    let before = redis_size(redis.as_ref()).await?;
-    let began = Instant::now();
-    let guess = run_phase(Phase::CodeGuess, args, connections).await;
-    let seconds = began.elapsed().as_secs_f64();
-    let after = redis_size(redis.as_ref()).await?;
-    let mut code_guess = PhaseReport::new(
-        Phase::CodeGuess,
-        connections,
-        seconds,
-        &guess,
-        delta(before, after),
-    );
+    let (guess, mut code_guess) =
+        measured_phase(Phase::CodeGuess, args, connections, redis.as_ref()).await?;
     // Live rooms while guessing: the planted ones and the flood's survivors.
     let survivors = (flood.created.len() as u64 * exist)
         .checked_div(asked)
         .unwrap_or(0);
     code_guess.planted = Some(planted);
-    code_guess.hits = Some(guess.hits.len() as u64);
+    code_guess.hits = Some(guess.hits);
     code_guess.expected_hits = Some(expected_hits(guess.accepted, planted as u64 + survivors));
     code_guess.live_rooms = Some(args.live_rooms);
     code_guess.mean_seconds_to_first_hit =
@@ -206,6 +186,26 @@ async fn plant(urls: &[String], count: usize) -> Result<(Vec<Session>, usize), S
         planters.push(s);
     }
     Ok((planters, planted))
+}
+
+/// Runs one phase between two readings of Redis (when given): what the
+/// workers saw, and the phase's common figures.
+async fn measured_phase(
+    phase: Phase,
+    args: &BenchArgs,
+    connections: usize,
+    redis: Option<&redis::Client>,
+) -> Result<(Tally, PhaseReport), String> {
+    let before = redis_size(redis).await?;
+    let began = Instant::now();
+    let tally = run_phase(phase, args, connections).await;
+    let seconds = began.elapsed().as_secs_f64();
+    let after = redis_size(redis).await?;
+    let redis = before
+        .zip(after)
+        .map(|(before, after)| RedisDelta { before, after });
+    let report = PhaseReport::new(phase, connections, seconds, &tally, redis);
+    Ok((tally, report))
 }
 
 /// Runs one phase on `connections` guests for `--duration`.
@@ -285,14 +285,16 @@ async fn worker(phase: Phase, mut s: Session, index: usize, run: Run) -> Tally {
                 t.accepted += 1;
                 renewed = false;
                 let room = data["room"]["id"].as_str().unwrap_or_default().to_owned();
-                if let Some(code) = guess {
-                    t.hits.push(code);
+                if guess.is_some() {
+                    t.hits += 1;
                 } else {
                     t.created.push(room.clone());
                 }
                 leave(&mut s, &room, until).await;
             }
-            Ok(Answer::Refused { code, retry_after }) => {
+            Ok(Answer::Refused {
+                code, retry_after, ..
+            }) => {
                 t.refused(phase, &code, start.elapsed(), retry_after);
                 if phase.is_checked(&code) {
                     renewed = false;
@@ -407,14 +409,6 @@ async fn redis_size(client: Option<&redis::Client>) -> Result<Option<RedisSize>,
         .map_err(fail)?;
     let used_memory = used_memory(&info).ok_or("redis: INFO memory has no used_memory")?;
     Ok(Some(RedisSize { used_memory, keys }))
-}
-
-/// Before and after, when both were read.
-fn delta(before: Option<RedisSize>, after: Option<RedisSize>) -> Option<RedisDelta> {
-    Some(RedisDelta {
-        before: before?,
-        after: after?,
-    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 pub(super) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Opens a connection (at most 10 s).
 pub(super) async fn connect(url: &str) -> Result<Ws, String> {
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
@@ -22,33 +23,78 @@ pub(super) async fn connect(url: &str) -> Result<Ws, String> {
     Ok(ws)
 }
 
-/// Sends a request and waits for its reply, skipping other frames.
+/// Sends a request and waits for its reply, skipping other frames; an
+/// error reply or a close is an `Err`.
 pub(super) async fn call(
     ws: &mut Ws,
     id: u64,
-    mut req: serde_json::Value,
+    req: serde_json::Value,
 ) -> Result<serde_json::Value, String> {
+    match exchange(ws, id, &req).await? {
+        Answer::Ok(data) => Ok(data),
+        Answer::Refused { error, .. } => Err(format!("{} failed: {error}", req["type"])),
+        Answer::Closed(_) => Err("connection closed".into()),
+    }
+}
+
+/// Sends `req` with `id` and waits (at most 10 s) for its reply, skipping
+/// other frames. `Err` means the exchange failed in a way the server did
+/// not choose (no answer in time, a frame that is not JSON).
+pub(super) async fn exchange(
+    ws: &mut Ws,
+    id: u64,
+    req: &serde_json::Value,
+) -> Result<Answer, String> {
+    let mut req = req.clone();
     req["id"] = json!(id);
-    ws.send(WsMessage::Text(req.to_string().into()))
+    if ws
+        .send(WsMessage::Text(req.to_string().into()))
         .await
-        .map_err(|e| e.to_string())?;
+        .is_err()
+    {
+        // The server may have closed it already: read the close frame.
+        return Ok(read_close(ws).await);
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .map_err(|_| "no reply within 10 s".to_string())?
-            .ok_or("connection closed")?
-            .map_err(|e| e.to_string())?;
-        if let WsMessage::Text(text) = msg {
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            if v["type"] == "reply" && v["id"] == id {
-                if v["ok"] == true {
-                    return Ok(v["data"].clone());
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Err(format!("{}: no reply within 10 s", req["type"])),
+            Ok(None) | Ok(Some(Err(_))) => return Ok(Answer::Closed(None)),
+            Ok(Some(Ok(msg))) => msg,
+        };
+        match msg {
+            WsMessage::Close(frame) => return Ok(Answer::Closed(frame.map(|f| u16::from(f.code)))),
+            WsMessage::Text(text) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                if v["type"] != "reply" || v["id"] != id {
+                    continue;
                 }
-                return Err(format!("{} failed: {}", req["type"], v["error"]));
+                if v["ok"] == true {
+                    return Ok(Answer::Ok(v["data"].clone()));
+                }
+                let error = v["error"].clone();
+                return Ok(Answer::Refused {
+                    code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+                    retry_after: error["retry_after_ms"].as_u64().map(Duration::from_millis),
+                    error,
+                });
             }
+            _ => {}
         }
     }
+}
+
+/// After a failed send: the close code the server sent, if it sent one
+/// within a second.
+async fn read_close(ws: &mut Ws) -> Answer {
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
+        if let WsMessage::Close(frame) = msg {
+            return Answer::Closed(frame.map(|f| u16::from(f.code)));
+        }
+    }
+    Answer::Closed(None)
 }
 
 /// Creates `count` rooms named `prefix N` from one connection, which the
@@ -89,6 +135,8 @@ pub(super) enum Answer {
         code: String,
         /// `retry_after_ms`, when the server gave one.
         retry_after: Option<Duration>,
+        /// The whole `error` object, for messages.
+        error: serde_json::Value,
     },
     /// The server closed the connection before answering, with this close
     /// code (none when the stream just ended).
@@ -143,75 +191,20 @@ impl Session {
         Ok(())
     }
 
-    /// Sends `req` and waits (at most 10 s) for its reply, skipping events.
-    /// `Err` means the exchange failed in a way the server did not choose
-    /// (no connection, no answer, a frame that is not JSON).
-    pub(super) async fn ask(&mut self, mut req: serde_json::Value) -> Result<Answer, String> {
+    /// Sends `req` and waits for its reply (see [`exchange`]); a close
+    /// leaves the session without a connection until the next request.
+    pub(super) async fn ask(&mut self, req: serde_json::Value) -> Result<Answer, String> {
         self.open().await?;
         let id = self.next_id;
         self.next_id += 1;
-        req["id"] = json!(id);
         let Some(ws) = self.ws.as_mut() else {
             return Err("no connection".into());
         };
-        if ws
-            .send(WsMessage::Text(req.to_string().into()))
-            .await
-            .is_err()
-        {
-            // The server may have closed it already: read the close frame.
-            return Ok(self.read_close().await);
+        let answer = exchange(ws, id, &req).await?;
+        if matches!(answer, Answer::Closed(_)) {
+            self.ws = None;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let Some(ws) = self.ws.as_mut() else {
-                return Err("no connection".into());
-            };
-            let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
-                Err(_) => return Err(format!("{}: no reply within 10 s", req["type"])),
-                Ok(None) | Ok(Some(Err(_))) => {
-                    self.ws = None;
-                    return Ok(Answer::Closed(None));
-                }
-                Ok(Some(Ok(msg))) => msg,
-            };
-            match msg {
-                WsMessage::Close(frame) => {
-                    self.ws = None;
-                    return Ok(Answer::Closed(frame.map(|f| u16::from(f.code))));
-                }
-                WsMessage::Text(text) => {
-                    let v: serde_json::Value =
-                        serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                    if v["type"] != "reply" || v["id"] != id {
-                        continue;
-                    }
-                    if v["ok"] == true {
-                        return Ok(Answer::Ok(v["data"].clone()));
-                    }
-                    let error = &v["error"];
-                    return Ok(Answer::Refused {
-                        code: error["code"].as_str().unwrap_or("unknown").to_owned(),
-                        retry_after: error["retry_after_ms"].as_u64().map(Duration::from_millis),
-                    });
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// After a failed send: the close code the server sent, if it sent one.
-    async fn read_close(&mut self) -> Answer {
-        let Some(mut ws) = self.ws.take() else {
-            return Answer::Closed(None);
-        };
-        let until = tokio::time::Instant::now() + Duration::from_secs(1);
-        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
-            if let WsMessage::Close(frame) = msg {
-                return Answer::Closed(frame.map(|f| u16::from(f.code)));
-            }
-        }
-        Answer::Closed(None)
+        Ok(answer)
     }
 
     /// Closes the connection politely, if one is open.
