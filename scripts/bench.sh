@@ -44,9 +44,11 @@ urls=()
 server_pids=()
 [ "$mode" = connections ] || server_pids=(--server-pid "$redis_pid")
 limits=(--rate-limit 100000 --rate-burst 200000)
+abuse_flags=()
 if [ "$mode" = abuse ]; then
   limits=()
-  server_pids=(--redis-url "redis://127.0.0.1:$port")
+  server_pids=()
+  abuse_flags=(--redis-url "redis://127.0.0.1:$port")
 fi
 for i in $(seq "$nodes"); do
   # shellcheck disable=SC2086
@@ -60,4 +62,4 @@ for i in $(seq "$nodes"); do
   urls+=(--url "ws://$addr/ws")
 done
 echo "redis pid $redis_pid; node pids ${pids[*]:1}" >&2
-"$bin" bench "$mode" "${urls[@]}" "${server_pids[@]}" "$@"
+"$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} "$@"
