@@ -62,9 +62,27 @@ fn assert_accounted(phase: &Value, successes: u64) {
     );
 }
 
+/// Node flags that take every limit out of the way: the raised
+/// per-connection rate, and the per-minute abuse limits (0 = off) when this
+/// build has them (PROTOCOL.md, version 1.1, "Abuse limits").
+fn unlimited_flags() -> Vec<&'static str> {
+    let help = std::process::Command::new(huddle_bin())
+        .args(["serve", "--help"])
+        .output()
+        .expect("huddle serve --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let mut flags = FAST.to_vec();
+    for limit in ["--room-create-per-min", "--code-miss-per-min"] {
+        if help.contains(limit) {
+            flags.extend([limit, "0"]);
+        }
+    }
+    flags
+}
+
 #[tokio::test]
 async fn without_limits_in_the_way_everything_is_counted() {
-    let node = Node::start(None, "abuse-mem", FAST).await;
+    let node = Node::start(None, "abuse-mem", &unlimited_flags()).await;
     let url = node.ws_url();
     let (ok, report, stderr) = bench_abuse(&[
         "--url",
