@@ -43,6 +43,9 @@ pub(crate) enum BenchMode {
     Saturate,
     /// Open `--connections` idle connections and hold them.
     Connections,
+    /// Repeat the abuse probe (room-creation flood, then code guessing)
+    /// against nodes on this machine and report what got through.
+    Abuse,
 }
 
 /// Arguments of `huddle bench`.
@@ -69,9 +72,10 @@ pub(crate) struct BenchArgs {
     /// Messages in flight per sender (`saturate`).
     #[arg(long, default_value_t = 16)]
     pub(crate) window: usize,
-    /// Connections to open (`connections`).
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) connections: usize,
+    /// Connections to open (`connections`: default 1000), or attacking
+    /// guests per phase (`abuse`: default 10, at most 200).
+    #[arg(long)]
+    pub(crate) connections: Option<usize>,
     /// Length of the measured run (or of holding connections).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
@@ -82,6 +86,22 @@ pub(crate) struct BenchArgs {
     /// report; repeat for several.
     #[arg(long)]
     pub(crate) server_pid: Vec<u32>,
+    /// `abuse`: the nodes' Redis (loopback only), to report its
+    /// `used_memory` and `DBSIZE` before and after each phase.
+    #[arg(long)]
+    pub(crate) redis_url: Option<String>,
+    /// `abuse`: real private rooms to create before guessing codes, so
+    /// that hits can happen and be counted.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) plant: usize,
+    /// `abuse`: the live room count for the "mean time to a first hit"
+    /// estimate (default: the 3,800 rooms of the issue-15 probe).
+    #[arg(long, default_value_t = 3800)]
+    pub(crate) live_rooms: u64,
+    /// `abuse`: wait out every `retry_after_ms` instead of reconnecting as
+    /// a new guest when a per-user limit refuses.
+    #[arg(long)]
+    pub(crate) patient: bool,
 }
 
 /// Arguments of `huddle health`.
@@ -172,6 +192,26 @@ mod tests {
             Cli::try_parse_from(["huddle", "bench", "fanout"]).is_err(),
             "--url"
         );
+
+        let cli = Cli::try_parse_from([
+            "huddle",
+            "bench",
+            "abuse",
+            "--url",
+            "ws://127.0.0.1:1/ws",
+            "--redis-url",
+            "redis://127.0.0.1:2",
+            "--duration",
+            "2s",
+        ])
+        .expect("parses");
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(b.mode, BenchMode::Abuse);
+        assert_eq!(b.connections, None, "each mode has its own default");
+        assert_eq!(b.redis_url.as_deref(), Some("redis://127.0.0.1:2"));
+        assert_eq!((b.plant, b.live_rooms, b.patient), (20, 3800, false));
 
         let cli = Cli::try_parse_from(["huddle", "health", "--timeout", "1m 5s"]).expect("parses");
         let Command::Health(h) = cli.command else {

@@ -1,0 +1,116 @@
+//! `connections`: N idle connections (hello + join) held open, and the
+//! servers' resident memory per connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::client::{Ws, call, connect, create_rooms};
+use super::report::{Latency, Report};
+use super::system::rss_bytes;
+use crate::cli::BenchArgs;
+
+/// Connections opened by default.
+const DEFAULT_CONNECTIONS: usize = 1000;
+
+pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
+    let rss_before = rss_bytes(&args.server_pid);
+    let (_admin, rooms) = create_rooms(&args.url[0], args.rooms.max(1), "idle").await?;
+    let began = Instant::now();
+    let hold = args.duration;
+    let sem = Arc::new(tokio::sync::Semaphore::new(200));
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..args.connections.unwrap_or(DEFAULT_CONNECTIONS) {
+        let url = args.url[i % args.url.len()].clone();
+        let room = rooms[i % rooms.len()].clone();
+        let sem = sem.clone();
+        let opened = opened.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
+            let mut ws = connect(&url).await?;
+            call(
+                &mut ws,
+                1,
+                json!({"type": "hello", "name": format!("idle-{i}")}),
+            )
+            .await?;
+            call(&mut ws, 2, json!({"type": "room.join", "room": room})).await?;
+            drop(permit);
+            opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<Ws, String>(ws)
+        }));
+    }
+    let mut sockets = Vec::new();
+    let mut failures = 0u64;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Err(e)) => {
+                failures += 1;
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if let Some(e) = &first_error {
+        eprintln!("bench: {failures} connections failed; first: {e}");
+    }
+    let connected = sockets.len();
+    eprintln!(
+        "bench: {connected} connections open after {:.1} s; holding {:?}",
+        began.elapsed().as_secs_f64(),
+        hold
+    );
+    // Hold them, answering pings.
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + hold;
+                while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, ws.next()).await {}
+                ws
+            })
+        })
+        .collect();
+    tokio::time::sleep(hold / 2).await;
+    let rss_after = rss_bytes(&args.server_pid);
+    let mut held = Vec::new();
+    for r in readers {
+        if let Ok(ws) = r.await {
+            held.push(ws);
+        }
+    }
+    drop(held);
+    let rss_per_connection = match (rss_before, rss_after) {
+        (Some(a), Some(b)) if connected > 0 => Some((b - a) / connected as f64),
+        _ => None,
+    };
+    Ok(Report {
+        mode: "connections",
+        nodes: args.url.len(),
+        clients: connected,
+        seconds: began.elapsed().as_secs_f64(),
+        sent: 0,
+        acked: 0,
+        deliveries_expected: 0,
+        deliveries: 0,
+        out_of_order: 0,
+        gaps: 0,
+        deliveries_per_sec: 0.0,
+        latency_us: Latency::default(),
+        errors: BTreeMap::new(),
+        server_cpu_seconds: None,
+        server_cpu_by_pid: BTreeMap::new(),
+        deliveries_per_server_cpu_sec: None,
+        rss_per_connection,
+        connect_failures: failures,
+    })
+}
