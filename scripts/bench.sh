@@ -44,15 +44,19 @@ urls=()
 server_pids=()
 [ "$mode" = connections ] || server_pids=(--server-pid "$redis_pid")
 limits=(--rate-limit 100000 --rate-burst 200000)
+# Load tests turn the per-minute abuse limits off (variables, not flags, so an
+# older NODE_BIN that has no such limits starts all the same).
+limit_env=(HUDDLE_ROOM_CREATE_PER_MIN=0 HUDDLE_CODE_MISS_PER_MIN=0)
 abuse_flags=()
 if [ "$mode" = abuse ]; then
   limits=()
+  limit_env=()
   server_pids=()
   abuse_flags=(--redis-url "redis://127.0.0.1:$port")
 fi
 for i in $(seq "$nodes"); do
   # shellcheck disable=SC2086
-  env ${NODE_ENV:-} "${NODE_BIN:-$bin}" serve --bind 127.0.0.1:0 --redis "redis://127.0.0.1:$port" --node-id "bench-$i" \
+  env ${limit_env[@]+"${limit_env[@]}"} ${NODE_ENV:-} "${NODE_BIN:-$bin}" serve --bind 127.0.0.1:0 --redis "redis://127.0.0.1:$port" --node-id "bench-$i" \
     ${limits[@]+"${limits[@]}"} --max-connections 100000 ${NODE_FLAGS:-} \
     >"$state/node-$i.out" 2>"$state/node-$i.err" &
   pids+=($!)

@@ -12,6 +12,7 @@
 mod common;
 
 mod abuse;
+mod bench_abuse;
 mod cluster;
 mod faults;
 mod fuzz_frames;

@@ -4,15 +4,13 @@
 //! stand-in node, until the real limits land) and non-local or unbounded
 //! runs are refused.
 
-mod common;
-
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{FAST, Node, RedisServer, huddle_bin};
+use crate::common::{FAST, Node, RedisServer, huddle_bin};
 
 /// Runs `huddle bench abuse ARGS`; returns the exit success, the JSON line
 /// (when there is one) and stderr.
