@@ -186,6 +186,7 @@ impl App {
             node_id.clone(),
             instance.clone(),
             config.session_ttl,
+            config.message_ttl,
         );
         let janitor = Janitor::new(
             instance.clone(),

@@ -64,7 +64,10 @@ pub struct SessionService {
     secret: Option<Arc<str>>,
     node: Arc<str>,
     instance: Arc<str>,
+    /// Session record TTL.
     ttl: Duration,
+    /// How long a token user's activity record lives.
+    user_activity_ttl: Duration,
 }
 
 /// Signs a token (for `huddle token` and tests).
@@ -85,6 +88,7 @@ impl SessionService {
         node: String,
         instance: String,
         ttl: Duration,
+        user_activity_ttl: Duration,
     ) -> SessionService {
         SessionService {
             sessions,
@@ -92,6 +96,18 @@ impl SessionService {
             node: Arc::from(node),
             instance: Arc::from(instance),
             ttl,
+            user_activity_ttl,
+        }
+    }
+
+    /// How long a user's activity record lives: a guest's id is never seen
+    /// again after its connection, so its record lives no longer than the
+    /// session; a token user's lives for the message TTL.
+    fn activity_ttl(&self) -> Duration {
+        if self.secret.is_some() {
+            self.user_activity_ttl
+        } else {
+            self.ttl
         }
     }
 
@@ -181,7 +197,11 @@ impl SessionService {
     /// Updates the user's activity record; a failure is only logged, it
     /// must not fail the request that caused it.
     pub async fn record_activity(&self, user: &User, messages_sent: u64) {
-        if let Err(e) = self.sessions.record_activity(&user.id, messages_sent).await {
+        if let Err(e) = self
+            .sessions
+            .record_activity(&user.id, messages_sent, self.activity_ttl())
+            .await
+        {
             tracing::debug!(user = %user.id, error = %e, "could not record activity");
         }
     }
@@ -219,6 +239,7 @@ mod tests {
             "n1".into(),
             "n1/test".into(),
             Duration::from_secs(60),
+            Duration::from_secs(3600),
         )
     }
 

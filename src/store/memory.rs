@@ -56,7 +56,8 @@ struct State {
     session_rooms: HashMap<String, HashSet<String>>,
     nodes: HashMap<String, u64>,
     node_sessions: HashMap<String, HashSet<String>>,
-    activity: HashMap<String, (u64, u64)>,
+    /// user → (last seen ms, messages sent, expires at ms)
+    activity: HashMap<String, (u64, u64, u64)>,
     typing: HashMap<(String, String), u64>,
     cache: HashMap<String, (Vec<u8>, u64)>,
     locks: HashMap<String, u64>,
@@ -725,17 +726,30 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn record_activity(&self, user: &str, messages_sent: u64) -> StoreResult<()> {
+    async fn record_activity(
+        &self,
+        user: &str,
+        messages_sent: u64,
+        ttl: Duration,
+    ) -> StoreResult<()> {
         let now = self.now();
         let mut st = self.state();
-        let entry = st.activity.entry(user.to_owned()).or_insert((0, 0));
+        st.activity.retain(|_, (_, _, expires)| *expires > now);
+        let entry = st.activity.entry(user.to_owned()).or_insert((0, 0, 0));
         entry.0 = now;
         entry.1 += messages_sent;
+        entry.2 = now + (ttl.as_millis() as u64).max(1);
         Ok(())
     }
 
     async fn activity(&self, user: &str) -> StoreResult<Option<(u64, u64)>> {
-        Ok(self.state().activity.get(user).copied())
+        let now = self.now();
+        Ok(self
+            .state()
+            .activity
+            .get(user)
+            .filter(|(_, _, expires)| *expires > now)
+            .map(|(seen, sent, _)| (*seen, *sent)))
     }
 }
 

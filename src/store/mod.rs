@@ -290,8 +290,13 @@ pub trait SessionStore: Send + Sync {
     async fn forget_node(&self, instance: &str) -> StoreResult<()>;
 
     /// Updates `activity:USER`: last seen now, plus `messages_sent` more
-    /// messages.
-    async fn record_activity(&self, user: &str, messages_sent: u64) -> StoreResult<()>;
+    /// messages; the record lives `ttl` from now.
+    async fn record_activity(
+        &self,
+        user: &str,
+        messages_sent: u64,
+        ttl: Duration,
+    ) -> StoreResult<()>;
 
     /// Reads `activity:USER`: (last seen ms, messages sent).
     async fn activity(&self, user: &str) -> StoreResult<Option<(u64, u64)>>;

@@ -373,6 +373,12 @@ async fn sessions_and_activity_are_recorded_in_redis() {
         .expect("activity");
     assert_eq!(activity.get("messages"), Some(&2), "{activity:?}");
     assert!(activity.get("last_seen").is_some_and(|t| *t > 0));
+    // A guest's record is gone with the session TTL, not kept 30 days.
+    let ttl: i64 = r.pttl(format!("huddle:activity:{uid}")).await.expect("ttl");
+    assert!(
+        ttl > 0 && ttl <= 3_600_000,
+        "a guest's activity lives no longer than --session-ttl: {ttl}"
+    );
     let presence: Vec<String> = r
         .zrange(format!("huddle:presence:{{{rid}}}"), 0, -1)
         .await

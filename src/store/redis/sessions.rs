@@ -217,13 +217,18 @@ impl SessionStore for RedisStore {
         .await
     }
 
-    async fn record_activity(&self, user: &str, messages_sent: u64) -> StoreResult<()> {
+    async fn record_activity(
+        &self,
+        user: &str,
+        messages_sent: u64,
+        ttl: Duration,
+    ) -> StoreResult<()> {
         let key = self.k().activity(user);
         let mut c = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.hset(&key, "last_seen", now_ms()).ignore();
         pipe.hincr(&key, "messages", messages_sent).ignore();
-        pipe.pexpire(&key, self.ttl_ms() as i64).ignore();
+        pipe.pexpire(&key, (ttl.as_millis() as i64).max(1)).ignore();
         self.timed("activity", pipe.query_async(&mut c)).await
     }
 

@@ -493,8 +493,14 @@ pub(super) async fn presence_nodes_and_locks(t: &Engine) {
 
     // Activity.
     assert_eq!(store.activity("u-nobody").await.expect("activity"), None);
-    store.record_activity(&ann.id, 0).await.expect("activity");
-    store.record_activity(&ann.id, 3).await.expect("activity");
+    store
+        .record_activity(&ann.id, 0, HOUR)
+        .await
+        .expect("activity");
+    store
+        .record_activity(&ann.id, 3, HOUR)
+        .await
+        .expect("activity");
     let (seen, sent) = store
         .activity(&ann.id)
         .await
@@ -502,6 +508,18 @@ pub(super) async fn presence_nodes_and_locks(t: &Engine) {
         .expect("recorded");
     assert!(seen > 0);
     assert_eq!(sent, 3);
+    // A record lives its TTL (a guest's is the session TTL).
+    let guest = user("guest");
+    store
+        .record_activity(&guest.id, 0, Duration::from_millis(500))
+        .await
+        .expect("activity");
+    assert!(store.activity(&guest.id).await.expect("activity").is_some());
+    t.pass(Duration::from_millis(700)).await;
+    assert!(
+        store.activity(&guest.id).await.expect("activity").is_none(),
+        "the record expired with its TTL"
+    );
 
     // Locks.
     assert!(
