@@ -26,6 +26,12 @@ use crate::store::{
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTWXYZ";
 /// Messages in a join snapshot without `since`.
 pub const JOIN_MESSAGES: usize = 50;
+/// Events a `since` resume returns at most; beyond them it answers
+/// `complete: false` and the client pages with `message.history`.
+pub const RESUME_MAX_EVENTS: usize = 200;
+/// Bytes of event frames a `since` resume returns at most (the gateway
+/// renders them and stops there, answering `complete: false`).
+pub const RESUME_MAX_BYTES: usize = 1 << 20;
 
 /// What a join returns.
 #[derive(Debug, Clone)]
@@ -280,7 +286,14 @@ impl RoomService {
             Some(since) => {
                 let replay = self.messages.events_since(room_id, since).await?;
                 let mut events = replay.events;
+                // Redact over the whole replay: a deletion past the cut
+                // still hides what it deleted.
                 redact_deleted(&mut events);
+                let mut complete = replay.complete;
+                if events.len() > RESUME_MAX_EVENTS {
+                    events.truncate(RESUME_MAX_EVENTS);
+                    complete = false;
+                }
                 // Not `since`: a client that asks from beyond the room's
                 // last seq (after Redis lost data, say) must still get every
                 // event from here on.
@@ -289,13 +302,7 @@ impl RoomService {
                     .map(|e| e.seq)
                     .unwrap_or(0)
                     .max(replay.last_seq);
-                (
-                    JoinHistory::Events {
-                        events,
-                        complete: replay.complete,
-                    },
-                    floor,
-                )
+                (JoinHistory::Events { events, complete }, floor)
             }
         };
         Ok(Joined {
@@ -457,6 +464,52 @@ mod tests {
             Arc::new(crate::metrics::Metrics::new()),
         );
         RoomService::new(store.clone(), store.clone(), store, bus, limits)
+    }
+
+    #[tokio::test]
+    async fn a_long_resume_is_cut_at_200_events_and_says_so() {
+        let rooms = service();
+        let ann = User {
+            id: "ann".into(),
+            name: "Ann".into(),
+            image: None,
+        };
+        let sub = rooms
+            .subscribe_new(Arc::new(NoListener))
+            .await
+            .expect("sub");
+        let room = rooms
+            .create(
+                &sub,
+                &ann,
+                "c1",
+                NewRoom {
+                    name: "Busy",
+                    max_participants: None,
+                    private: None,
+                },
+                None,
+            )
+            .await
+            .expect("created");
+        for i in 0..250u64 {
+            let mut said = system_message(&room.id, format!("message {i}"));
+            said.user = ann.clone();
+            said.kind = MessageKind::Text;
+            let outcome = rooms.messages.append(&said, None).await.expect("sent");
+            assert!(matches!(outcome, crate::store::AppendOutcome::Appended(_)));
+        }
+        let joined = rooms.join(&sub, &ann, "c2", Some(0)).await.expect("joined");
+        let JoinHistory::Events { events, complete } = joined.history else {
+            panic!("a resume answers with events")
+        };
+        assert_eq!(events.len(), RESUME_MAX_EVENTS);
+        assert!(!complete, "the rest is to be paged with message.history");
+        assert_eq!(events.first().map(|e| e.seq), Some(1), "oldest first");
+        assert_eq!(
+            joined.floor, 251,
+            "live delivery goes on after the last seq"
+        );
     }
 
     #[tokio::test]

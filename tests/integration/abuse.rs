@@ -232,3 +232,48 @@ async fn an_address_may_create_six_times_what_a_user_may() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_resume_returns_at_most_200_events_and_1_mib() {
+    let node = solo(&[]).await;
+    let mut ann = guest(&node, "ann").await;
+    let room = ann.create_room("long", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    // 2 bytes a character: 220 of these are well over 1 MiB of frames.
+    let long = "é".repeat(4000);
+    for _ in 0..220 {
+        ann.send_message(&rid, &long).await;
+    }
+    ann.drain_events(QUIET).await;
+    let mut back = guest(&node, "back").await;
+    let started = back
+        .ok(json!({"type": "room.join", "room": rid, "since": 0}))
+        .await;
+    let events = started["events"].as_array().expect("events");
+    assert_eq!(started["complete"], false, "cut short");
+    assert!(
+        events.len() < 200,
+        "the byte budget cut first: {}",
+        events.len()
+    );
+    let bytes: usize = events.iter().map(|e| e.to_string().len()).sum();
+    assert!(bytes <= 1 << 20, "{bytes} bytes of events");
+    assert_consecutive(&seqs(events), "a resume is the oldest events, in order");
+    // Short messages: the count cut.
+    let mut bob = guest(&node, "bob").await;
+    let room = bob.create_room("chatty", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    for i in 0..210 {
+        bob.send_message(&rid, &format!("m{i}")).await;
+    }
+    let mut back = guest(&node, "back2").await;
+    let resumed = back
+        .ok(json!({"type": "room.join", "room": rid, "since": 0}))
+        .await;
+    assert_eq!(resumed["events"].as_array().map(Vec::len), Some(200));
+    assert_eq!(resumed["complete"], false);
+    // Live events after the room's last seq still arrive.
+    let sent = bob.send_message(&rid, "after").await;
+    let got = back.next_message_event(&rid).await;
+    assert_eq!(got["message"]["id"], sent["id"]);
+}

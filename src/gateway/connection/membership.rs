@@ -20,6 +20,7 @@ use crate::error::{ApiError, ServiceError};
 use crate::model::User;
 use crate::protocol::replies::{Empty, JoinEvents, JoinMessages, RoomData, data};
 use crate::protocol::{self, RequestId};
+use crate::service::rooms::RESUME_MAX_BYTES;
 use crate::service::{JoinHistory, Joined, NewRoom, RoomSubscription};
 
 impl Connection {
@@ -240,14 +241,27 @@ fn join_reply(joined: &Joined) -> Box<RawValue> {
             participants: &joined.participants,
             messages,
         }),
-        JoinHistory::Events { events, complete } => data(&JoinEvents {
-            room: &joined.room,
-            participants: &joined.participants,
-            events: events
-                .iter()
-                .map(|e| protocol::raw(protocol::event_frame(&joined.room.id, e.seq, &e.event)))
-                .collect(),
-            complete: *complete,
-        }),
+        JoinHistory::Events { events, complete } => {
+            // Rendered in order until the reply's byte budget is spent; what
+            // does not fit is paged with `message.history`.
+            let mut complete = *complete;
+            let mut bytes = 0;
+            let mut frames = Vec::with_capacity(events.len());
+            for e in events {
+                let frame = protocol::event_frame(&joined.room.id, e.seq, &e.event);
+                if bytes + frame.len() > RESUME_MAX_BYTES {
+                    complete = false;
+                    break;
+                }
+                bytes += frame.len();
+                frames.push(protocol::raw(frame));
+            }
+            data(&JoinEvents {
+                room: &joined.room,
+                participants: &joined.participants,
+                events: frames,
+                complete,
+            })
+        }
     }
 }
