@@ -131,7 +131,11 @@ describe('?server= in the page URL', { timeout: 60_000 }, () => {
   test('a crafted link to another server is refused: no connection, no hello, no token', async () => {
     const page = await newPage(browser);
     await tryToSignIn(page, `${solo.base}/?server=${encodeURIComponent(listener.url)}`, { token: TOKEN });
-    await assertRefused(page, listener.url);
+    await assertRefused(page, listener.url).catch((e) => {
+      // Not refused: say first what the other server received.
+      assert.deepEqual(listener.seen.frames, [], 'no hello, no token');
+      throw e;
+    });
     await page.waitForTimeout(1500); // time for any connection attempt to land
     await screenshot(page, 'server-refused');
     assert.equal(listener.seen.connections, 0, 'nothing connected to the other server');
