@@ -2,7 +2,10 @@
 //!
 //! Its files live in `web/` and are embedded in the binary at build time
 //! (no build step at run time). `ASSETS` maps each URL path to its bytes
-//! and content type; the module map is in docs/web-client.md.
+//! and content type; the module map is in docs/web-client.md. The page's
+//! Content-Security-Policy and `/web-config.json` are built from
+//! `--web-servers`, the only servers besides its own node the page may
+//! connect to (a crafted `?server=` must not get the user's token).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -84,7 +87,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 /// Where the page reads the WebSocket servers it may use besides its own
 /// node's `/ws` (`--web-servers`): `{"servers": ["wss://…/ws", …]}`. The
 /// page fetches it only when its URL has `?server=`.
-pub(crate) const WEB_CONFIG_PATH: &str = "/web-config.json";
+const WEB_CONFIG_PATH: &str = "/web-config.json";
 
 /// The page's Content-Security-Policy for a node whose `--web-servers` are
 /// `servers`: its own scripts and styles only (no inline code, so injected
