@@ -145,23 +145,17 @@ pub(crate) fn asset(path: &str, servers: &[String]) -> Option<Response<Full<Byte
     );
     if content_type.starts_with("text/html") {
         // Validated servers are visible ASCII; should one not be, the page
-        // gets the policy without any other server rather than none at all.
+        // gets the strictest policy (it will not run) rather than none.
         let policy = HeaderValue::from_str(&csp(servers))
-            .unwrap_or_else(|_| HeaderValue::from_static(BASE_CSP));
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
         h.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
     Some(res)
 }
 
-/// [`csp`] with no `--web-servers`: the fallback should a configured server
-/// not fit in a header (validation makes that impossible).
-const BASE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' http: https: data:; connect-src 'self'; \
-    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
 #[cfg(test)]
 mod tests {
-    use super::{ASSETS, BASE_CSP, JS, WEB_CONFIG_PATH, asset, csp};
+    use super::{ASSETS, JS, WEB_CONFIG_PATH, asset, csp};
     use bytes::Bytes;
     use http::Response;
     use http_body_util::Full;
@@ -318,8 +312,13 @@ mod tests {
         assert!(policy.contains("; connect-src 'self'; "), "{policy}");
         assert!(!policy.contains("ws:"), "{policy}");
         assert!(!policy.contains("wss:"), "{policy}");
-        assert_eq!(policy, BASE_CSP);
-        assert_eq!(csp(&[]), BASE_CSP);
+        assert_eq!(
+            policy,
+            "default-src 'none'; script-src 'self'; style-src 'self'; \
+             img-src 'self' http: https: data:; connect-src 'self'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        );
+        assert_eq!(csp(&[]), policy);
     }
 
     #[test]
