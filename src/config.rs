@@ -190,6 +190,19 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// WebSocket servers, besides the node's own `/ws`, that the web page
+    /// may connect to when its URL says `?server=`: comma-separated `ws://`
+    /// or `wss://` URLs with a path. The page refuses any other `?server=`
+    /// (it would hand that server the user's token), and these are the only
+    /// other servers its Content-Security-Policy lets it reach.
+    #[arg(
+        long,
+        env = "HUDDLE_WEB_SERVERS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub web_servers: Vec<String>,
+
     /// How often the node records its heartbeat in `nodes`.
     #[arg(long, env = "HUDDLE_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -262,6 +275,11 @@ impl Config {
                 ));
             }
         }
+        for server in &self.web_servers {
+            check_web_server(server).map_err(|why| {
+                format!("--web-servers: {server:?} {why} (like wss://chat.example.com/ws)")
+            })?;
+        }
         if self.drain_window >= self.shutdown_grace {
             return Err("--drain-window must be shorter than --shutdown-grace".into());
         }
@@ -325,6 +343,53 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
     }
+}
+
+/// Why `url` cannot be a `--web-servers` entry, if it cannot. The entry is
+/// copied into the page's CSP header and compared by the page with
+/// `?server=`, so only a plain `ws://` or `wss://` URL passes: a host
+/// (name, IPv4 or bracketed IPv6), an optional port, a path, and nothing
+/// that could end a CSP source (`;`, `,`, quotes, spaces) or hide a
+/// different server (user info, query, fragment).
+fn check_web_server(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or("is not a ws:// or wss:// URL")?;
+    let (authority, path) = rest
+        .find('/')
+        .map(|at| rest.split_at(at))
+        .ok_or("has no path")?;
+    let (host, port) = match authority.rfind(':') {
+        Some(at) if !authority.ends_with(']') => (&authority[..at], Some(&authority[at + 1..])),
+        _ => (authority, None),
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if !host_ok {
+        return Err("has no valid host");
+    }
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err("has no valid port");
+    }
+    let path_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/%!$&()*+=:@".contains(&b));
+    if !path_ok {
+        return Err("has a query, fragment or character not allowed in its path");
+    }
+    Ok(())
 }
 
 /// Turns the old server's Upstash settings into a Redis URL: a REST URL
@@ -636,6 +701,49 @@ mod tests {
             Err("--redis-timeout-ms must be greater than zero".into())
         );
         assert!(flags(&["--message-ttl", "x"]).is_err());
+        let c =
+            flags(&["--web-servers", "wss://a.example/ws,https://b.example/ws"]).expect("parses");
+        assert_eq!(
+            c.validate(),
+            Err(
+                "--web-servers: \"https://b.example/ws\" is not a ws:// or wss:// URL \
+                 (like wss://chat.example.com/ws)"
+                    .into()
+            )
+        );
         assert!(flags(&["--redis-timeout-ms", "soon"]).is_err());
+    }
+
+    #[test]
+    fn web_servers_are_plain_websocket_urls() {
+        let c = flags(&[
+            "--web-servers",
+            "ws://127.0.0.1:9000/ws,wss://chat.example.com/ws,wss://[::1]:443/a/b,ws://h/",
+        ])
+        .expect("parses");
+        assert_eq!(c.web_servers.len(), 4);
+        assert_eq!(c.validate(), Ok(()));
+        assert!(Config::defaults().web_servers.is_empty(), "none by default");
+        for bad in [
+            "",
+            "http://a.example/ws",
+            "WS://a.example/ws",
+            "ws://a.example",
+            "ws:///ws",
+            "ws://user@a.example/ws",
+            "ws://a.example:0/ws",
+            "ws://a.example:99999/ws",
+            "ws://a.example:x/ws",
+            "ws://a..example/ws",
+            "ws://[nothex]/ws",
+            "ws://a.example/ws?x=1",
+            "ws://a.example/ws#x",
+            "ws://a.example/ws;script-src",
+            "ws://a.example/ws'",
+            "ws://a.example/w s",
+            "ws://a.example/ws,",
+        ] {
+            assert!(check_web_server(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

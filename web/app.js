@@ -20,7 +20,7 @@ import {
   closeSearch, createRoom, joinRoom, loadOlder, onComposerInput, refreshPresence, refreshPublic,
   runSearch, setPeople, setSidebar, stopTyping, submitComposer, toggleAttach,
 } from './app/actions.js';
-import { signIn, signOut } from './app/session.js';
+import { pageServer, showServerRefused, signIn, signOut } from './app/session.js';
 
 function wire() {
   try {
@@ -167,3 +167,6 @@ function wire() {
 }
 
 wire();
+// A link whose ?server= the page will not use says so at once, before the
+// user types a name or token.
+pageServer().then(({ error }) => { if (error) showServerRefused(error); });

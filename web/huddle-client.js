@@ -19,8 +19,9 @@
  *   (after a cool-down for 4008).
  *
  * This file is the module's facade: {@link HuddleClient} (the public API,
- * the connection's life cycle and its events), {@link defaultUrl}, and the
- * re-exported {@link CloseCode} and {@link HuddleError}. Behind it:
+ * the connection's life cycle and its events), {@link defaultUrl} and
+ * {@link chooseServer}, and the re-exported {@link CloseCode} and
+ * {@link HuddleError}. Behind it:
  *
  * - `client/transport.js`: the WebSocket, its generations and the backoff;
  * - `client/rpc.js`: requests and replies, timeouts, the rate gate;
@@ -112,7 +113,7 @@ const DEFAULTS = Object.freeze({
 /**
  * @typedef {object} HuddleClientOptions
  * @property {string} url  WebSocket URL, e.g. `ws://localhost:8080/ws`
- *   (see {@link defaultUrl}).
+ *   (see {@link chooseServer}).
  * @property {string} [name]   guest name (1–64 characters; guest mode)
  * @property {string} [image]  avatar URL (http(s))
  * @property {string} [token]  JWT (when the server requires one)
@@ -138,18 +139,53 @@ const DEFAULTS = Object.freeze({
  */
 
 /**
- * The default WebSocket URL for a page served by a Huddle node: the page's
- * own host, `wss:` under https. `?server=ws://host:port/ws` in the page URL
- * overrides it (development against another node; that node must list the
- * page's origin in `--allowed-origins`).
- * @param {{protocol: string, host: string, search?: string}} loc `location`
+ * The WebSocket URL of the node that served the page: the page's own host,
+ * `/ws`, `wss:` under https. It ignores `?server=`; see {@link chooseServer}.
+ * @param {{protocol: string, host: string}} loc `location`
  * @returns {string}
  */
 export function defaultUrl(loc) {
-  const override = new URLSearchParams(loc.search || '').get('server');
-  if (override && /^wss?:\/\//i.test(override)) return override;
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${scheme}//${loc.host}/ws`;
+}
+
+/**
+ * The WebSocket URL a page should connect to: {@link defaultUrl}, unless
+ * the page URL's `?server=` names another. That one is used only when it is
+ * the page's own `/ws` or one of `allowed` (the serving node's
+ * `--web-servers`, compared after `new URL()` normalises both); anything
+ * else throws a `HuddleError` with code `server_not_allowed` and the
+ * refused URL as `server`, because connecting would hand that server the
+ * user's name and token.
+ * @param {{protocol: string, host: string, search?: string}} loc `location`
+ * @param {string[]} [allowed] other servers the page may use
+ * @returns {string}
+ */
+export function chooseServer(loc, allowed = []) {
+  const own = defaultUrl(loc);
+  const asked = new URLSearchParams(loc.search || '').get('server');
+  if (asked === null) return own;
+  const wanted = plainSocketUrl(asked);
+  if (wanted !== null && (wanted === plainSocketUrl(own) || allowed.some((a) => plainSocketUrl(a) === wanted))) {
+    return wanted;
+  }
+  const error = new HuddleError('server_not_allowed', `the page may not connect to ${asked || 'an empty server'}`);
+  error.server = asked;
+  throw error;
+}
+
+/**
+ * `text` normalised by `new URL()` when it is a `ws:`/`wss:` URL without
+ * user info, query or fragment (what `--web-servers` accepts); else null.
+ * @param {string} text
+ * @returns {string|null}
+ */
+function plainSocketUrl(text) {
+  let u;
+  try { u = new URL(text); } catch { return null; }
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') return null;
+  if (u.username || u.password || u.search || u.hash || text.includes('#')) return null;
+  return u.href;
 }
 
 /** A random id for `client_msg_id` (≤ 64 characters). */

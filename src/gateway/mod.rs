@@ -266,7 +266,8 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Res
             );
             res
         }
-        other => web::asset(other).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
+        other => web::asset(other, &app.config().web_servers)
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
 

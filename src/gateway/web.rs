@@ -2,7 +2,10 @@
 //!
 //! Its files live in `web/` and are embedded in the binary at build time
 //! (no build step at run time). `ASSETS` maps each URL path to its bytes
-//! and content type; the module map is in docs/web-client.md.
+//! and content type; the module map is in docs/web-client.md. The page's
+//! Content-Security-Policy and `/web-config.json` are built from
+//! `--web-servers`, the only servers besides its own node the page may
+//! connect to (a crafted `?server=` must not get the user's token).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -81,20 +84,57 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-/// The page's Content-Security-Policy: its own scripts and styles only (no
-/// inline code, so injected markup cannot run), sockets to its own host
-/// (`'self'` covers `ws(s)://` of the same host; `ws:`/`wss:` allow the
-/// documented `?server=` override), images from anywhere over http(s)
-/// because image messages link to them.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' http: https: data:; connect-src 'self' ws: wss:; \
-    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// Where the page reads the WebSocket servers it may use besides its own
+/// node's `/ws` (`--web-servers`): `{"servers": ["wss://…/ws", …]}`. The
+/// page fetches it only when its URL has `?server=`.
+const WEB_CONFIG_PATH: &str = "/web-config.json";
 
-/// The embedded file at `path`, if any (`/` is `/index.html`).
-pub(crate) fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
+/// The page's Content-Security-Policy for a node whose `--web-servers` are
+/// `servers`: its own scripts and styles only (no inline code, so injected
+/// markup cannot run); sockets and fetches to its own host (`'self'` covers
+/// `ws(s)://` of the same host) and to exactly the listed servers, so even a
+/// fooled script cannot hand a token to any other; images from anywhere
+/// over http(s) because image messages link to them. The servers were
+/// checked at start-up (`Config::validate`): plain URLs with no character
+/// that could end a source expression.
+fn csp(servers: &[String]) -> String {
+    let mut connect = String::from("'self'");
+    for server in servers {
+        connect.push(' ');
+        connect.push_str(server);
+    }
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; \
+         img-src 'self' http: https: data:; connect-src {connect}; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// The body of [`WEB_CONFIG_PATH`]: the allow-list as JSON.
+fn web_config(servers: &[String]) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct WebConfig<'a> {
+        /// `--web-servers`, as configured: the page compares each with its
+        /// `?server=` after normalising both with `new URL()`.
+        servers: &'a [String],
+    }
+    let body =
+        serde_json::to_vec(&WebConfig { servers }).expect("a list of strings always serializes");
+    Bytes::from(body)
+}
+
+/// The embedded file at `path` (`/` is `/index.html`), or the page's
+/// configuration at [`WEB_CONFIG_PATH`], for a node whose `--web-servers`
+/// are `servers`; `None` for any other path.
+pub(crate) fn asset(path: &str, servers: &[String]) -> Option<Response<Full<Bytes>>> {
     let path = if path == "/" { "/index.html" } else { path };
-    let (_, content_type, bytes) = ASSETS.iter().find(|(p, _, _)| *p == path)?;
-    let mut res = Response::new(Full::new(Bytes::from_static(bytes)));
+    let (content_type, body) = if path == WEB_CONFIG_PATH {
+        ("application/json", web_config(servers))
+    } else {
+        let (_, content_type, bytes) = ASSETS.iter().find(|(p, _, _)| *p == path)?;
+        (*content_type, Bytes::from_static(bytes))
+    };
+    let mut res = Response::new(Full::new(body));
     *res.status_mut() = StatusCode::OK;
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -104,17 +144,21 @@ pub(crate) fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
         HeaderValue::from_static("nosniff"),
     );
     if content_type.starts_with("text/html") {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
+        // Validated servers are visible ASCII; should one not be, the page
+        // gets the strictest policy (it will not run) rather than none.
+        let policy = HeaderValue::from_str(&csp(servers))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+        h.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
     Some(res)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{ASSETS, JS, asset};
+    use super::{ASSETS, JS, WEB_CONFIG_PATH, asset, csp};
+    use bytes::Bytes;
+    use http::Response;
+    use http_body_util::Full;
 
     /// The URL path an import specifier in the module at `base` names, or
     /// `None` when a browser could not fetch it from this server (a bare
@@ -236,7 +280,7 @@ mod tests {
                 assert_eq!(*content_type, JS, "{path}");
             }
         }
-        let page = asset("/").expect("the page is served");
+        let page = asset("/", &[]).expect("the page is served");
         let csp = page
             .headers()
             .get(http::header::CONTENT_SECURITY_POLICY)
@@ -249,5 +293,92 @@ mod tests {
             .map(|(_, _, b)| String::from_utf8_lossy(b))
             .expect("index.html is embedded");
         assert!(index.contains(r#"<script type="module" src="/app.js"></script>"#));
+    }
+
+    fn csp_of(servers: &[String]) -> String {
+        let page = asset("/index.html", servers).expect("the page is served");
+        page.headers()
+            .get(http::header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .expect("the page has a CSP")
+            .to_owned()
+    }
+
+    /// Without `--web-servers` the page may open sockets to its own host
+    /// only: no blanket `ws:`/`wss:` lets a crafted `?server=` reach another.
+    #[test]
+    fn the_csp_allows_only_the_own_host_without_web_servers() {
+        let policy = csp_of(&[]);
+        assert!(policy.contains("; connect-src 'self'; "), "{policy}");
+        assert!(!policy.contains("ws:"), "{policy}");
+        assert!(!policy.contains("wss:"), "{policy}");
+        assert_eq!(
+            policy,
+            "default-src 'none'; script-src 'self'; style-src 'self'; \
+             img-src 'self' http: https: data:; connect-src 'self'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        );
+        assert_eq!(csp(&[]), policy);
+    }
+
+    #[test]
+    fn the_csp_lists_exactly_the_web_servers() {
+        let servers = [
+            "ws://127.0.0.1:9000/ws".to_owned(),
+            "wss://chat.example.com/ws".to_owned(),
+        ];
+        let policy = csp_of(&servers);
+        assert!(
+            policy.contains(
+                "; connect-src 'self' ws://127.0.0.1:9000/ws wss://chat.example.com/ws; "
+            ),
+            "{policy}"
+        );
+        let connect: Vec<&str> = policy
+            .split(';')
+            .map(str::trim)
+            .filter(|d| d.starts_with("connect-src"))
+            .collect();
+        assert_eq!(connect.len(), 1, "one connect-src: {policy}");
+        assert!(!connect[0].contains(" ws: ") && !connect[0].ends_with(" wss:"));
+        for directive in [
+            "script-src 'self'",
+            "default-src 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(policy.contains(directive), "{directive} kept: {policy}");
+        }
+        let script = asset("/app.js", &servers).expect("served");
+        assert!(
+            script
+                .headers()
+                .get(http::header::CONTENT_SECURITY_POLICY)
+                .is_none(),
+            "only the page carries the policy"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_page_reads_the_web_servers_as_json() {
+        use http_body_util::BodyExt;
+        async fn body(res: Response<Full<Bytes>>) -> String {
+            let Ok(collected) = res.into_body().collect().await;
+            String::from_utf8_lossy(&collected.to_bytes()).into_owned()
+        }
+        let servers = ["wss://chat.example.com/ws".to_owned()];
+        let res = asset(WEB_CONFIG_PATH, &servers).expect("served");
+        assert_eq!(
+            res.headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
+        assert_eq!(
+            body(res).await,
+            r#"{"servers":["wss://chat.example.com/ws"]}"#
+        );
+        let empty = asset(WEB_CONFIG_PATH, &[]).expect("served");
+        assert_eq!(body(empty).await, r#"{"servers":[]}"#);
+        assert!(asset("/nope.json", &servers).is_none());
     }
 }

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CloseCode, HuddleClient, defaultUrl } from '../../web/huddle-client.js';
+import { CloseCode, HuddleClient, chooseServer, defaultUrl } from '../../web/huddle-client.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -123,8 +123,35 @@ describe('huddle-client.js', () => {
     assert.equal(typeof globalThis.document, 'undefined');
     assert.equal(defaultUrl({ protocol: 'http:', host: 'chat.local:8080', search: '' }), 'ws://chat.local:8080/ws');
     assert.equal(defaultUrl({ protocol: 'https:', host: 'chat.example', search: '' }), 'wss://chat.example/ws');
-    assert.equal(defaultUrl({ protocol: 'http:', host: 'a', search: '?server=ws://b:9/ws' }), 'ws://b:9/ws');
-    assert.equal(defaultUrl({ protocol: 'http:', host: 'a', search: '?server=javascript:x' }), 'ws://a/ws');
+    assert.equal(defaultUrl({ protocol: 'http:', host: 'a', search: '?server=ws://b:9/ws' }), 'ws://a/ws', '?server= is not defaultUrl\'s business');
+  });
+
+  test('chooseServer uses ?server= only for the page\'s own /ws or an allowed server', () => {
+    const page = (search, protocol = 'http:') => ({ protocol, host: 'chat.local:8080', search });
+    assert.equal(chooseServer(page('')), 'ws://chat.local:8080/ws');
+    assert.equal(chooseServer(page('', 'https:')), 'wss://chat.local:8080/ws');
+    assert.equal(chooseServer(page('?server=ws://chat.local:8080/ws')), 'ws://chat.local:8080/ws');
+    assert.equal(chooseServer(page('?server=WS://CHAT.local:8080/ws')), 'ws://chat.local:8080/ws', 'compared normalised');
+    assert.equal(chooseServer(page('?server=wss://chat.local:8080/ws', 'https:')), 'wss://chat.local:8080/ws');
+    const allowed = ['wss://other.example/ws', 'ws://127.0.0.1:9000/ws'];
+    assert.equal(chooseServer(page('?server=wss://other.example:443/ws'), allowed), 'wss://other.example/ws');
+    assert.equal(chooseServer(page('?server=ws://127.0.0.1:9000/ws'), allowed), 'ws://127.0.0.1:9000/ws');
+    for (const bad of [
+      'ws://evil.example/ws', // another server
+      'wss://chat.local:8080/ws', // the own host, but not what an http page's node serves
+      'ws://chat.local:8080/other', // another path
+      'ws://chat.local:8081/ws', // another port
+      'ws://127.0.0.1:9000/ws?x=1', 'ws://user@127.0.0.1:9000/ws', 'wss://other.example/ws#x',
+      'javascript:alert(1)', 'http://chat.local:8080/ws', '',
+    ]) {
+      assert.throws(() => chooseServer(page(`?server=${encodeURIComponent(bad)}`), allowed), (e) => {
+        assert.equal(e.name, 'HuddleError');
+        assert.equal(e.code, 'server_not_allowed', bad);
+        assert.equal(e.server, bad);
+        return true;
+      }, `${bad} refused`);
+    }
+    assert.throws(() => chooseServer(page('?server=ws://127.0.0.1:9000/ws')), /may not connect/, 'no allow-list: refused');
   });
 
   test('delivers each seq once, in order; a gap is filled with room.join since', async () => {

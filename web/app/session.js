@@ -2,10 +2,13 @@
 // saved name, avatar and token, the client's creation and first connect,
 // the switch to the chat view, joining the room named in the URL's
 // #fragment), a refused sign-in, and signing out (back to an empty sign-in
-// page).
+// page). It also decides which server the page talks to: its own node,
+// unless `?server=` names one the node allows (its `--web-servers`, read
+// from /web-config.json); any other `?server=` is refused on the page and
+// nothing is sent anywhere.
 
-import { HuddleClient, defaultUrl } from '../huddle-client.js';
-import { explain, narrow, safeUrl, toast, ui } from './dom.js';
+import { HuddleClient, chooseServer } from '../huddle-client.js';
+import { el, explain, narrow, safeUrl, toast, ui } from './dom.js';
 import { state } from './rooms.js';
 import { renderActiveRoom } from './render.js';
 import { joinRoom, refreshPublic, setPeople, setSidebar } from './actions.js';
@@ -26,6 +29,11 @@ export async function signIn() {
     ui.signinImage.focus();
     return;
   }
+  const server = await pageServer();
+  if (server.error) {
+    showServerRefused(server.error);
+    return;
+  }
   try {
     localStorage.setItem('huddle.name', name);
     localStorage.setItem('huddle.image', image);
@@ -37,7 +45,7 @@ export async function signIn() {
     state.client = null;
   }
   const client = new HuddleClient({
-    url: defaultUrl(location),
+    url: server.url,
     name: name || undefined,
     token: token || undefined,
     image: image || undefined,
@@ -112,4 +120,52 @@ function onAuthFailed({ error }) {
   ui.signinError.textContent = `The server refused the sign-in: ${error.message}.`
     + (ui.signinToken.value.trim() ? '' : ' If it needs a token, paste one under “Use a token”.');
   if (!wasIn) ui.signinMore.open = true;
+}
+
+/** @type {Promise<{url?: string, error?: Error}>|null} read once per page */
+let serverChoice = null;
+
+/**
+ * The WebSocket URL the page may use (`{url}`), or why the page URL's
+ * `?server=` is refused (`{error}`). The node's allow-list is fetched only
+ * when there is a `?server=`; without it (an old node, a failed fetch) only
+ * the page's own node is allowed.
+ * @returns {Promise<{url?: string, error?: Error}>}
+ */
+export function pageServer() {
+  serverChoice ??= (async () => {
+    let allowed = [];
+    if (new URLSearchParams(location.search).has('server')) {
+      try {
+        const res = await fetch('/web-config.json', { cache: 'no-store', credentials: 'omit' });
+        const config = res.ok ? await res.json() : null;
+        if (config && Array.isArray(config.servers)) {
+          allowed = config.servers.filter((s) => typeof s === 'string');
+        }
+      } catch { /* no allow-list: only the page's own node */ }
+    }
+    try {
+      return { url: chooseServer(location, allowed) };
+    } catch (error) {
+      return { error };
+    }
+  })();
+  return serverChoice;
+}
+
+/**
+ * Says on the sign-in form that the link's `?server=` is not used, and why,
+ * with a link to the same page without it; sign-in stays disabled.
+ */
+export function showServerRefused(error) {
+  const asked = error.server ? `“${error.server}”` : 'an empty server';
+  const own = `${location.origin}${location.pathname}${location.hash}`;
+  ui.signinError.replaceChildren(
+    `This link asks the page to connect to ${asked}, which this site does not allow, `
+      + 'so the page will not connect there or send your name or token to it. ',
+    el('a', { href: own, text: 'Chat on this site instead' }),
+    '.',
+  );
+  ui.signinSubmit.disabled = true;
+  document.body.dataset.serverRefused = 'true';
 }
