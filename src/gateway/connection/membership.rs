@@ -54,7 +54,7 @@ impl Connection {
             .await
         {
             Ok(room) => {
-                self.rooms.insert(key.clone(), subscription);
+                self.rooms.insert(subscription);
                 self.joined(id, &key, room.last_seq, data(&RoomData { room: &room }));
                 Ok(None)
             }
@@ -84,7 +84,7 @@ impl Connection {
         self.enqueue(Outbound::Pending(Box::new(key.clone())));
         // Joined already on this connection (a resume): the subscription in
         // hand serves.
-        let fresh = if self.rooms.contains_key(&key) {
+        let fresh = if self.rooms.get(&key).is_some() {
             None
         } else {
             match app.rooms().subscribe(&key, self.listener.clone()).await {
@@ -98,7 +98,10 @@ impl Connection {
         let outcome = {
             let subscription = match &fresh {
                 Some(fresh) => fresh,
-                None => &self.rooms[&key],
+                None => self
+                    .rooms
+                    .get(&key)
+                    .expect("checked above: the connection holds the room"),
             };
             app.rooms()
                 .join(subscription, user, &self.conn_id, since)
@@ -107,7 +110,7 @@ impl Connection {
         match outcome {
             Ok(joined) => {
                 if let Some(fresh) = fresh {
-                    self.rooms.insert(key.clone(), fresh);
+                    self.rooms.insert(fresh);
                 }
                 self.joined(request_id, &key, joined.floor, join_reply(&joined));
                 Ok(None)
@@ -152,7 +155,8 @@ impl Connection {
             self.tell_typing_stopped(user, room).await;
         }
         app.rooms().leave(user, &self.conn_id, room).await?;
-        if let Some((key, subscription)) = self.rooms.remove_entry(room) {
+        if let Some(subscription) = self.rooms.remove(room) {
+            let key = subscription.room().clone();
             subscription.release().await;
             self.enqueue(Outbound::Left(Box::new(key)));
         }
@@ -165,7 +169,7 @@ impl Connection {
         room: &str,
         active: bool,
     ) -> Result<Option<Box<RawValue>>, ApiError> {
-        let Some(key) = self.rooms.get_key_value(room).map(|(key, _)| key.clone()) else {
+        let Some(key) = self.rooms.get(room).map(|s| s.room().clone()) else {
             return Err(ServiceError::Forbidden("join the room before typing in it".into()).into());
         };
         if self.typing.set(&key, active, tokio::time::Instant::now()) {
@@ -202,13 +206,13 @@ impl Connection {
             self.tell_typing_stopped(&user, &room).await;
         }
         let app = self.app.clone();
-        let rooms: Vec<(Arc<str>, RoomSubscription)> = self.rooms.drain().collect();
+        let rooms = self.rooms.take_all();
         if self.drained {
             // A rolling update: the client reconnects elsewhere and resumes.
             // Leaving now would write "left" and, a moment later, "joined";
             // the janitor removes this session once the node is gone, and
             // announces a departure only if the user did not come back.
-            for (_, subscription) in rooms {
+            for subscription in rooms {
                 subscription.release().await;
             }
             app.sessions()
@@ -216,7 +220,8 @@ impl Connection {
                 .await;
             return;
         }
-        for (room, subscription) in rooms {
+        for subscription in rooms {
+            let room = subscription.room().clone();
             subscription.release().await;
             if let Err(e) = app.rooms().leave(&user, &self.conn_id, &room).await {
                 tracing::warn!(room = %room, error = %e, "could not leave on disconnect");
@@ -263,5 +268,40 @@ fn join_reply(joined: &Joined) -> Box<RawValue> {
                 complete,
             })
         }
+    }
+}
+
+/// The rooms a connection has joined, each held by its subscription: a
+/// vector sorted by room id (most connections hold one or a few rooms, and
+/// an idle connection's memory counts).
+#[derive(Debug, Default)]
+pub(super) struct JoinedRooms(Vec<RoomSubscription>);
+
+impl JoinedRooms {
+    fn position(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|s| (**s.room()).cmp(room))
+    }
+
+    /// The subscription of `room`, if joined.
+    pub(super) fn get(&self, room: &str) -> Option<&RoomSubscription> {
+        self.position(room).ok().map(|at| &self.0[at])
+    }
+
+    /// Holds a new subscription (its room is not held yet).
+    fn insert(&mut self, subscription: RoomSubscription) {
+        match self.position(subscription.room()) {
+            Ok(at) => self.0[at] = subscription,
+            Err(at) => self.0.insert(at, subscription),
+        }
+    }
+
+    /// Takes the subscription of `room` out.
+    fn remove(&mut self, room: &str) -> Option<RoomSubscription> {
+        self.position(room).ok().map(|at| self.0.remove(at))
+    }
+
+    /// Takes every subscription out.
+    fn take_all(&mut self) -> Vec<RoomSubscription> {
+        std::mem::take(&mut self.0)
     }
 }

@@ -21,7 +21,6 @@
 //!
 //! The close codes and their reasons are chosen in `crate::error::close`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -45,9 +44,10 @@ use crate::app::App;
 use crate::error::{ApiError, ErrorCode, close};
 use crate::model::User;
 use crate::protocol::{self, RequestId};
-use crate::service::{Listener, RoomSubscription, Typing};
+use crate::service::{Listener, Typing};
 
 use self::limits::Limits;
+use self::membership::JoinedRooms;
 use self::writer::{Writer, pumping};
 
 mod dispatch;
@@ -108,7 +108,7 @@ pub async fn run(
             conn_id,
             address,
             user: None,
-            rooms: HashMap::new(),
+            rooms: JoinedRooms::default(),
             listener,
             tx,
             kill: kill.clone(),
@@ -223,7 +223,7 @@ struct Connection {
     /// Who, once `hello` succeeded.
     user: Option<User>,
     /// The rooms joined on this connection, each held by its subscription.
-    rooms: HashMap<Arc<str>, RoomSubscription>,
+    rooms: JoinedRooms,
     /// This connection's place in the hub, for new subscriptions.
     listener: Arc<dyn Listener>,
     /// The connection's own queue, for replies and join markers.
