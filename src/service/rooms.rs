@@ -466,8 +466,8 @@ mod tests {
         RoomService::new(store.clone(), store.clone(), store, bus, limits)
     }
 
-    #[tokio::test]
-    async fn a_long_resume_is_cut_at_200_events_and_says_so() {
+    /// A service with one room, created by Ann on connection `c1`.
+    async fn one_room() -> (RoomService, User, RoomSubscription, Room) {
         let rooms = service();
         let ann = User {
             id: "ann".into(),
@@ -478,20 +478,21 @@ mod tests {
             .subscribe_new(Arc::new(NoListener))
             .await
             .expect("sub");
+        let new = NewRoom {
+            name: "Lobby",
+            max_participants: None,
+            private: None,
+        };
         let room = rooms
-            .create(
-                &sub,
-                &ann,
-                "c1",
-                NewRoom {
-                    name: "Busy",
-                    max_participants: None,
-                    private: None,
-                },
-                None,
-            )
+            .create(&sub, &ann, "c1", new, None)
             .await
             .expect("created");
+        (rooms, ann, sub, room)
+    }
+
+    #[tokio::test]
+    async fn a_long_resume_is_cut_at_200_events_and_says_so() {
+        let (rooms, ann, sub, room) = one_room().await;
         for i in 0..250u64 {
             let mut said = system_message(&room.id, format!("message {i}"));
             said.user = ann.clone();
@@ -514,30 +515,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_since_past_the_last_seq_resumes_from_the_last_seq() {
-        let rooms = service();
-        let ann = User {
-            id: "ann".into(),
-            name: "Ann".into(),
-            image: None,
-        };
-        let sub = rooms
-            .subscribe_new(Arc::new(NoListener))
-            .await
-            .expect("sub");
-        let room = rooms
-            .create(
-                &sub,
-                &ann,
-                "c1",
-                NewRoom {
-                    name: "Lobby",
-                    max_participants: None,
-                    private: None,
-                },
-                None,
-            )
-            .await
-            .expect("created");
+        let (rooms, ann, sub, room) = one_room().await;
         let joined = rooms
             .join(&sub, &ann, "c2", Some(room.last_seq + 10))
             .await
