@@ -18,6 +18,9 @@
 //! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
 //! | `dedupe:{R}:USER:CLIENT_MSG_ID` | string | message id, 24 h |
 //! | `active_rooms` | sorted set | room id by last activity (ms) |
+//! | `public_rooms` | sorted set | public room ids by last activity (ms), for `room.list` |
+//! | `public_rooms_ready` | string | set once `public_rooms` was filled from `active_rooms` |
+//! | `limit:NAME` | string | a per-minute abuse-limit counter; expires with its window |
 //! | `session:CONN` | hash | user, node, connected_at; TTL `session_ttl` |
 //! | `user_sessions:USER` | set | connection ids of a user |
 //! | `presence:{R}` | sorted set | `USER:CONN` by join time (ms) |
@@ -80,6 +83,16 @@ impl Keys {
     /// `active_rooms`.
     pub fn active_rooms(&self) -> String {
         format!("{}active_rooms", self.prefix)
+    }
+    /// `public_rooms`: the public rooms of `active_rooms`, so listing them
+    /// never wades through private ones.
+    pub fn public_rooms(&self) -> String {
+        format!("{}public_rooms", self.prefix)
+    }
+    /// `public_rooms_ready`: `public_rooms` holds every public room (it was
+    /// filled from `active_rooms` once, after an upgrade).
+    pub fn public_rooms_ready(&self) -> String {
+        format!("{}public_rooms_ready", self.prefix)
     }
     /// `session:CONN`.
     pub fn session(&self, conn: &str) -> String {

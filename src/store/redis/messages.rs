@@ -126,13 +126,18 @@ impl RedisStore {
             // node) in the same round trip: the multiplexed connection
             // pipelines both. `XX GT` only moves an existing room forward,
             // so a refused send leaves no trace.
+            // `public_rooms` likewise: `XX` leaves private rooms out of it.
             let bump = self.inner.bumps.due(room, now).then(|| {
-                let mut bump = redis::cmd("ZADD");
-                bump.arg(k.active_rooms())
-                    .arg("XX")
-                    .arg("GT")
-                    .arg(now)
-                    .arg(room);
+                let mut bump = redis::pipe();
+                for index in [k.active_rooms(), k.public_rooms()] {
+                    bump.cmd("ZADD")
+                        .arg(index)
+                        .arg("XX")
+                        .arg("GT")
+                        .arg(now)
+                        .arg(room)
+                        .ignore();
+                }
                 bump
             });
             let mut c2 = c.twin();

@@ -86,6 +86,8 @@ struct Inner {
     clock: Clock,
     /// The `active_rooms` bump throttle.
     bumps: Bumps,
+    /// `public_rooms` is known to hold every public room.
+    public_index: AtomicBool,
 }
 
 /// Consecutive failed round trips that open the breaker.
@@ -152,6 +154,7 @@ impl RedisStore {
             breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2),
             clock: Clock::default(),
             bumps: Bumps::default(),
+            public_index: AtomicBool::new(false),
         });
         clock::spawn_refresh(&inner);
         Ok(RedisStore { inner })

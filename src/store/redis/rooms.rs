@@ -2,6 +2,7 @@
 //! idle-room sweep.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,6 +50,52 @@ impl RedisStore {
     }
 
     /// Reads rooms by id (`None` for missing ones), in order.
+    /// Makes sure `public_rooms` holds every public room: a deployment
+    /// upgraded from a version without it fills it once from
+    /// `active_rooms` (every node may do it at once: adding is idempotent),
+    /// then marks it ready. Checked once per process.
+    async fn public_index_ready(&self) -> StoreResult<()> {
+        if self.inner.public_index.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let k = self.k();
+        let mut c = self.conn().await?;
+        let ready: bool = self
+            .timed("public_rooms", c.exists(k.public_rooms_ready()))
+            .await?;
+        if !ready {
+            const PAGE: isize = 500;
+            let mut start = 0;
+            loop {
+                let ids: Vec<(String, u64)> = self
+                    .timed(
+                        "public_rooms",
+                        c.zrange_withscores(k.active_rooms(), start, start + PAGE - 1),
+                    )
+                    .await?;
+                let names: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+                let rooms = self.read_rooms(&mut c, &names).await?;
+                let mut add = redis::pipe();
+                for ((id, at), room) in ids.iter().zip(rooms) {
+                    if room.is_some_and(|r| !r.private) {
+                        add.zadd(k.public_rooms(), id, *at).ignore();
+                    }
+                }
+                let _: () = self.timed("public_rooms", add.query_async(&mut c)).await?;
+                if (ids.len() as isize) < PAGE {
+                    break;
+                }
+                start += PAGE;
+            }
+            let _: () = self
+                .timed("public_rooms", c.set(k.public_rooms_ready(), 1))
+                .await?;
+            tracing::info!("public_rooms filled from active_rooms");
+        }
+        self.inner.public_index.store(true, Ordering::Release);
+        Ok(())
+    }
+
     pub(super) async fn read_rooms(
         &self,
         c: &mut Conn<'_>,
@@ -126,8 +173,13 @@ impl RoomStore for RedisStore {
                 return Err(corrupt("room create script said exists"));
             }
         };
+        let mut index = redis::pipe();
+        index.zadd(k.active_rooms(), &room.id, now).ignore();
+        if !room.private {
+            index.zadd(k.public_rooms(), &room.id, now).ignore();
+        }
         let _: () = self
-            .timed("active_rooms", c.zadd(k.active_rooms(), &room.id, now))
+            .timed("active_rooms", index.query_async(&mut c))
             .await?;
         let mut created = room.clone();
         created.last_seq = seq;
@@ -246,32 +298,22 @@ impl RoomStore for RedisStore {
 
     async fn list_public(&self, limit: usize) -> StoreResult<Vec<Room>> {
         self.idempotent(|| async move {
-            // Private rooms share `active_rooms`, so read in pages until `limit`
-            // public ones are found; bounded so a node full of private rooms
-            // cannot make one request scan everything.
-            const MAX_PAGES: usize = 20;
-            let page = (limit * 2).max(20);
+            self.public_index_ready().await?;
             let mut c = self.conn().await?;
-            let mut out = Vec::with_capacity(limit);
-            for p in 0..MAX_PAGES {
-                let start = (p * page) as isize;
-                let ids: Vec<String> = self
-                    .timed(
-                        "active_rooms",
-                        c.zrevrange(self.k().active_rooms(), start, start + page as isize - 1),
-                    )
-                    .await?;
-                let done = ids.len() < page;
-                for room in self.read_rooms(&mut c, &ids).await?.into_iter().flatten() {
-                    if !room.private && out.len() < limit {
-                        out.push(room);
-                    }
-                }
-                if done || out.len() >= limit {
-                    break;
-                }
-            }
-            Ok(out)
+            let ids: Vec<String> = self
+                .timed(
+                    "public_rooms",
+                    c.zrevrange(self.k().public_rooms(), 0, limit as isize - 1),
+                )
+                .await?;
+            // A room closed between the two reads is skipped.
+            Ok(self
+                .read_rooms(&mut c, &ids)
+                .await?
+                .into_iter()
+                .flatten()
+                .filter(|room| !room.private)
+                .collect())
         })
         .await
     }
@@ -382,8 +424,11 @@ impl RoomStore for RedisStore {
                     true
                 }
             };
-            let _: i64 = self
-                .timed("active_rooms", c.zrem(k.active_rooms(), room))
+            let mut index = redis::pipe();
+            index.zrem(k.active_rooms(), room).ignore();
+            index.zrem(k.public_rooms(), room).ignore();
+            let _: () = self
+                .timed("active_rooms", index.query_async(&mut c))
                 .await?;
             Ok(closed)
         })

@@ -660,3 +660,30 @@ pub(super) async fn limit_counters(t: &Engine) {
         1
     );
 }
+
+pub(super) async fn private_rooms_do_not_starve_the_listing(t: &Engine) {
+    let store = t.store.as_ref();
+    let ann = user("ann");
+    create(store, &room("r-pub", "PUB222", 50, false), &ann, "a1").await;
+    // More private rooms, all newer, than a listing ever read in pages of
+    // the activity index (20 pages of 20 for a limit of 1).
+    for i in 0..450 {
+        t.pass(Duration::from_millis(1)).await;
+        let code = format!("Q{i:05}");
+        create(
+            store,
+            &room(&format!("r-priv-{i}"), &code, 50, true),
+            &ann,
+            "a1",
+        )
+        .await;
+    }
+    let listed: Vec<String> = store
+        .list_public(1)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["r-pub"], "the public room is listed");
+}

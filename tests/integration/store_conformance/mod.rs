@@ -274,6 +274,7 @@ conformance! {
     event_log(5, HOUR);
     message_expiry(1000, Duration::from_secs(1));
     limit_counters(1000, HOUR);
+    private_rooms_do_not_starve_the_listing(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log
@@ -356,6 +357,56 @@ async fn redis_engine_publishes_in_seq_order() {
         seen.iter().map(|e| decoded(e)).collect::<Vec<_>>(),
         "the log keeps exactly what was published"
     );
+}
+
+/// A deployment upgraded from a version without `public_rooms` lists its
+/// public rooms all the same: the index is filled once from `active_rooms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_public_index_is_filled_after_an_upgrade() {
+    let redis = RedisServer::start().await;
+    let before = redis_store(&redis, "up:", 1000, Duration::from_secs(3600));
+    let ann = user("ann");
+    create(
+        before.as_ref(),
+        &room("r-old-pub", "OLD222", 50, false),
+        &ann,
+        "a1",
+    )
+    .await;
+    create(
+        before.as_ref(),
+        &room("r-old-priv", "OLD333", 50, true),
+        &ann,
+        "a1",
+    )
+    .await;
+    // What a node of the previous version left: no public index.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut r = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("DEL")
+        .arg("up:public_rooms")
+        .arg("up:public_rooms_ready")
+        .query_async(&mut r)
+        .await
+        .expect("del");
+    let after = redis_store(&redis, "up:", 1000, Duration::from_secs(3600));
+    let listed: Vec<String> = after
+        .list_public(10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["r-old-pub"]);
+    let ready: bool = redis::cmd("EXISTS")
+        .arg("up:public_rooms_ready")
+        .query_async(&mut r)
+        .await
+        .expect("exists");
+    assert!(ready, "filled once, then marked");
 }
 
 /// A Redis that is down is `Unavailable`, not a hang and not a panic.
