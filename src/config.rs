@@ -190,6 +190,14 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Host names browsers may reach this node under, comma-separated
+    /// (`chat.example.com`, `localhost`, `127.0.0.1`, `::1`; no ports). When set, a WebSocket upgrade from
+    /// a browser (one with `Origin`) that names another `Host` is refused
+    /// (403): a page on a domain pointed at this node (DNS rebinding) cannot
+    /// open a socket. Clients without `Origin` are not affected.
+    #[arg(long, env = "HUDDLE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
     /// WebSocket servers, besides the node's own `/ws`, that the web page
     /// may connect to when its URL says `?server=`: comma-separated `ws://`
     /// or `wss://` URLs with a path. The page refuses any other `?server=`
@@ -267,6 +275,14 @@ impl Config {
         positive("janitor-interval", !self.janitor_interval.is_zero())?;
         if self.node_timeout < self.heartbeat_interval * 2 {
             return Err("--node-timeout must be at least twice --heartbeat-interval".into());
+        }
+        for host in &self.allowed_hosts {
+            let ipv6 = host.parse::<std::net::Ipv6Addr>().is_ok();
+            if host.is_empty() || host.contains(['/', ' ', '@']) || (host.contains(':') && !ipv6) {
+                return Err(format!(
+                    "--allowed-hosts: {host:?} is not a host name like chat.example.com"
+                ));
+            }
         }
         for origin in &self.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -712,6 +728,28 @@ mod tests {
             )
         );
         assert!(flags(&["--redis-timeout-ms", "soon"]).is_err());
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names() {
+        let c = flags(&[
+            "--allowed-hosts",
+            "chat.example.com,localhost,127.0.0.1,::1",
+        ])
+        .expect("parses");
+        assert_eq!(c.allowed_hosts.len(), 4);
+        assert_eq!(c.validate(), Ok(()));
+        for bad in [
+            "chat.example.com:8080",
+            "https://chat.example.com",
+            "a b",
+            "u@h",
+            "[::1]",
+        ] {
+            let c = flags(&["--allowed-hosts", bad]).expect("parses");
+            let err = c.validate().expect_err(bad);
+            assert!(err.starts_with("--allowed-hosts:"), "{err}");
+        }
     }
 
     #[test]

@@ -391,28 +391,76 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// Whether a browser page from this `Origin` may open a socket: always for
-/// clients that send none (not browsers) and for same-origin pages, else
-/// only origins listed in `--allowed-origins` (or `*`).
-fn origin_allowed<B>(req: &Request<B>, allowed: &[String]) -> bool {
+/// Whether a browser page from this `Origin` may open a socket. Clients
+/// that send no `Origin` (not browsers) may. A page from an origin listed in
+/// `--allowed-origins` (or `*`) may. A same-origin page may: its origin is
+/// `http` or `https`, its host and port are the request's `Host` (default
+/// ports filled in), and, when a balancer says how the request came
+/// (`X-Forwarded-Proto`), its scheme is that one. With `--allowed-hosts`,
+/// a browser's request must also name one of those hosts: a page on a
+/// domain that was pointed at this node (DNS rebinding) is refused even
+/// though it looks same-origin to the browser.
+fn origin_allowed<B>(req: &Request<B>, origins: &[String], hosts: &[String]) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
     };
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    if allowed
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !hosts.is_empty() {
+        let name = split_host(host).0;
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return false;
+        }
+    }
+    if origins
         .iter()
         .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
     {
         return true;
     }
-    let host = req
+    let Some((scheme, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    if let Some(proto) = req
         .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, h)| h);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        && !proto.eq_ignore_ascii_case(&scheme)
+    {
+        return false;
+    }
+    let (origin_name, origin_port) = split_host(origin_host);
+    let (name, port) = split_host(host);
+    origin_name.eq_ignore_ascii_case(name)
+        && origin_port.unwrap_or(default_port) == port.unwrap_or(default_port)
+}
+
+/// `host[:port]` (or `[v6]:port`) split into name and port.
+fn split_host(host: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((name, tail)) => (name, tail.strip_prefix(':')),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => (name, Some(port)),
+        _ => (host, None),
+    }
 }
 
 fn header_has_token<B>(req: &Request<B>, name: header::HeaderName, token: &str) -> bool {
@@ -507,7 +555,8 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
         Ok(key) => key,
         Err(not) => return not.response(),
     };
-    if !origin_allowed(&req, &app.config().allowed_origins) {
+    let config = app.config();
+    if !origin_allowed(&req, &config.allowed_origins, &config.allowed_hosts) {
         return text(
             StatusCode::FORBIDDEN,
             "this origin may not open a socket here\n",
@@ -649,6 +698,61 @@ mod tests {
         assert_eq!(client_address(&bare, proxy, &trusted), proxy);
         // Nothing trusted: always the peer.
         assert_eq!(client_address(&xff("198.51.100.1"), proxy, &[]), proxy);
+    }
+
+    fn from_origin(origin: &str, host: &str, proto: Option<&str>) -> Request<()> {
+        let mut req = Request::get("/ws")
+            .header(header::ORIGIN, origin)
+            .header(header::HOST, host);
+        if let Some(proto) = proto {
+            req = req.header("x-forwarded-proto", proto);
+        }
+        req.body(()).expect("request")
+    }
+
+    #[test]
+    fn same_origin_compares_scheme_host_and_port() {
+        let ok = |origin, host, proto| origin_allowed(&from_origin(origin, host, proto), &[], &[]);
+        assert!(ok("http://chat.example:8080", "chat.example:8080", None));
+        assert!(ok("https://chat.example", "chat.example", None));
+        assert!(ok(
+            "https://chat.example",
+            "chat.example:443",
+            Some("https")
+        ));
+        assert!(ok("http://Chat.Example", "chat.example:80", None));
+        assert!(ok("http://[::1]:8080", "[::1]:8080", None));
+        // Another port, another host, another scheme than the balancer says.
+        assert!(!ok("http://chat.example:8081", "chat.example:8080", None));
+        assert!(!ok("http://evil.example:8080", "chat.example:8080", None));
+        assert!(!ok("http://chat.example", "chat.example", Some("https")));
+        assert!(!ok("https://chat.example", "chat.example", Some("http")));
+        assert!(!ok("https://chat.example", "chat.example:80", None));
+        // Not a web origin at all.
+        assert!(!ok("null", "chat.example", None));
+        assert!(!ok("file://chat.example", "chat.example", None));
+        // No Origin: not a browser.
+        let bare = Request::get("/ws").body(()).expect("request");
+        assert!(origin_allowed(&bare, &[], &["chat.example".into()]));
+    }
+
+    #[test]
+    fn allowed_origins_and_hosts() {
+        let origins = vec!["https://app.example".to_owned()];
+        let hosts = vec!["chat.example".to_owned()];
+        let req = from_origin("https://app.example", "chat.example", None);
+        assert!(origin_allowed(&req, &origins, &hosts));
+        assert!(origin_allowed(&req, &["*".to_owned()], &[]));
+        // DNS rebinding: the page's host and Host agree, but it is not ours.
+        let rebound = from_origin("http://rebind.example:8080", "rebind.example:8080", None);
+        assert!(
+            origin_allowed(&rebound, &[], &[]),
+            "same-origin without --allowed-hosts"
+        );
+        assert!(!origin_allowed(&rebound, &[], &hosts));
+        assert!(!origin_allowed(&rebound, &["*".to_owned()], &hosts));
+        let ours = from_origin("http://chat.example:8080", "chat.example:8080", None);
+        assert!(origin_allowed(&ours, &[], &hosts));
     }
 
     #[test]
