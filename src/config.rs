@@ -153,6 +153,13 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_ROOM_CREATE_PER_MIN", default_value_t = 30)]
     pub room_create_per_min: u32,
 
+    /// Bytes of history replies (joins, resumes, `message.history`,
+    /// `message.search`) one connection may be sent per second, and four
+    /// times that at once; past it those requests are `rate_limited`. 0 for
+    /// no budget.
+    #[arg(long, env = "HUDDLE_READ_BYTES_PER_SEC", default_value_t = 2 * 1024 * 1024)]
+    pub read_bytes_per_sec: u64,
+
     /// Unknown join codes per user per minute; once past it every join by
     /// code is `rate_limited` until the minute has passed. 0 for no limit.
     #[arg(long, env = "HUDDLE_CODE_MISS_PER_MIN", default_value_t = 10)]

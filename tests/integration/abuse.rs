@@ -277,3 +277,33 @@ async fn a_resume_returns_at_most_200_events_and_1_mib() {
     let got = back.next_message_event(&rid).await;
     assert_eq!(got["message"]["id"], sent["id"]);
 }
+
+#[tokio::test]
+async fn history_reads_are_bounded_by_a_byte_budget_per_connection() {
+    // 20 kB a second, 80 kB at once.
+    let node = solo(&["--read-bytes-per-sec", "20000"]).await;
+    let mut ann = guest(&node, "ann").await;
+    let room = ann.create_room("history", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let long = "x".repeat(4000);
+    for _ in 0..30 {
+        ann.send_message(&rid, &long).await;
+    }
+    let mut reader = guest(&node, "reader").await;
+    reader.join(&rid).await; // ~120 kB of recent messages: answered whole
+    let history = json!({"type": "message.history", "room": rid, "limit": 100});
+    let err = reader.expect_err(history.clone(), "rate_limited").await;
+    let wait = err["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!((1..=10_000).contains(&wait), "{err}");
+    // Other requests are not held back, and the budget comes back.
+    reader.ping().await;
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    let page = reader.ok(history).await;
+    // "created", the 30 messages, "reader joined".
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(32));
+    let (_, metrics) = node.http_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"huddle_abuse_limited_total{limit="read_bytes"} 1"#),
+        "{metrics}"
+    );
+}

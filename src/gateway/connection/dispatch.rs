@@ -3,6 +3,8 @@
 //! and back as one reply (or one `error` frame for a request without an id).
 //! Verbs about room membership and typing are in `membership`.
 
+use std::time::Instant;
+
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tracing::Instrument;
@@ -92,6 +94,29 @@ impl Connection {
         }
     }
 
+    /// Whether the connection may be sent more history now.
+    fn check_read_budget(&mut self) -> Result<(), ApiError> {
+        let Some(budget) = &mut self.read_budget else {
+            return Ok(());
+        };
+        budget.check(Instant::now()).map_err(|wait| {
+            self.app.metrics().abuse_limited("read_bytes");
+            let mut err = ApiError::new(
+                ErrorCode::RateLimited,
+                "too much history read; wait before reading more",
+            );
+            err.retry_after_ms = Some(wait.as_millis() as u64 + 1);
+            err
+        })
+    }
+
+    /// Takes a history reply of `bytes` out of the read budget.
+    pub(super) fn charge_read(&mut self, bytes: usize) {
+        if let Some(budget) = &mut self.read_budget {
+            budget.charge(bytes, Instant::now());
+        }
+    }
+
     async fn on_text(&mut self, text: &str) -> Flow {
         let frame = match protocol::parse(text) {
             Ok(frame) => frame,
@@ -108,6 +133,16 @@ impl Connection {
         if let Err(flow) = self.admit(frame.id.as_ref()) {
             return flow;
         }
+        let reads_history = matches!(
+            frame.request,
+            Request::RoomJoin { .. }
+                | Request::MessageHistory { .. }
+                | Request::MessageSearch { .. }
+        );
+        if reads_history && let Err(err) = self.check_read_budget() {
+            self.fail(frame.id.as_ref(), err);
+            return Flow::Continue;
+        }
         let verb = frame.request.verb();
         let span = tracing::info_span!(
             "request",
@@ -120,6 +155,9 @@ impl Connection {
             .await;
         match outcome {
             Ok(Some(reply)) => {
+                if reads_history {
+                    self.charge_read(reply.get().len());
+                }
                 if let Some(id) = &frame.id {
                     self.send_frame(protocol::reply_ok(id, &reply));
                 }

@@ -1,7 +1,10 @@
 //! A connection's request limits: the rate limiter (a token bucket per
-//! connection, `--rate-limit` sustained, `--rate-burst` burst) and the abuse
+//! connection, `--rate-limit` sustained, `--rate-burst` burst), the abuse
 //! meter that spots a client which keeps sending at more than five times its
-//! rate for ten seconds in a row (closed 4008).
+//! rate for ten seconds in a row (closed 4008), and the read budget: the
+//! bytes of history (joins, resumes, `message.history`, `message.search`) a
+//! connection may be sent, `--read-bytes-per-sec` sustained and four times
+//! that at once.
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -51,6 +54,62 @@ impl Limits {
                 Verdict::Limited(wait.max(Duration::from_millis(1)))
             }
         }
+    }
+}
+
+/// The bytes of history replies a connection may be sent: a bucket of
+/// `4 × rate` bytes refilled at `rate` a second. A reading request needs
+/// something in the bucket; its reply's size is then taken out, below zero
+/// if need be (one large reply is answered whole, and the connection waits
+/// it off before the next). governor's cells cannot go into debt, hence
+/// this small bucket.
+#[derive(Debug)]
+pub(super) struct ReadBudget {
+    /// Refill, bytes per second.
+    rate: f64,
+    /// The bucket's size, bytes.
+    burst: f64,
+    /// What is in it now, bytes (negative: in debt).
+    level: f64,
+    /// When `level` was last brought up to date.
+    at: Instant,
+}
+
+impl ReadBudget {
+    /// A budget of `rate` bytes a second; `None` when 0 (no budget).
+    pub(super) fn new(rate: u64, now: Instant) -> Option<ReadBudget> {
+        (rate > 0).then(|| {
+            let rate = rate as f64;
+            ReadBudget {
+                rate,
+                burst: rate * 4.0,
+                level: rate * 4.0,
+                at: now,
+            }
+        })
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + elapsed * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// Whether a reading request may run now; else how long until it may.
+    pub(super) fn check(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.level > 0.0 {
+            Ok(())
+        } else {
+            let wait = (1.0 - self.level) / self.rate;
+            Err(Duration::from_secs_f64(wait).max(Duration::from_millis(1)))
+        }
+    }
+
+    /// Takes a reply of `bytes` out of the bucket.
+    pub(super) fn charge(&mut self, bytes: usize, now: Instant) {
+        self.refill(now);
+        self.level -= bytes as f64;
     }
 }
 
@@ -134,6 +193,33 @@ mod tests {
                 assert!(!m.record(start + Duration::from_millis(sec * 1000 + i * 100)));
             }
         }
+    }
+
+    #[test]
+    fn the_read_budget_lets_one_big_reply_through_then_waits_it_off() {
+        let t0 = Instant::now();
+        assert!(ReadBudget::new(0, t0).is_none(), "0 turns it off");
+        let mut b = ReadBudget::new(1000, t0).expect("on");
+        assert_eq!(b.check(t0), Ok(()));
+        b.charge(3000, t0);
+        assert_eq!(b.check(t0), Ok(()), "1000 bytes left of 4000");
+        b.charge(6000, t0);
+        // 5000 in debt at 1000 bytes a second: about 5 s.
+        let wait = b.check(t0).expect_err("in debt");
+        assert!(
+            wait > Duration::from_millis(4900) && wait < Duration::from_millis(5100),
+            "{wait:?}"
+        );
+        assert!(b.check(t0 + Duration::from_millis(4000)).is_err());
+        assert_eq!(b.check(t0 + Duration::from_millis(5100)), Ok(()));
+        // Refill stops at the bucket's size.
+        let later = t0 + Duration::from_secs(3600);
+        b.charge(0, later);
+        b.charge(4000, later);
+        assert!(
+            b.check(later).is_err(),
+            "the bucket holds 4 s of the rate at most"
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl Connection {
                 if let Some(fresh) = fresh {
                     self.rooms.insert(fresh);
                 }
-                self.joined(request_id, &key, joined.floor, join_reply(&joined));
+                let reply = join_reply(&joined);
+                self.charge_read(reply.get().len());
+                self.joined(request_id, &key, joined.floor, reply);
                 Ok(None)
             }
             Err(e) => {

@@ -46,7 +46,7 @@ use crate::model::User;
 use crate::protocol::{self, RequestId};
 use crate::service::{Listener, Typing};
 
-use self::limits::Limits;
+use self::limits::{Limits, ReadBudget};
 use self::membership::JoinedRooms;
 use self::writer::{Writer, pumping};
 
@@ -113,6 +113,7 @@ pub async fn run(
             tx,
             kill: kill.clone(),
             limits: Limits::new(config.rate_limit, config.rate_burst),
+            read_budget: ReadBudget::new(config.read_bytes_per_sec, std::time::Instant::now()),
             typing: Typing::default(),
             messages_sent: 0,
             drained: false,
@@ -232,6 +233,8 @@ struct Connection {
     kill: Arc<Kill>,
     /// Rate limit and abuse meter.
     limits: Limits,
+    /// Bytes of history this connection may still be sent.
+    read_budget: Option<ReadBudget>,
     /// Rooms where this connection's typing indicator is on.
     typing: Typing,
     /// Messages sent, for the user's activity record.
