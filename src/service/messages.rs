@@ -13,7 +13,7 @@ use super::{int_field, room_id, text_field, url_field};
 use crate::error::ServiceError;
 use crate::model::{Attachment, AttachmentInput, Event, Message, MessageKind, User, now_ms};
 use crate::store::{
-    AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, RoomStore, StoredMessage,
+    AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, RoomStore, ScanCap, StoredMessage,
 };
 
 /// Longest message text.
@@ -63,6 +63,9 @@ pub const MAX_CLIENT_MSG_ID: usize = 64;
 pub const MAX_QUERY_CHARS: usize = 200;
 /// Most messages one search reads, newest first: the bound on its cost.
 pub const SEARCH_SCAN_CAP: usize = 2000;
+/// Bytes of stored messages a search reads at most (a room of long
+/// messages is scanned less deep).
+pub const SEARCH_SCAN_BYTES: usize = 2 * 1024 * 1024;
 /// Attempts at a compare-and-set edit or delete racing other changes.
 const REPLACE_ATTEMPTS: usize = 3;
 
@@ -384,7 +387,15 @@ impl MessageService {
         words.dedup();
         Ok(self
             .messages
-            .search(room, &words, limit as usize, SEARCH_SCAN_CAP)
+            .search(
+                room,
+                &words,
+                limit as usize,
+                ScanCap {
+                    messages: SEARCH_SCAN_CAP,
+                    bytes: SEARCH_SCAN_BYTES,
+                },
+            )
             .await?)
     }
 

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 use super::{
     AppendOutcome, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, MessageStore,
-    ReplaceOutcome, Replay, RoomStore, SessionRecord, SessionStore, StoreError, StoreResult,
-    StoreSettings, StoredMessage,
+    ReplaceOutcome, Replay, RoomStore, ScanCap, SessionRecord, SessionStore, StoreError,
+    StoreResult, StoreSettings, StoredMessage,
 };
 use crate::codec;
 use crate::events::{EventLog, EventSink, RawReplay};
@@ -541,7 +541,7 @@ impl MessageStore for MemoryStore {
         room: &str,
         words: &[String],
         limit: usize,
-        scan_cap: usize,
+        scan: ScanCap,
     ) -> StoreResult<Vec<Message>> {
         let now = self.now();
         let mut st = self.state();
@@ -550,10 +550,15 @@ impl MessageStore for MemoryStore {
         };
         trim_expired(rs, now);
         let mut found = Vec::new();
-        for (_, id) in rs.by_seq.iter().rev().take(scan_cap) {
+        let mut read = 0;
+        for (_, id) in rs.by_seq.iter().rev().take(scan.messages) {
+            if read >= scan.bytes {
+                break;
+            }
             let Some((env, _)) = rs.messages.get(id) else {
                 continue;
             };
+            read += env.len();
             let m = decode_stored(env)?;
             if super::matches_words(&m, words) {
                 found.push(m);

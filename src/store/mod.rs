@@ -80,6 +80,15 @@ pub enum AppendOutcome {
     NotMember,
 }
 
+/// How much of a room one search may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanCap {
+    /// Messages, newest first.
+    pub messages: usize,
+    /// Bytes of stored records; the scan stops once it has read this much.
+    pub bytes: usize,
+}
+
 /// A page of history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryPage {
@@ -244,13 +253,14 @@ pub trait MessageStore: Send + Sync {
 
     /// Newest-first messages (not deleted, not system) whose content or
     /// attachment name contains every one of `words` (already lowercase),
-    /// scanning at most `scan_cap` of the newest messages.
+    /// scanning the newest messages within `scan` (whichever of its bounds
+    /// comes first).
     async fn search(
         &self,
         room: &str,
         words: &[String],
         limit: usize,
-        scan_cap: usize,
+        scan: ScanCap,
     ) -> StoreResult<Vec<Message>>;
 }
 

@@ -17,7 +17,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::events::{EventLog, RawReplay};
 use crate::model::{Event, Message, now_ms, now_us};
 use crate::store::{
-    AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, Replay, StoredMessage,
+    AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, Replay, ScanCap, StoredMessage,
 };
 
 impl RedisStore {
@@ -327,7 +327,7 @@ impl MessageStore for RedisStore {
         room: &str,
         words: &[String],
         limit: usize,
-        scan_cap: usize,
+        scan: ScanCap,
     ) -> StoreResult<Vec<Message>> {
         self.idempotent(|| async move {
             const PAGE: usize = 100;
@@ -335,8 +335,9 @@ impl MessageStore for RedisStore {
             self.trim(&mut c, room).await?;
             let mut found = Vec::new();
             let mut scanned = 0;
-            while scanned < scan_cap && found.len() < limit {
-                let take = PAGE.min(scan_cap - scanned);
+            let mut read = 0;
+            while scanned < scan.messages && read < scan.bytes && found.len() < limit {
+                let take = PAGE.min(scan.messages - scanned);
                 let ids: Vec<String> = self
                     .timed(
                         "search_index",
@@ -354,12 +355,16 @@ impl MessageStore for RedisStore {
                     .iter()
                     .flatten()
                 {
+                    read += raw.len();
                     let m = parse_message(raw)?;
                     if crate::store::matches_words(&m, words) {
                         found.push(m);
                         if found.len() >= limit {
                             break;
                         }
+                    }
+                    if read >= scan.bytes {
+                        break;
                     }
                 }
                 if ids.len() < take {

@@ -300,6 +300,14 @@ pub(super) async fn sessions_and_cache(t: &Engine) {
     store.ping().await.expect("ping");
 }
 
+/// A search scan of `messages`, with room to spare in bytes.
+fn scan(messages: usize) -> ScanCap {
+    ScanCap {
+        messages,
+        bytes: usize::MAX,
+    }
+}
+
 pub(super) async fn edits_and_search(t: &Engine) {
     let store = t.store.as_ref();
     let ann = user("ann");
@@ -351,28 +359,44 @@ pub(super) async fn edits_and_search(t: &Engine) {
 
     let words = |q: &str| q.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     let found = store
-        .search("r-x", &words("quick"), 10, 100)
+        .search("r-x", &words("quick"), 10, scan(100))
         .await
         .expect("search");
     let texts: Vec<&str> = found.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(texts, ["quick dog!", "the quick red fox"], "newest first");
     let found = store
-        .search("r-x", &words("dog quick"), 10, 100)
+        .search("r-x", &words("dog quick"), 10, scan(100))
         .await
         .expect("search");
     assert_eq!(found.len(), 1, "every word must match");
     let found = store
-        .search("r-x", &words("quick"), 1, 100)
+        .search("r-x", &words("quick"), 1, scan(100))
         .await
         .expect("search");
     assert_eq!(found.len(), 1, "limit");
     let found = store
-        .search("r-x", &words("fox"), 10, 1)
+        .search("r-x", &words("fox"), 10, scan(1))
         .await
         .expect("search");
     assert!(found.is_empty(), "the scan cap bounds the work");
+    // A byte bound stops the scan as well: one record read, the newest
+    // ("quick dog!"), and no further.
     let found = store
-        .search("r-x", &words("created"), 10, 100)
+        .search(
+            "r-x",
+            &words("quick"),
+            10,
+            ScanCap {
+                messages: 100,
+                bytes: 1,
+            },
+        )
+        .await
+        .expect("search");
+    let texts: Vec<&str> = found.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(texts, ["quick dog!"], "the byte bound bounds the work");
+    let found = store
+        .search("r-x", &words("created"), 10, scan(100))
         .await
         .expect("search");
     assert!(found.is_empty(), "system messages are not searched");
@@ -386,7 +410,7 @@ pub(super) async fn edits_and_search(t: &Engine) {
         .expect("delete");
     assert_eq!(out, ReplaceOutcome::Replaced(6));
     let found = store
-        .search("r-x", &words("fox"), 10, 100)
+        .search("r-x", &words("fox"), 10, scan(100))
         .await
         .expect("search");
     assert!(found.is_empty(), "deleted messages are not searched");

@@ -16,7 +16,7 @@ use huddle::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms};
 use huddle::store::redis::ConnMode;
 use huddle::store::{
     AppendOutcome, CreateOutcome, JoinOutcome, LeaveOutcome, MemoryStore, RedisStore,
-    ReplaceOutcome, SessionRecord, Store, StoreSettings,
+    ReplaceOutcome, ScanCap, SessionRecord, Store, StoreSettings,
 };
 
 use crate::common::RedisServer;
