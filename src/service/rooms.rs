@@ -13,7 +13,7 @@ use rand::RngExt;
 
 use super::limits::Limits;
 use super::subscription::{Listener, RoomSubscription};
-use super::typing::TYPING_TTL;
+use super::typing::{TYPING_REPEAT, TYPING_TTL};
 use super::{int_field, room_id, text_field};
 use crate::bus::EventBus;
 use crate::error::ServiceError;
@@ -365,9 +365,13 @@ impl RoomService {
     /// caller checks that the connection has joined the room.
     pub async fn typing(&self, user: &User, room: &str, active: bool) -> Result<(), ServiceError> {
         let room_id = room_id(room)?;
-        self.rooms
-            .set_typing(room_id, &user.id, active, TYPING_TTL)
+        let tell = self
+            .rooms
+            .set_typing(room_id, &user.id, active, TYPING_TTL, TYPING_REPEAT)
             .await?;
+        if !tell {
+            return Ok(());
+        }
         self.bus
             .publish(
                 room_id,

@@ -8,7 +8,8 @@
 //! typing" many times a second costs the room one event per 2 s. Turning
 //! off an indicator that is on is told once; turning off one that is not on
 //! is silent. The connection owns a `Typing` and asks it;
-//! `RoomService::typing` publishes.
+//! `RoomService::typing` then asks the store, which applies the same 2 s
+//! per user across all of the user's connections and nodes, and publishes.
 
 use std::collections::HashMap;
 use std::sync::Arc;

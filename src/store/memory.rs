@@ -59,7 +59,8 @@ struct State {
     node_sessions: HashMap<String, HashSet<String>>,
     /// user → (last seen ms, messages sent, expires at ms)
     activity: HashMap<String, (u64, u64, u64)>,
-    typing: HashMap<(String, String), u64>,
+    /// (room, user) → (expires at ms, last told at ms)
+    typing: HashMap<(String, String), (u64, u64)>,
     cache: HashMap<String, (Vec<u8>, u64)>,
     locks: HashMap<String, u64>,
     /// Abuse-limit counters: name → (count, window ends at ms).
@@ -371,17 +372,27 @@ impl RoomStore for MemoryStore {
         user: &str,
         active: bool,
         ttl: Duration,
-    ) -> StoreResult<()> {
+        repeat: Duration,
+    ) -> StoreResult<bool> {
         let now = self.now();
         let mut st = self.state();
-        st.typing.retain(|_, exp| *exp > now);
+        st.typing.retain(|_, (exp, _)| *exp > now);
         let key = (room.to_owned(), user.to_owned());
-        if active {
-            st.typing.insert(key, now + ttl.as_millis() as u64);
-        } else {
+        if !active {
             st.typing.remove(&key);
+            return Ok(true);
         }
-        Ok(())
+        let expires = now + ttl.as_millis() as u64;
+        match st.typing.get_mut(&key) {
+            Some((exp, told)) if now < *told + repeat.as_millis() as u64 => {
+                *exp = expires;
+                Ok(false)
+            }
+            _ => {
+                st.typing.insert(key, (expires, now));
+                Ok(true)
+            }
+        }
     }
 
     async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>> {

@@ -196,14 +196,19 @@ pub trait RoomStore: Send + Sync {
     /// Distinct users with at least one connection joined to the room.
     async fn online(&self, room: &str) -> StoreResult<Vec<User>>;
 
-    /// Sets (`active`) or clears a typing indicator, which lapses after `ttl`.
+    /// Sets (`active`) or clears `user`'s typing indicator in the room,
+    /// which lapses after `ttl`; whether the room is to be told. Setting
+    /// one that was told less than `repeat` ago only extends it (false), so
+    /// a user typing on several connections or nodes is told at most once
+    /// per `repeat`; clearing is always told.
     async fn set_typing(
         &self,
         room: &str,
         user: &str,
         active: bool,
         ttl: Duration,
-    ) -> StoreResult<()>;
+        repeat: Duration,
+    ) -> StoreResult<bool>;
 
     /// Rooms whose last activity is older than `before_ms`, oldest first.
     async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>>;

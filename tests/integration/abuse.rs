@@ -307,3 +307,29 @@ async fn history_reads_are_bounded_by_a_byte_budget_per_connection() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn one_user_typing_on_two_nodes_is_told_once() {
+    let (_redis, a, b) = two_jwt_nodes().await;
+    let mut ann_a = user(&a, "ann", "Ann").await;
+    let mut ann_b = user(&b, "ann", "Ann").await;
+    let mut reader = user(&a, "rea", "Rea").await;
+    let room = ann_a.create_room("typing twice", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    ann_b.join(&rid).await;
+    reader.join(&rid).await;
+    reader.drain_events(QUIET).await;
+    let started = Instant::now();
+    let typing = json!({"type": "typing", "room": rid, "active": true});
+    for _ in 0..2 {
+        ann_a.ok(typing.clone()).await;
+        ann_b.ok(typing.clone()).await;
+    }
+    let allowed = 1 + started.elapsed().as_secs() as usize / 2;
+    let seen = reader.drain_events(Duration::from_millis(500)).await;
+    let typing = seen.iter().filter(|e| e["event"] == "typing").count();
+    assert!(
+        (1..=allowed).contains(&typing),
+        "1 to {allowed} typing events, got {seen:?}"
+    );
+}

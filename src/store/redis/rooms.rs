@@ -13,7 +13,7 @@ use super::conn::Conn;
 use super::parse::{corrupt, note_tail, parse_room, parse_users, presence_member, user_json};
 use super::scripts::{
     Close, CloseReply, Create, CreateReply, EventKeys, Join, JoinReply, Leave, LeaveReply,
-    MemberKeys, Note, ReleaseCode, Released,
+    MemberKeys, Note, ReleaseCode, Released, Tell, Typing,
 };
 use crate::error::StoreResult;
 use crate::model::{Message, Room, User, now_ms};
@@ -354,16 +354,20 @@ impl RoomStore for RedisStore {
         user: &str,
         active: bool,
         ttl: Duration,
-    ) -> StoreResult<()> {
+        repeat: Duration,
+    ) -> StoreResult<bool> {
         self.idempotent(|| async move {
-            let key = self.k().typing(room, user);
+            let args = Typing {
+                key: self.k().typing(room, user),
+                active,
+                ttl_ms: ttl.as_millis() as u64,
+                repeat_ms: repeat.as_millis() as u64,
+            };
             let mut c = self.conn().await?;
-            if active {
-                let ms = (ttl.as_millis() as u64).max(1);
-                self.timed("typing", c.pset_ex(key, 1, ms)).await
-            } else {
-                self.timed("typing", c.del(key)).await
-            }
+            let Tell(tell) = self
+                .script(&mut c, "typing", &self.inner.scripts.typing, &args)
+                .await?;
+            Ok(tell)
         })
         .await
     }

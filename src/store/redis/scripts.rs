@@ -35,6 +35,7 @@ pub(super) struct Scripts {
     pub(super) close: Script,
     pub(super) release_code: Script,
     pub(super) limit: Script,
+    pub(super) typing: Script,
 }
 
 impl Scripts {
@@ -52,6 +53,7 @@ impl Scripts {
             close: Script::new(include_str!("lua/close.lua")),
             release_code: Script::new(include_str!("lua/release_code.lua")),
             limit: Script::new(include_str!("lua/limit.lua")),
+            typing: Script::new(include_str!("lua/typing.lua")),
         }
     }
 }
@@ -603,6 +605,39 @@ impl ScriptReply for Released {
     fn parse(value: Value) -> StoreResult<Self> {
         redis::from_redis_value::<i64>(value)
             .map(|n| Released(n > 0))
+            .map_err(corrupt)
+    }
+}
+
+/// `typing.lua`: set or clear a typing indicator.
+pub(super) struct Typing {
+    /// `typing:{R}:USER`.
+    pub(super) key: String,
+    /// Set (true) or clear.
+    pub(super) active: bool,
+    /// How long a set indicator lives, ms.
+    pub(super) ttl_ms: u64,
+    /// How long after telling the room a set only extends it, ms.
+    pub(super) repeat_ms: u64,
+}
+
+impl ScriptArgs for Typing {
+    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+        inv.key(&self.key)
+            .arg(if self.active { "1" } else { "0" })
+            .arg(self.ttl_ms.max(1))
+            .arg(self.repeat_ms);
+    }
+}
+
+/// Whether `typing.lua` says to tell the room.
+#[derive(Debug, PartialEq)]
+pub(super) struct Tell(pub(super) bool);
+
+impl ScriptReply for Tell {
+    fn parse(value: Value) -> StoreResult<Self> {
+        redis::from_redis_value::<i64>(value)
+            .map(|n| Tell(n > 0))
             .map_err(corrupt)
     }
 }

@@ -455,14 +455,19 @@ pub(super) async fn presence_nodes_and_locks(t: &Engine) {
         .await
         .expect("leave");
     assert_eq!(names(store.online("r-o").await.expect("online")), ["ann"]);
-    store
-        .set_typing("r-o", &ann.id, true, Duration::from_secs(5))
-        .await
-        .expect("typing");
-    store
-        .set_typing("r-o", &ann.id, false, Duration::from_secs(5))
-        .await
-        .expect("typing");
+    // Typing: told when it turns on, then at most once per `repeat`
+    // whichever connection repeats it; turning it off is always told.
+    let (ttl, repeat) = (Duration::from_secs(5), Duration::from_millis(600));
+    let typing = |active| store.set_typing("r-o", &ann.id, active, ttl, repeat);
+    assert!(typing(true).await.expect("typing"), "turned on: told");
+    assert!(
+        !typing(true).await.expect("typing"),
+        "repeated at once: not told"
+    );
+    t.pass(Duration::from_millis(700)).await;
+    assert!(typing(true).await.expect("typing"), "repeated later: told");
+    assert!(typing(false).await.expect("typing"), "off: told");
+    assert!(typing(true).await.expect("typing"), "on again: told");
 
     // Sessions, rooms they joined, node instances.
     let rec = SessionRecord {
