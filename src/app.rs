@@ -24,7 +24,8 @@ use crate::events::EventSink;
 use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{
-    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, RoomService, SessionService,
+    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, RoomService, RoomSettings,
+    SessionService,
 };
 use crate::store::breaker::BreakerState;
 use crate::store::redis::ConnMode;
@@ -178,6 +179,10 @@ impl App {
             store.clone(),
             bus.clone(),
             limits,
+            RoomSettings {
+                resume_max_events: config.resume_max_events,
+                typing_repeat: config.typing_repeat,
+            },
         );
         let messages = MessageService::new(store.clone(), store.clone(), config.edit_window);
         let sessions = SessionService::new(

@@ -160,6 +160,20 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_READ_BYTES_PER_SEC", default_value_t = 2 * 1024 * 1024)]
     pub read_bytes_per_sec: u64,
 
+    /// Events a `room.join` with `since` returns at most; beyond them the
+    /// reply says `complete: false`.
+    #[arg(long, env = "HUDDLE_RESUME_MAX_EVENTS", default_value_t = 200)]
+    pub resume_max_events: usize,
+
+    /// Bytes of event frames a `room.join` with `since` returns at most.
+    #[arg(long, env = "HUDDLE_RESUME_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub resume_max_bytes: usize,
+
+    /// While a user's typing indicator stays on, the room is told at most
+    /// this often (0: every repeat).
+    #[arg(long, env = "HUDDLE_TYPING_REPEAT", default_value = "2s", value_parser = parse_duration)]
+    pub typing_repeat: Duration,
+
     /// Unknown join codes per user per minute; once past it every join by
     /// code is `rate_limited` until the minute has passed. 0 for no limit.
     #[arg(long, env = "HUDDLE_CODE_MISS_PER_MIN", default_value_t = 10)]
@@ -277,6 +291,8 @@ impl Config {
         positive("ping-interval", !self.ping_interval.is_zero())?;
         positive("idle-timeout", !self.idle_timeout.is_zero())?;
         positive("hello-timeout", !self.hello_timeout.is_zero())?;
+        positive("resume-max-events", self.resume_max_events > 0)?;
+        positive("resume-max-bytes", self.resume_max_bytes > 0)?;
         positive("room-idle-ttl", !self.room_idle_ttl.is_zero())?;
         positive("heartbeat-interval", !self.heartbeat_interval.is_zero())?;
         positive("janitor-interval", !self.janitor_interval.is_zero())?;

@@ -26,7 +26,7 @@ pub mod typing;
 pub use janitor::{Janitor, JanitorSettings};
 pub use limits::{LimitSettings, Limits};
 pub use messages::MessageService;
-pub use rooms::{JoinHistory, Joined, NewRoom, RoomService};
+pub use rooms::{JoinHistory, Joined, NewRoom, RoomService, RoomSettings};
 pub use sessions::{Claims, SessionService};
 pub use subscription::{Listener, RoomSubscription};
 pub use typing::Typing;

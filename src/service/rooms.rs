@@ -13,7 +13,7 @@ use rand::RngExt;
 
 use super::limits::Limits;
 use super::subscription::{Listener, RoomSubscription};
-use super::typing::{TYPING_REPEAT, TYPING_TTL};
+use super::typing::TYPING_TTL;
 use super::{int_field, room_id, text_field};
 use crate::bus::EventBus;
 use crate::error::ServiceError;
@@ -26,12 +26,28 @@ use crate::store::{
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTWXYZ";
 /// Messages in a join snapshot without `since`.
 pub const JOIN_MESSAGES: usize = 50;
-/// Events a `since` resume returns at most; beyond them it answers
-/// `complete: false` and the client pages with `message.history`.
-pub const RESUME_MAX_EVENTS: usize = 200;
-/// Bytes of event frames a `since` resume returns at most (the gateway
-/// renders them and stops there, answering `complete: false`).
-pub const RESUME_MAX_BYTES: usize = 1 << 20;
+
+/// The room rules' settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomSettings {
+    /// Events a `since` resume returns at most; beyond them it answers
+    /// `complete: false` and the client pages with `message.history`
+    /// (`--resume-max-events`, 200). The byte bound is the gateway's, which
+    /// renders the frames (`--resume-max-bytes`).
+    pub resume_max_events: usize,
+    /// While a user's typing indicator stays on, the room is told at most
+    /// this often (`--typing-repeat`, 2 s).
+    pub typing_repeat: std::time::Duration,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        RoomSettings {
+            resume_max_events: 200,
+            typing_repeat: super::typing::TYPING_REPEAT,
+        }
+    }
+}
 
 /// What a join returns.
 #[derive(Debug, Clone)]
@@ -70,6 +86,8 @@ pub struct RoomService {
     bus: Arc<dyn EventBus>,
     /// Room creation and join-code guessing limits.
     limits: Limits,
+    /// Resume and typing bounds.
+    settings: RoomSettings,
 }
 
 /// A room as `room.create` asks for it, before validation.
@@ -122,6 +140,7 @@ impl RoomService {
         sessions: Arc<dyn SessionStore>,
         bus: Arc<dyn EventBus>,
         limits: Limits,
+        settings: RoomSettings,
     ) -> RoomService {
         RoomService {
             rooms,
@@ -129,6 +148,7 @@ impl RoomService {
             sessions,
             bus,
             limits,
+            settings,
         }
     }
 
@@ -290,8 +310,8 @@ impl RoomService {
                 // still hides what it deleted.
                 redact_deleted(&mut events);
                 let mut complete = replay.complete;
-                if events.len() > RESUME_MAX_EVENTS {
-                    events.truncate(RESUME_MAX_EVENTS);
+                if events.len() > self.settings.resume_max_events {
+                    events.truncate(self.settings.resume_max_events);
                     complete = false;
                 }
                 // Not `since`: a client that asks from beyond the room's
@@ -367,7 +387,13 @@ impl RoomService {
         let room_id = room_id(room)?;
         let tell = self
             .rooms
-            .set_typing(room_id, &user.id, active, TYPING_TTL, TYPING_REPEAT)
+            .set_typing(
+                room_id,
+                &user.id,
+                active,
+                TYPING_TTL,
+                self.settings.typing_repeat,
+            )
             .await?;
         if !tell {
             return Ok(());
@@ -467,7 +493,14 @@ mod tests {
             },
             Arc::new(crate::metrics::Metrics::new()),
         );
-        RoomService::new(store.clone(), store.clone(), store, bus, limits)
+        RoomService::new(
+            store.clone(),
+            store.clone(),
+            store,
+            bus,
+            limits,
+            RoomSettings::default(),
+        )
     }
 
     /// A service with one room, created by Ann on connection `c1`.
@@ -508,7 +541,7 @@ mod tests {
         let JoinHistory::Events { events, complete } = joined.history else {
             panic!("a resume answers with events")
         };
-        assert_eq!(events.len(), RESUME_MAX_EVENTS);
+        assert_eq!(events.len(), RoomSettings::default().resume_max_events);
         assert!(!complete, "the rest is to be paged with message.history");
         assert_eq!(events.first().map(|e| e.seq), Some(1), "oldest first");
         assert_eq!(

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 
 /// A typing indicator lapses this long after its last `active: true`.
 pub(crate) const TYPING_TTL: Duration = Duration::from_secs(5);
-/// An indicator that stays on is told to the room at most this often.
-pub(crate) const TYPING_REPEAT: Duration = Duration::from_secs(2);
+/// An indicator that stays on is told to the room at most this often, by
+/// default (`--typing-repeat`).
+pub const TYPING_REPEAT: Duration = Duration::from_secs(2);
 
 /// One room's indicator while it is on.
 #[derive(Debug, Clone, Copy)]
@@ -32,13 +33,29 @@ struct On {
 }
 
 /// The rooms where one connection's typing indicator is on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Typing {
     /// Room → its indicator.
     on: HashMap<Arc<str>, On>,
+    /// How often an indicator that stays on is told.
+    repeat: Duration,
+}
+
+impl Default for Typing {
+    fn default() -> Self {
+        Typing::new(TYPING_REPEAT)
+    }
 }
 
 impl Typing {
+    /// No indicator on; one that stays on is told at most every `repeat`.
+    pub fn new(repeat: Duration) -> Typing {
+        Typing {
+            on: HashMap::new(),
+            repeat,
+        }
+    }
+
     /// Records `active` in `room` at `now`; whether the room must be told.
     pub fn set(&mut self, room: &Arc<str>, active: bool, now: Instant) -> bool {
         if !active {
@@ -46,7 +63,7 @@ impl Typing {
         }
         let lapse = now + TYPING_TTL;
         match self.on.get_mut(room) {
-            Some(on) if now < on.told + TYPING_REPEAT => {
+            Some(on) if now < on.told + self.repeat => {
                 on.lapse = lapse;
                 false
             }

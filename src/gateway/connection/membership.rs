@@ -20,7 +20,6 @@ use crate::error::{ApiError, ServiceError};
 use crate::model::User;
 use crate::protocol::replies::{Empty, JoinEvents, JoinMessages, RoomData, data};
 use crate::protocol::{self, RequestId};
-use crate::service::rooms::RESUME_MAX_BYTES;
 use crate::service::{JoinHistory, Joined, NewRoom, RoomSubscription};
 
 impl Connection {
@@ -112,7 +111,7 @@ impl Connection {
                 if let Some(fresh) = fresh {
                     self.rooms.insert(fresh);
                 }
-                let reply = join_reply(&joined);
+                let reply = join_reply(&joined, app.config().resume_max_bytes);
                 self.charge_read(reply.get().len());
                 self.joined(request_id, &key, joined.floor, reply);
                 Ok(None)
@@ -241,7 +240,7 @@ impl Connection {
 
 /// The reply data of a join: the latest messages, or the events after
 /// `since` rendered as they are pushed live.
-fn join_reply(joined: &Joined) -> Box<RawValue> {
+fn join_reply(joined: &Joined, max_bytes: usize) -> Box<RawValue> {
     match &joined.history {
         JoinHistory::Messages(messages) => data(&JoinMessages {
             room: &joined.room,
@@ -256,7 +255,7 @@ fn join_reply(joined: &Joined) -> Box<RawValue> {
             let mut frames = Vec::with_capacity(events.len());
             for e in events {
                 let frame = protocol::event_frame(&joined.room.id, e.seq, &e.event);
-                if bytes + frame.len() > RESUME_MAX_BYTES {
+                if bytes + frame.len() > max_bytes {
                     complete = false;
                     break;
                 }

@@ -114,7 +114,7 @@ pub async fn run(
             kill: kill.clone(),
             limits: Limits::new(config.rate_limit, config.rate_burst),
             read_budget: ReadBudget::new(config.read_bytes_per_sec, std::time::Instant::now()),
-            typing: Typing::default(),
+            typing: Typing::new(config.typing_repeat),
             messages_sent: 0,
             drained: false,
         };
