@@ -101,8 +101,8 @@ impl Gateway {
 }
 
 struct Shared {
+    /// The node: its app and hub.
     gateway: Gateway,
-    app: App,
     sockets: TaskTracker,
     close_sockets: CancellationToken,
     /// HTTP connections (an upgraded one ends its HTTP part at the upgrade).
@@ -121,7 +121,6 @@ pub async fn serve(
     let app = gateway.app().clone();
     let shared = Arc::new(Shared {
         gateway,
-        app: app.clone(),
         sockets: TaskTracker::new(),
         close_sockets: CancellationToken::new(),
         http: TaskTracker::new(),
@@ -238,7 +237,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let app = &shared.app;
+    let app = shared.gateway.app();
     let path = req.uri().path();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
@@ -550,7 +549,7 @@ fn handshake_key<B>(req: &Request<B>) -> Result<HeaderValue, NotHandshake> {
 }
 
 fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let app = &shared.app;
+    let app = shared.gateway.app();
     let key = match handshake_key(&req) {
         Ok(key) => key,
         Err(not) => return not.response(),
@@ -572,7 +571,6 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
         );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = app.config();
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes))
