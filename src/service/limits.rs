@@ -68,6 +68,16 @@ const CODE_MISS: Kind = Kind {
     message: "too many joins by code; try again later",
 };
 
+/// How `Limits::guard` treats a counter.
+#[derive(Debug, Clone, Copy)]
+enum Gate {
+    /// Count this attempt; refuse once the count is past the limit.
+    Count,
+    /// Only read; refuse once the count has reached the limit (the attempt
+    /// is counted later, if it misses).
+    Peek,
+}
+
 /// The abuse limits of the services.
 #[derive(Clone)]
 pub struct Limits {
@@ -101,52 +111,16 @@ impl Limits {
         address: Option<IpAddr>,
     ) -> Result<(), ServiceError> {
         let per_min = u64::from(self.settings.room_create_per_min);
-        if per_min == 0 {
-            return Ok(());
-        }
-        let mine = self
-            .store
-            .count(&format!("{}{user}", CREATE.user_key), WINDOW)
-            .await?;
-        if mine.count > per_min {
-            return Err(self.refuse(CREATE, false, mine));
-        }
-        if let Some(block) = self.block(address) {
-            let theirs = self
-                .store
-                .count(&format!("{}{block}", CREATE.address_key), WINDOW)
-                .await?;
-            if theirs.count > per_min * ADDRESS_FACTOR {
-                return Err(self.refuse(CREATE, true, theirs));
-            }
-        }
-        Ok(())
+        self.guard(CREATE, per_min, user, address, Gate::Count)
+            .await
     }
 
     /// Before a join by code: refused once `user` (or `address`) is past
     /// the unknown-code limit, whatever the code.
     pub async fn code_join(&self, user: &str, address: Option<IpAddr>) -> Result<(), ServiceError> {
         let per_min = u64::from(self.settings.code_miss_per_min);
-        if per_min == 0 {
-            return Ok(());
-        }
-        let mine = self
-            .store
-            .peek(&format!("{}{user}", CODE_MISS.user_key))
-            .await?;
-        if mine.count >= per_min {
-            return Err(self.refuse(CODE_MISS, false, mine));
-        }
-        if let Some(block) = self.block(address) {
-            let theirs = self
-                .store
-                .peek(&format!("{}{block}", CODE_MISS.address_key))
-                .await?;
-            if theirs.count >= per_min * ADDRESS_FACTOR {
-                return Err(self.refuse(CODE_MISS, true, theirs));
-            }
-        }
-        Ok(())
+        self.guard(CODE_MISS, per_min, user, address, Gate::Peek)
+            .await
     }
 
     /// Counts an unknown code tried by `user` from `address`. A counter
@@ -155,15 +129,57 @@ impl Limits {
         if self.settings.code_miss_per_min == 0 {
             return;
         }
-        let mut names = vec![format!("{}{user}", CODE_MISS.user_key)];
-        if let Some(block) = self.block(address) {
-            names.push(format!("{}{block}", CODE_MISS.address_key));
-        }
-        for name in names {
+        for (name, _) in self.counters(CODE_MISS, user, address) {
             if let Err(e) = self.store.count(&name, WINDOW).await {
                 tracing::warn!(error = %e, "could not count an unknown join code");
             }
         }
+    }
+
+    /// Applies `kind`'s limit of `per_min` (times 6 for the address) to
+    /// `user` and `address`, the user's counter first; 0 is no limit.
+    async fn guard(
+        &self,
+        kind: Kind,
+        per_min: u64,
+        user: &str,
+        address: Option<IpAddr>,
+        gate: Gate,
+    ) -> Result<(), ServiceError> {
+        if per_min == 0 {
+            return Ok(());
+        }
+        for (name, by_address) in self.counters(kind, user, address) {
+            let limit = if by_address {
+                per_min * ADDRESS_FACTOR
+            } else {
+                per_min
+            };
+            let (count, over) = match gate {
+                Gate::Count => {
+                    let c = self.store.count(&name, WINDOW).await?;
+                    (c, c.count > limit)
+                }
+                Gate::Peek => {
+                    let c = self.store.peek(&name).await?;
+                    (c, c.count >= limit)
+                }
+            };
+            if over {
+                return Err(self.refuse(kind, by_address, count));
+            }
+        }
+        Ok(())
+    }
+
+    /// The counter names of `kind` for `user` and, when per-address limits
+    /// are on, `address`; each with whether it is the address's.
+    fn counters(&self, kind: Kind, user: &str, address: Option<IpAddr>) -> Vec<(String, bool)> {
+        let mut names = vec![(format!("{}{user}", kind.user_key), false)];
+        if let Some(block) = self.block(address) {
+            names.push((format!("{}{block}", kind.address_key), true));
+        }
+        names
     }
 
     /// The address block an address counts under, when per-address limits
