@@ -17,9 +17,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{EventBus, MemoryBus, RedisBus};
-use crate::config::{Config, RedisConnMode};
-use crate::error::BuildError;
+use crate::bus::{EventBus, MemoryBus, RedisBus, ShardedBus};
+use crate::config::{Config, RedisBackend, RedisConnMode};
+use crate::error::{BuildError, StoreError};
 use crate::events::EventSink;
 use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
@@ -28,7 +28,7 @@ use crate::service::{
     SessionService,
 };
 use crate::store::breaker::BreakerState;
-use crate::store::redis::ConnMode;
+use crate::store::redis::{ConnMode, RedisOptions, cluster_client};
 use crate::store::{MemoryStore, RedisStore, Store, StoreSettings};
 
 /// A node's parts. Cheap to clone.
@@ -120,41 +120,84 @@ impl App {
         };
         let stop = CancellationToken::new();
         let (store, redis, bus): (Arc<dyn Store>, Option<RedisStore>, Arc<dyn EventBus>) =
-            match &config.redis_url() {
+            match config.redis_backend() {
                 None => {
                     tracing::info!("no --redis: using the in-memory engine (single node only)");
                     let store = Arc::new(MemoryStore::new(settings, sink.clone()));
                     (store, None, Arc::new(MemoryBus::new(sink)))
                 }
-                Some(url) => {
+                Some(RedisBackend::Single(url)) => {
                     let timeout = config.redis_timeout;
                     let keys = Keys::new(config.key_prefix.clone());
                     let mode = match config.redis_conn_mode {
                         RedisConnMode::Pool => ConnMode::Pool,
                         RedisConnMode::Shared => ConnMode::Shared,
                     };
-                    let store = RedisStore::connect_with(
-                        url,
-                        config.redis_pool_size,
+                    let options = RedisOptions {
                         timeout,
-                        keys.clone(),
+                        keys: keys.clone(),
                         settings,
-                        metrics.clone(),
-                        mode,
-                    )?;
+                        metrics: metrics.clone(),
+                        replica_acks: config.redis_replica_acks,
+                    };
+                    let store =
+                        RedisStore::connect_single(&url, config.redis_pool_size, mode, options)?;
+                    let publisher = store
+                        .publisher()
+                        .expect("a store on one Redis has a shared connection");
                     let bus = RedisBus::start(
-                        url,
+                        &url,
                         keys,
                         timeout,
-                        store.publisher(),
+                        publisher,
                         sink,
                         Arc::new(store.clone()),
                         metrics.clone(),
                         stop.clone(),
                     )
                     .await?;
-                    tracing::info!(redis = %redacted(url), "using the Redis engine");
+                    tracing::info!(
+                        redis = %redacted(&url),
+                        replica_acks = config.redis_replica_acks,
+                        "using the Redis engine"
+                    );
                     // The store retries its idempotent calls itself.
+                    (Arc::new(store.clone()), Some(store), Arc::new(bus))
+                }
+                Some(RedisBackend::Cluster(seeds)) => {
+                    let timeout = config.redis_timeout;
+                    let keys = Keys::clustered(config.key_prefix.clone());
+                    let options = RedisOptions {
+                        timeout,
+                        keys: keys.clone(),
+                        settings,
+                        metrics: metrics.clone(),
+                        replica_acks: config.redis_replica_acks,
+                    };
+                    let store = RedisStore::connect_cluster(&seeds, options)?;
+                    let publisher = store
+                        .cluster_publisher()
+                        .expect("a store on a cluster has a cluster connection");
+                    let (pushes_tx, pushes) = tokio::sync::mpsc::unbounded_channel();
+                    let client = cluster_client(&seeds, timeout, Some(pushes_tx))
+                        .map_err(|e| BuildError::Redis(StoreError::backend(e)))?;
+                    let bus = ShardedBus::start(
+                        client,
+                        pushes,
+                        keys,
+                        timeout,
+                        publisher,
+                        sink,
+                        Arc::new(store.clone()),
+                        metrics.clone(),
+                        stop.clone(),
+                    );
+                    let shown: Vec<String> = seeds.iter().map(|s| redacted(s)).collect();
+                    tracing::info!(
+                        seeds = %shown.join(","),
+                        replica_acks = config.redis_replica_acks,
+                        "using the Redis engine on a Redis Cluster (sharded pub/sub)"
+                    );
                     (Arc::new(store.clone()), Some(store), Arc::new(bus))
                 }
             };

@@ -24,6 +24,15 @@ mod parse;
 use self::parse::check_web_server;
 pub use self::parse::{parse_duration, parse_millis, parse_net, upstash_to_redis};
 
+/// Which Redis a node uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisBackend {
+    /// One Redis server (`--redis`).
+    Single(String),
+    /// The seed nodes of a Redis Cluster (`--redis-cluster`).
+    Cluster(Vec<String>),
+}
+
 /// How store calls reach Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RedisConnMode {
@@ -51,8 +60,27 @@ pub struct Config {
 
     /// Redis URL (`redis://` or `rediss://`). Without it the node uses the
     /// in-memory engine and must run alone.
-    #[arg(long, env = "HUDDLE_REDIS")]
+    #[arg(long, env = "HUDDLE_REDIS", conflicts_with = "redis_cluster")]
     pub redis: Option<String>,
+
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs, comma
+    /// separated). The topology is discovered from them and followed (slot
+    /// moves, failovers); room events use sharded pub/sub (Redis 7).
+    /// Mutually exclusive with `--redis`.
+    #[arg(
+        long,
+        env = "HUDDLE_REDIS_CLUSTER",
+        value_delimiter = ',',
+        num_args = 1..,
+        value_name = "URL"
+    )]
+    pub redis_cluster: Vec<String>,
+
+    /// Acknowledge a durable write (a message, an edit, a join) to the client
+    /// only after this many replicas have it (Redis `WAIT`). 0: as soon as
+    /// the master has it.
+    #[arg(long, env = "HUDDLE_REDIS_REPLICA_ACKS", default_value_t = 0)]
+    pub redis_replica_acks: u32,
 
     /// Accepted from the server Huddle replaces: a Redis URL (or an Upstash
     /// REST URL, `https://NAME.upstash.io`), used when `--redis` is not given.
@@ -346,6 +374,31 @@ impl Config {
             }
             redis::Client::open(url.as_str()).map_err(|e| format!("--redis: {e}"))?;
         }
+        if !self.redis_cluster.is_empty() {
+            if self.redis_url().is_some() {
+                return Err(
+                    "--redis-cluster and --redis (or UPSTASH_REDIS_URL) are mutually exclusive: \
+                     give one Redis server or the seeds of one cluster"
+                        .into(),
+                );
+            }
+            for url in &self.redis_cluster {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(format!(
+                        "--redis-cluster takes redis:// or rediss:// URLs, got {url:?}"
+                    ));
+                }
+                redis::Client::open(url.as_str())
+                    .map_err(|e| format!("--redis-cluster {url:?}: {e}"))?;
+            }
+            let tls = |u: &String| u.starts_with("rediss://");
+            if self.redis_cluster.iter().any(tls) != self.redis_cluster.iter().all(tls) {
+                return Err("--redis-cluster: mix of redis:// and rediss:// seeds".into());
+            }
+        }
+        if self.redis_replica_acks > 0 && self.redis_backend().is_none() {
+            return Err("--redis-replica-acks needs --redis or --redis-cluster".into());
+        }
         if let Some(id) = &self.node_id
             && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace))
         {
@@ -374,6 +427,14 @@ impl Config {
         Some(upstash_to_redis(url, token))
     }
 
+    /// The Redis deployment to use, if any: one server or a cluster.
+    pub fn redis_backend(&self) -> Option<RedisBackend> {
+        if !self.redis_cluster.is_empty() {
+            return Some(RedisBackend::Cluster(self.redis_cluster.clone()));
+        }
+        self.redis_url().map(RedisBackend::Single)
+    }
+
     /// The node id: the flag, else the host name, else a random id.
     pub fn resolved_node_id(&self) -> String {
         if let Some(id) = &self.node_id {
@@ -397,6 +458,56 @@ mod tests {
     fn flags(args: &[&str]) -> Result<Config, clap::Error> {
         ServeFlags::try_parse_from(std::iter::once("huddle").chain(args.iter().copied()))
             .map(|f| f.config)
+    }
+
+    #[test]
+    fn cluster_seeds_and_replica_acks() {
+        let c = flags(&[
+            "--redis-cluster",
+            "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+            "--redis-replica-acks",
+            "1",
+        ])
+        .expect("parses");
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            c.redis_backend(),
+            Some(RedisBackend::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ]))
+        );
+        assert_eq!(c.redis_replica_acks, 1);
+        let one = flags(&["--redis", "redis://h:6379"]).expect("parses");
+        assert_eq!(
+            one.redis_backend(),
+            Some(RedisBackend::Single("redis://h:6379".into()))
+        );
+        assert_eq!(one.redis_replica_acks, 0, "acks are off by default");
+        assert_eq!(flags(&[]).expect("parses").redis_backend(), None);
+    }
+
+    #[test]
+    fn cluster_flags_refuse_what_cannot_work() {
+        let both = flags(&["--redis", "redis://a", "--redis-cluster", "redis://b"]);
+        assert!(both.is_err(), "--redis and --redis-cluster conflict");
+        for (args, why) in [
+            (
+                &["--redis-cluster", "http://a:7000"][..],
+                "redis:// or rediss://",
+            ),
+            (
+                &["--redis-cluster", "redis://a:7000,rediss://b:7000"][..],
+                "mix of redis:// and rediss://",
+            ),
+            (&["--redis-replica-acks", "1"][..], "needs --redis"),
+        ] {
+            let err = flags(args)
+                .expect("parses")
+                .validate()
+                .expect_err("refused");
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
     }
 
     #[test]

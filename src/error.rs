@@ -29,6 +29,12 @@ pub enum StoreError {
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
+    /// A durable write reached the master, but too few replicas confirmed
+    /// it in time (`--redis-replica-acks`): it may have been applied, or a
+    /// failover may still take it back. Never retried here; a client retry
+    /// with the same `client_msg_id` is safe.
+    #[error("write not confirmed by replicas: {0}")]
+    Unconfirmed(String),
     /// The backend answered with something we cannot read.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -43,7 +49,10 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Backend { .. } | StoreError::CircuitOpen
+            StoreError::Unavailable(_)
+                | StoreError::Backend { .. }
+                | StoreError::CircuitOpen
+                | StoreError::Unconfirmed(_)
         )
     }
 
@@ -276,6 +285,16 @@ impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         let code = err.code();
         match code {
+            ErrorCode::Unavailable
+                if matches!(err, ServiceError::Store(StoreError::Unconfirmed(_))) =>
+            {
+                tracing::warn!(error = %err, "a write was not confirmed by the replicas");
+                ApiError::new(
+                    code,
+                    "the write may have been applied, but the Redis replicas did not confirm it \
+                     in time; retrying is safe (a send with the same client_msg_id is stored once)",
+                )
+            }
             ErrorCode::Unavailable => ApiError::new(
                 code,
                 "the store is unavailable; nothing was written, retry later",
@@ -315,6 +334,19 @@ mod tests {
     fn store_errors_map_to_unavailable_or_internal() {
         let e = ServiceError::from(StoreError::Unavailable("down".into()));
         assert_eq!(ApiError::from(e).code, ErrorCode::Unavailable);
+        let e = ServiceError::from(StoreError::Unconfirmed("0 of 1".into()));
+        let api = ApiError::from(e);
+        assert_eq!(api.code, ErrorCode::Unavailable);
+        assert!(
+            api.message.contains("may have been applied"),
+            "{}",
+            api.message
+        );
+        assert!(api.message.contains("client_msg_id"), "{}", api.message);
+        assert!(
+            !StoreError::Unconfirmed("x".into()).is_transient(),
+            "never retried blindly"
+        );
         let e = ServiceError::from(StoreError::Corrupt("bad".into()));
         let api = ApiError::from(e);
         assert_eq!(api.code, ErrorCode::Internal);

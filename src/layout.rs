@@ -17,8 +17,8 @@
 //! | `message:{R}:M` | string | envelope of the message's latest event; expires with `message_ttl` |
 //! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
 //! | `dedupe:{R}:USER:CLIENT_MSG_ID` | string | message id, 24 h |
-//! | `active_rooms` | sorted set | room id by last activity (ms) |
-//! | `public_rooms` | sorted set | public room ids by last activity (ms), for `room.list` |
+//! | `active_rooms` | sorted set | room id by last activity (ms); one shard of the room index (below) |
+//! | `public_rooms` | sorted set | public room ids by last activity (ms), for `room.list`; same shard |
 //! | `public_rooms_ready` | string | set once `public_rooms` was filled from `active_rooms` |
 //! | `limit:NAME` | string | a per-minute abuse-limit counter; expires with its window |
 //! | `session:CONN` | hash | user, node, connected_at; TTL `session_ttl` |
@@ -32,20 +32,69 @@
 //! | `cache:K` | string | general cache with TTL |
 //! | `lock:NAME` | string | short lock (the janitor's) |
 //!
-//! Channel: `events:{R}` per room, carrying `crate::codec` envelopes.
+//! Channel: `events:{R}` per room, carrying `crate::codec` envelopes. On a
+//! Redis Cluster it is a shard channel (`SPUBLISH`/`SSUBSCRIBE`): it hashes
+//! to the room's slot, so a room's events travel only inside the shard that
+//! owns the room, and the scripts may publish it next to the room's keys.
+//!
+//! ## The room index and Redis Cluster
+//!
+//! The room index (`active_rooms`, `public_rooms`) is the only sorted set
+//! every room writes to. On one Redis it is one pair of keys. On a cluster
+//! one pair would put every room's bump on one master, so the index is split
+//! into `index_shards` pairs, `active_rooms:{ix-N}` and
+//! `public_rooms:{ix-N}`; a room belongs to shard `N = fnv1a(room id) %
+//! index_shards`. The pair of a shard shares the hash tag `ix-N`, so adding,
+//! bumping and removing a room is one single-slot pipeline; listing and the
+//! idle sweep read every shard and merge.
+//!
+//! Every other key outside a room is used one key per command (`session:`,
+//! `user_sessions:`, `node_sessions:`, `session_rooms:`, `nodes`,
+//! `room_code:`, `activity:`, `limit:`, `cache:`, `lock:`): none is written
+//! in one atomic step with another, so they may live in any slot. Their cost
+//! per connection and per message is in docs/scaling.md.
+
+/// Shards of the room index on a Redis Cluster (`Keys::clustered`).
+pub const CLUSTER_INDEX_SHARDS: u16 = 16;
 
 /// Builds key names under a prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// Shards of the room index: 1 on one Redis (the historical key
+    /// names), `CLUSTER_INDEX_SHARDS` on a cluster.
+    index_shards: u16,
 }
 
 impl Keys {
-    /// Keys under `prefix`.
+    /// Keys under `prefix`, for one Redis.
     pub fn new(prefix: impl Into<String>) -> Keys {
         Keys {
             prefix: prefix.into(),
+            index_shards: 1,
         }
+    }
+
+    /// Keys under `prefix` for a Redis Cluster: the room index is split
+    /// into `CLUSTER_INDEX_SHARDS` shards.
+    pub fn clustered(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+            index_shards: CLUSTER_INDEX_SHARDS,
+        }
+    }
+
+    /// How many shards the room index has.
+    pub fn index_shards(&self) -> u16 {
+        self.index_shards
+    }
+
+    /// The room index shard `room` belongs to.
+    pub fn index_shard(&self, room: &str) -> u16 {
+        if self.index_shards <= 1 {
+            return 0;
+        }
+        (fnv1a(room.as_bytes()) % u32::from(self.index_shards)) as u16
     }
 
     /// `room:{R}`.
@@ -80,14 +129,31 @@ impl Keys {
     pub fn dedupe(&self, room: &str, user: &str, client_msg_id: &str) -> String {
         format!("{}dedupe:{{{room}}}:{user}:{client_msg_id}", self.prefix)
     }
-    /// `active_rooms`.
-    pub fn active_rooms(&self) -> String {
-        format!("{}active_rooms", self.prefix)
+    /// The `active_rooms` shard `shard` (`active_rooms` itself when the
+    /// index is not split).
+    pub fn active_rooms(&self, shard: u16) -> String {
+        self.index_key("active_rooms", shard)
     }
-    /// `public_rooms`: the public rooms of `active_rooms`, so listing them
-    /// never wades through private ones.
-    pub fn public_rooms(&self) -> String {
-        format!("{}public_rooms", self.prefix)
+    /// The `public_rooms` shard `shard`: the public rooms of the same
+    /// `active_rooms` shard, so listing them never wades through private
+    /// ones.
+    pub fn public_rooms(&self, shard: u16) -> String {
+        self.index_key("public_rooms", shard)
+    }
+    /// The `active_rooms` shard of `room`.
+    pub fn active_rooms_of(&self, room: &str) -> String {
+        self.active_rooms(self.index_shard(room))
+    }
+    /// The `public_rooms` shard of `room` (same slot as its `active_rooms`).
+    pub fn public_rooms_of(&self, room: &str) -> String {
+        self.public_rooms(self.index_shard(room))
+    }
+    fn index_key(&self, name: &str, shard: u16) -> String {
+        if self.index_shards <= 1 {
+            format!("{}{name}", self.prefix)
+        } else {
+            format!("{}{name}:{{ix-{shard}}}", self.prefix)
+        }
     }
     /// `public_rooms_ready`: `public_rooms` holds every public room (it was
     /// filled from `active_rooms` once, after an upgrade).
@@ -159,6 +225,13 @@ impl Keys {
     }
 }
 
+/// FNV-1a, 32 bits: a stable spread of room ids over the index shards.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The hash tag of a key: the part between the first `{` and the next `}`.
 pub fn hash_tag(key: &str) -> Option<&str> {
     let open = key.find('{')?;
@@ -191,8 +264,35 @@ mod tests {
         }
         assert_eq!(k.room(r), "huddle:room:{0190a1b2-c3d4}");
         assert_eq!(k.message(r, "m1"), "huddle:message:{0190a1b2-c3d4}:m1");
-        assert_eq!(hash_tag(&k.active_rooms()), None);
+        assert_eq!(hash_tag(&k.active_rooms(0)), None);
+        assert_eq!(
+            k.active_rooms_of(r),
+            "huddle:active_rooms",
+            "one Redis: one index"
+        );
+        assert_eq!(k.public_rooms_of(r), "huddle:public_rooms");
         assert_eq!(hash_tag(&k.session("c1")), None);
+    }
+
+    #[test]
+    fn a_cluster_spreads_the_room_index_over_shards_sharing_a_slot_per_pair() {
+        let k = Keys::clustered("huddle:");
+        let mut used = std::collections::HashSet::new();
+        for i in 0..400 {
+            let room = format!("room-{i}");
+            let shard = k.index_shard(&room);
+            assert!(shard < CLUSTER_INDEX_SHARDS);
+            assert_eq!(shard, k.index_shard(&room), "stable");
+            let (active, public) = (k.active_rooms_of(&room), k.public_rooms_of(&room));
+            assert_eq!(hash_tag(&active), hash_tag(&public), "{active} {public}");
+            assert_eq!(active, format!("huddle:active_rooms:{{ix-{shard}}}"));
+            used.insert(shard);
+        }
+        assert_eq!(
+            used.len(),
+            usize::from(CLUSTER_INDEX_SHARDS),
+            "every shard is used"
+        );
     }
 
     #[test]

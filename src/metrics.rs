@@ -83,6 +83,12 @@ pub struct Metrics {
     pub pubsub_reconnects: Counter,
     /// Gap repairs run (seq jump or reconnect).
     pub gap_repairs: Counter,
+    /// Durable writes refused as `unavailable` because too few replicas
+    /// confirmed them in time (`--redis-replica-acks`).
+    pub redis_unconfirmed: Counter,
+    /// Room channels resubscribed after the pub/sub side lost them (a
+    /// reconnect, a failover, a slot moved to another master).
+    pub pubsub_resubscribes: Counter,
     /// Events delivered by gap repair.
     pub events_repaired: Counter,
     /// Requests refused with `rate_limited`.
@@ -121,6 +127,8 @@ impl Metrics {
             pubsub_channels: Gauge::default(),
             pubsub_reconnects: Counter::default(),
             gap_repairs: Counter::default(),
+            redis_unconfirmed: Counter::default(),
+            pubsub_resubscribes: Counter::default(),
             events_repaired: Counter::default(),
             rate_limited: Counter::default(),
             limited: Family::default(),
@@ -182,6 +190,16 @@ impl Metrics {
             m.pubsub_reconnects.clone(),
         );
         registry.register("gap_repairs", "Gap repairs run", m.gap_repairs.clone());
+        registry.register(
+            "redis_unconfirmed",
+            "Durable writes answered unavailable: too few replicas confirmed them in time",
+            m.redis_unconfirmed.clone(),
+        );
+        registry.register(
+            "pubsub_resubscribes",
+            "Room channels subscribed again after a reconnect, failover or slot move",
+            m.pubsub_resubscribes.clone(),
+        );
         registry.register(
             "events_repaired",
             "Events delivered by gap repair",

@@ -9,10 +9,12 @@
 //! (the gateway's hub), which decodes it once and fans the rendered frame
 //! out.
 //!
-//! Engines: `MemoryBus` (one node: publish is a local delivery) and
+//! Engines: `MemoryBus` (one node: publish is a local delivery),
 //! `RedisBus` (per-room channels on one dedicated pub/sub connection that
-//! heals itself, with gap repair from the room's event log, read through
-//! `crate::events::EventLog`).
+//! heals itself) and `ShardedBus` (a Redis Cluster: per-room shard
+//! channels that follow slot moves and failovers). Both Redis engines
+//! repair gaps from the room's event log, read through
+//! `crate::events::EventLog` (`table`).
 
 use std::sync::Arc;
 
@@ -24,8 +26,11 @@ use crate::events::EventSink;
 use crate::model::{Event, now_us};
 
 pub(crate) mod redis;
+pub(crate) mod sharded;
+mod table;
 
 pub(crate) use self::redis::RedisBus;
+pub(crate) use self::sharded::ShardedBus;
 
 /// Publishing and subscribing to room events.
 #[async_trait]

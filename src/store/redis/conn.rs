@@ -6,6 +6,12 @@
 //!   made lazily on first use, which reconnects by itself (with the crate's
 //!   own backoff) when the connection drops. The bus publishes on it too.
 //! - `Pool`: each call checks a connection out of the bb8 pool (`pool`).
+//! - On a Redis Cluster (`RedisStore::connect_cluster`), every call uses the
+//!   redis crate's cluster connection, which keeps one multiplexed
+//!   connection per master, routes each command by its key's slot and
+//!   follows `MOVED`/`ASK` redirects, failovers and slot moves by itself.
+//!   A pipeline must stay in one slot there: commands over several slots go
+//!   through `RedisStore::scatter`.
 //!
 //! Both go through the circuit breaker first: while it is open, no
 //! connection is used and the call fails with `StoreError::CircuitOpen`.
@@ -26,10 +32,11 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bb8::PooledConnection;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use super::RedisStore;
 use super::pool::{PooledRedis, RedisManager};
+use super::{Links, RedisStore};
 use crate::error::{StoreError, StoreResult};
 
 /// Tries in all, the first included.
@@ -64,6 +71,8 @@ pub(super) enum Conn<'a> {
     Twin(PooledRedis),
     /// The shared, self-reconnecting connection.
     Shared(ConnectionManager),
+    /// The cluster connection (one multiplexed connection per master).
+    Cluster(ClusterConnection),
 }
 
 impl Conn<'_> {
@@ -74,7 +83,13 @@ impl Conn<'_> {
             Conn::Pooled(c) => Conn::Twin((**c).clone()),
             Conn::Twin(c) => Conn::Twin(c.clone()),
             Conn::Shared(c) => Conn::Shared(c.clone()),
+            Conn::Cluster(c) => Conn::Cluster(c.clone()),
         }
+    }
+
+    /// Whether this is a cluster connection (a pipeline must stay in one slot).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
     }
 }
 
@@ -84,6 +99,7 @@ impl ConnectionLike for Conn<'_> {
             Conn::Pooled(c) => c.req_packed_command(cmd),
             Conn::Twin(c) => c.req_packed_command(cmd),
             Conn::Shared(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -97,6 +113,7 @@ impl ConnectionLike for Conn<'_> {
             Conn::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Twin(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Shared(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -105,26 +122,74 @@ impl ConnectionLike for Conn<'_> {
             Conn::Pooled(c) => c.get_db(),
             Conn::Twin(c) => c.get_db(),
             Conn::Shared(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
         }
     }
 }
 
+/// A cluster client on `seeds`: the redis crate's connect and response
+/// timeouts bounded by the store timeout, RESP3 with `push` for the bus's
+/// subscriber (which passes a push sender), RESP2 otherwise.
+pub fn cluster_client(
+    seeds: &[String],
+    timeout: Duration,
+    push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> redis::RedisResult<redis::cluster::ClusterClient> {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(2)
+        .min_retry_wait(25)
+        .max_retry_wait(timeout.as_millis().min(500) as u64);
+    if let Some(push) = push {
+        builder = builder
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(push);
+    }
+    builder.build()
+}
+
+/// The per-connection settings of a cluster connection.
+pub(super) fn cluster_config(timeout: Duration) -> redis::cluster::ClusterConfig {
+    redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+}
+
 impl RedisStore {
-    /// Connections: (in use, idle). In `ConnMode::Shared` the shared
-    /// connection counts as one busy connection while its last round trip
-    /// succeeded.
+    /// Connections: (in use, idle). In `ConnMode::Shared` and on a cluster
+    /// the shared connection counts as one busy connection while its last
+    /// round trip succeeded.
     pub fn pool_state(&self) -> (u32, u32) {
-        if self.inner.mode == ConnMode::Shared {
-            return (u32::from(self.inner.up.load(Ordering::Relaxed)), 0);
+        match &self.inner.links {
+            Links::Single {
+                mode: ConnMode::Pool,
+                pool,
+                ..
+            } => {
+                let s = pool.state();
+                (s.connections - s.idle_connections, s.idle_connections)
+            }
+            _ => (u32::from(self.inner.up.load(Ordering::Relaxed)), 0),
         }
-        let s = self.inner.pool.state();
-        (s.connections - s.idle_connections, s.idle_connections)
     }
 
-    /// The shared connection, for publishing on the same connection as the
-    /// commands (in `ConnMode::Pool` it carries only what is published).
-    pub fn publisher(&self) -> ConnectionManager {
-        self.inner.shared.clone()
+    /// The shared connection to one Redis, for publishing on the same
+    /// connection as the commands (in `ConnMode::Pool` it carries only what
+    /// is published); `None` on a cluster.
+    pub fn publisher(&self) -> Option<ConnectionManager> {
+        match &self.inner.links {
+            Links::Single { shared, .. } => Some(shared.clone()),
+            Links::Cluster(_) => None,
+        }
+    }
+
+    /// The cluster connection, for `SPUBLISH`; `None` on one Redis.
+    pub fn cluster_publisher(&self) -> Option<ClusterConnection> {
+        match &self.inner.links {
+            Links::Single { .. } => None,
+            Links::Cluster(c) => Some(c.clone()),
+        }
     }
 
     /// A connection, unless the breaker is open.
@@ -132,16 +197,64 @@ impl RedisStore {
         if !self.inner.breaker.admit() {
             return Err(StoreError::CircuitOpen);
         }
-        if self.inner.mode == ConnMode::Shared {
-            return Ok(Conn::Shared(self.inner.shared.clone()));
-        }
-        match self.inner.pool.get().await {
+        let pool = match &self.inner.links {
+            Links::Cluster(c) => return Ok(Conn::Cluster(c.clone())),
+            Links::Single {
+                mode: ConnMode::Shared,
+                shared,
+                ..
+            } => return Ok(Conn::Shared(shared.clone())),
+            Links::Single { pool, .. } => pool,
+        };
+        match pool.get().await {
             Ok(c) => Ok(Conn::Pooled(c)),
             Err(e) => {
                 self.inner.breaker.record(false);
                 Err(StoreError::Unavailable(format!("no Redis connection: {e}")))
             }
         }
+    }
+
+    /// Runs groups of commands whose keys may be in different slots: every
+    /// group must stay in one slot. On one Redis all groups go in one
+    /// pipeline (one round trip); on a cluster each group is a pipeline of
+    /// its own, all sent at once. Not atomic either way: callers order
+    /// their commands so that a partial failure is retried or harmless.
+    /// The replies come back per group, in order.
+    pub(super) async fn scatter(
+        &self,
+        c: &mut Conn<'_>,
+        op: &'static str,
+        groups: Vec<Vec<Cmd>>,
+    ) -> StoreResult<Vec<Vec<Value>>> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !c.is_cluster() {
+            let mut pipe = redis::pipe();
+            for cmd in groups.iter().flatten() {
+                pipe.add_command(cmd.clone());
+            }
+            let mut flat: Vec<Value> = self.timed(op, pipe.query_async(&mut *c)).await?;
+            let mut out = Vec::with_capacity(groups.len());
+            let mut rest = flat.drain(..);
+            for group in &groups {
+                out.push(rest.by_ref().take(group.len()).collect());
+            }
+            return Ok(out);
+        }
+        let sends = groups.into_iter().map(|group| {
+            let mut conn = c.twin();
+            async move {
+                let mut pipe = redis::pipe();
+                for cmd in group {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async::<Vec<Value>>(&mut conn).await
+            }
+        });
+        self.timed(op, futures_util::future::try_join_all(sends))
+            .await
     }
 
     /// Runs an idempotent call, trying it again after a transient failure

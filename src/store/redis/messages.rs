@@ -39,6 +39,17 @@ impl RedisStore {
         .await
     }
 
+    /// With replica acknowledgements, the last seq readers may see (the
+    /// room's `published` mark, see `crate::store::redis`); `None` without
+    /// them or before the room's first acknowledged write.
+    async fn published_mark(&self, c: &mut Conn<'_>, room: &str) -> StoreResult<Option<u64>> {
+        if !self.deferred() {
+            return Ok(None);
+        }
+        self.timed("published_mark", c.hget(self.k().room(room), "published"))
+            .await
+    }
+
     /// Drops expired messages from the room's index and their events.
     async fn trim(&self, c: &mut Conn<'_>, room: &str) -> StoreResult<()> {
         let k = self.k();
@@ -77,6 +88,11 @@ impl RedisStore {
         .await
         .unwrap_or_else(|_| Err(StoreError::Unavailable("settling timed out".into())));
         match look {
+            // Present, but whether replicas have it is not known.
+            Ok(Some(_)) if self.deferred() => Err(StoreError::Unconfirmed(
+                "the answer was lost; the message is on the master, its replicas unconfirmed"
+                    .into(),
+            )),
             Ok(Some(stored)) => {
                 tracing::info!(message = %message.id, "a send whose answer was lost was applied");
                 Ok(AppendOutcome::Appended(stored.message))
@@ -127,9 +143,10 @@ impl RedisStore {
             // pipelines both. `XX GT` only moves an existing room forward,
             // so a refused send leaves no trace.
             // `public_rooms` likewise: `XX` leaves private rooms out of it.
+            // Both index keys of a room share one slot (`crate::layout`).
             let bump = self.inner.bumps.due(room, now).then(|| {
                 let mut bump = redis::pipe();
-                for index in [k.active_rooms(), k.public_rooms()] {
+                for index in [k.active_rooms_of(room), k.public_rooms_of(room)] {
                     bump.cmd("ZADD")
                         .arg(index)
                         .arg("XX")
@@ -142,7 +159,7 @@ impl RedisStore {
             });
             let mut c2 = c.twin();
             let (sent, bumped) = tokio::join!(
-                self.invoke(&mut c, "message_send", &self.inner.scripts.send, &args),
+                self.invoke_durable(&mut c, "message_send", &self.inner.scripts.send, &args),
                 async {
                     match &bump {
                         Some(bump) => {
@@ -154,8 +171,8 @@ impl RedisStore {
                 },
             );
             // A lost answer is settled; a reply (even `late`) is final.
-            let reply = match sent {
-                Ok(reply) => reply,
+            let (reply, acks) = match sent {
+                Ok(sent) => sent,
                 Err(e) if e.is_transient() => {
                     return self.settle(message, deadline, e).await;
                 }
@@ -168,6 +185,7 @@ impl RedisStore {
                 SendReply::NoRoom => Ok(AppendOutcome::NoRoom),
                 SendReply::NotMember => Ok(AppendOutcome::NotMember),
                 SendReply::Sent(seq) => {
+                    self.confirm(&mut c, room, seq, acks).await?;
                     stored.seq = seq;
                     Ok(AppendOutcome::Appended(stored))
                 }
@@ -176,7 +194,14 @@ impl RedisStore {
                         .timed("message_get", c.get(k.message(room, &prior_id)))
                         .await?;
                     match raw {
-                        Some(bytes) => Ok(AppendOutcome::Duplicate(parse_message(&bytes)?)),
+                        Some(bytes) => {
+                            let prior = parse_message(&bytes)?;
+                            // With acknowledgements the script's write moved
+                            // this connection past the original, so its
+                            // WAIT covered the original too.
+                            self.confirm(&mut c, room, prior.seq, acks).await?;
+                            Ok(AppendOutcome::Duplicate(prior))
+                        }
                         None => {
                             // The original expired before its dedupe key:
                             // write this one and let it take the key over.
@@ -250,6 +275,9 @@ impl MessageStore for RedisStore {
                     .flatten()
                     .map(|b| parse_message(b))
                     .collect::<StoreResult<Vec<Message>>>()?;
+                if let Some(mark) = self.published_mark(&mut c, room).await? {
+                    messages.retain(|m| m.seq <= mark);
+                }
                 messages.reverse();
                 return Ok(HistoryPage { messages, has_more });
             }
@@ -305,21 +333,22 @@ impl MessageStore for RedisStore {
             now: now_ms(),
             deadline: self.deadline(),
         };
-        Ok(
-            match self
-                .script(
-                    &mut c,
-                    "message_replace",
-                    &self.inner.scripts.replace,
-                    &args,
-                )
-                .await?
-            {
-                ReplaceReply::Replaced(seq) => ReplaceOutcome::Replaced(seq),
-                ReplaceReply::Changed => ReplaceOutcome::Changed,
-                ReplaceReply::Gone => ReplaceOutcome::Gone,
-            },
-        )
+        let (reply, acks) = self
+            .invoke_durable(
+                &mut c,
+                "message_replace",
+                &self.inner.scripts.replace,
+                &args,
+            )
+            .await?;
+        Ok(match ReplaceReply::parse(reply)? {
+            ReplaceReply::Replaced(seq) => {
+                self.confirm(&mut c, room, seq, acks).await?;
+                ReplaceOutcome::Replaced(seq)
+            }
+            ReplaceReply::Changed => ReplaceOutcome::Changed,
+            ReplaceReply::Gone => ReplaceOutcome::Gone,
+        })
     }
 
     async fn search(
@@ -333,6 +362,7 @@ impl MessageStore for RedisStore {
             const PAGE: usize = 100;
             let mut c = self.conn().await?;
             self.trim(&mut c, room).await?;
+            let mark = self.published_mark(&mut c, room).await?;
             let mut found = Vec::new();
             let mut scanned = 0;
             let mut read = 0;
@@ -357,7 +387,8 @@ impl MessageStore for RedisStore {
                 {
                     read += raw.len();
                     let m = parse_message(raw)?;
-                    if crate::store::matches_words(&m, words) {
+                    let visible = mark.is_none_or(|mark| m.seq <= mark);
+                    if visible && crate::store::matches_words(&m, words) {
                         found.push(m);
                         if found.len() >= limit {
                             break;

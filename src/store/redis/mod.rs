@@ -1,12 +1,24 @@
-//! The Redis engine: every repository on one Redis (or a Redis Cluster, as
-//! the key layout in `crate::layout` allows).
+//! The Redis engine: every repository on one Redis or on a Redis Cluster
+//! (`connect_cluster`; the key layout in `crate::layout` keeps every script
+//! and pipeline in one slot).
 //!
 //! Every call is bounded by the configured timeout; a timeout or connection
 //! failure is `StoreError::Unavailable` (or `Backend`, with the Redis error
 //! as its source). Operations that append a durable event run as one Lua
 //! script (`EVALSHA`, loaded on first use), so the membership and
 //! idempotency checks, `seq` assignment, the writes, the event-log trim and
-//! the `PUBLISH` happen atomically and in seq order.
+//! the `PUBLISH` happen atomically and in seq order (`SPUBLISH`, a shard
+//! channel, on a cluster).
+//!
+//! With replica acknowledgements (`RedisOptions::replica_acks` N > 0) a
+//! durable write is confirmed only once N replicas have it: the script
+//! writes the event without publishing it, the store runs `WAIT N` on the
+//! connection that wrote it, and only then `publish.lua` publishes every
+//! event up to it, in seq order, and moves the room's `published` mark.
+//! Readers (the event log replay, `room.last_seq`, history) stop at that
+//! mark, so no client ever sees an event a failover could still take back.
+//! When the replicas do not confirm in time the caller gets
+//! `StoreError::Unconfirmed`: the write may have been applied.
 //!
 //! | module | owns |
 //! |---|---|
@@ -24,13 +36,14 @@ use std::time::{Duration, Instant};
 
 use bb8::Pool;
 use redis::RedisError;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
 
 use self::clock::Clock;
 use self::conn::Conn;
 use self::parse::unavailable;
 use self::pool::RedisManager;
-use self::scripts::{ScriptArgs, ScriptReply, Scripts};
+use self::scripts::{Bound, Publish, Published, Release, ScriptArgs, ScriptReply, Scripts};
 use self::throttle::Bumps;
 use super::StoreSettings;
 use super::breaker::{Breaker, BreakerState};
@@ -52,7 +65,7 @@ mod throttle;
 #[cfg(test)]
 mod script_tests;
 
-pub use self::conn::ConnMode;
+pub use self::conn::{ConnMode, cluster_client};
 
 /// The Redis engine. Cheap to clone.
 #[derive(Clone)]
@@ -60,14 +73,44 @@ pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
+/// Where a store's connections come from.
+enum Links {
+    /// One Redis server.
+    Single {
+        /// How calls get connections.
+        mode: ConnMode,
+        /// Connections for `ConnMode::Pool`.
+        pool: Pool<RedisManager>,
+        /// The self-reconnecting connection of `ConnMode::Shared` (made on
+        /// first use), on which the bus also publishes.
+        shared: ConnectionManager,
+    },
+    /// A Redis Cluster: the crate's cluster connection (connects on first
+    /// use, follows the topology), on which the bus also publishes.
+    Cluster(ClusterConnection),
+}
+
+/// What every Redis store needs besides its connections.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// The bound on every call.
+    pub timeout: Duration,
+    /// Key names (`Keys::clustered` on a cluster).
+    pub keys: Keys,
+    /// TTLs and the log length.
+    pub settings: StoreSettings,
+    /// Per-call latency and the breaker gauge.
+    pub metrics: Arc<Metrics>,
+    /// Replicas that must have a durable write before it is acknowledged
+    /// (`WAIT`); 0 acknowledges once the master has it.
+    pub replica_acks: u32,
+}
+
 struct Inner {
-    /// How calls get connections.
-    mode: ConnMode,
-    /// Connections for `ConnMode::Pool`.
-    pool: Pool<RedisManager>,
-    /// The self-reconnecting connection of `ConnMode::Shared` (made on
-    /// first use), on which the bus also publishes.
-    shared: ConnectionManager,
+    /// Where connections come from.
+    links: Links,
+    /// Replicas that must confirm a durable write (0: none).
+    replica_acks: u32,
     /// Whether the last round trip succeeded (`pool_state` in shared mode).
     up: AtomicBool,
     /// Key names.
@@ -88,6 +131,11 @@ struct Inner {
     bumps: Bumps,
     /// `public_rooms` is known to hold every public room.
     public_index: AtomicBool,
+}
+
+/// Whether Redis did not know a script (`NOSCRIPT`).
+fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 /// Consecutive failed round trips that open the breaker.
@@ -129,6 +177,24 @@ impl RedisStore {
         metrics: Arc<Metrics>,
         mode: ConnMode,
     ) -> Result<RedisStore, StoreError> {
+        let options = RedisOptions {
+            timeout,
+            keys,
+            settings,
+            metrics,
+            replica_acks: 0,
+        };
+        Self::connect_single(url, pool_size, mode, options)
+    }
+
+    /// Connects to one Redis server at `url`, with every option.
+    pub fn connect_single(
+        url: &str,
+        pool_size: u32,
+        mode: ConnMode,
+        options: RedisOptions,
+    ) -> Result<RedisStore, StoreError> {
+        let timeout = options.timeout;
         let manager = RedisManager::new(url).map_err(unavailable)?;
         // No PING on checkout: broken connections are found by their own
         // failed commands (see `pool`).
@@ -141,15 +207,44 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let shared = ConnectionManager::new_lazy_with_config(client, conn::manager_config())
             .map_err(unavailable)?;
+        let links = Links::Single { mode, pool, shared };
+        Ok(Self::assemble(links, Publish::Classic, options))
+    }
+
+    /// Connects to the Redis Cluster whose seed nodes are `seeds`
+    /// (`redis://` or `rediss://` URLs). The topology is discovered on first
+    /// use and followed afterwards; an unreachable cluster is not an error
+    /// here (readiness reports it).
+    pub fn connect_cluster(
+        seeds: &[String],
+        options: RedisOptions,
+    ) -> Result<RedisStore, StoreError> {
+        let client = conn::cluster_client(seeds, options.timeout, None).map_err(unavailable)?;
+        let cluster =
+            client.get_pending_async_connection_with_config(conn::cluster_config(options.timeout));
+        Ok(Self::assemble(
+            Links::Cluster(cluster),
+            Publish::Sharded,
+            options,
+        ))
+    }
+
+    fn assemble(links: Links, publish: Publish, options: RedisOptions) -> RedisStore {
+        let RedisOptions {
+            timeout,
+            keys,
+            settings,
+            metrics,
+            replica_acks,
+        } = options;
         let inner = Arc::new(Inner {
-            mode,
-            pool,
-            shared,
+            links,
+            replica_acks,
             up: AtomicBool::new(false),
             keys,
             settings,
             timeout,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(publish, replica_acks > 0),
             metrics,
             breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2),
             clock: Clock::default(),
@@ -157,7 +252,12 @@ impl RedisStore {
             public_index: AtomicBool::new(false),
         });
         clock::spawn_refresh(&inner);
-        Ok(RedisStore { inner })
+        RedisStore { inner }
+    }
+
+    /// Whether this store is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.links, Links::Cluster(_))
     }
 
     /// The key layout in use.
@@ -203,7 +303,9 @@ impl RedisStore {
         R::parse(self.invoke(c, op, script, args).await?)
     }
 
-    /// Runs a script with its typed arguments; the raw reply.
+    /// Runs a script with its typed arguments; the raw reply. A script the
+    /// server does not know yet (first use, a restarted or promoted node) is
+    /// loaded and run again.
     async fn invoke(
         &self,
         c: &mut Conn<'_>,
@@ -211,9 +313,118 @@ impl RedisStore {
         script: &redis::Script,
         args: &impl ScriptArgs,
     ) -> StoreResult<redis::Value> {
-        let mut inv = script.prepare_invoke();
-        args.bind(&mut inv);
-        self.timed(op, inv.invoke_async(c)).await
+        let cmd = Bound::of(args).evalsha(script);
+        self.timed(op, async {
+            match cmd.query_async::<redis::Value>(&mut *c).await {
+                Err(e) if is_noscript(&e) => {
+                    script.load_async(&mut *c).await?;
+                    cmd.query_async(&mut *c).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// Runs the script of a durable write. With replica acknowledgements,
+    /// `WAIT` follows it in the same pipeline, so it runs on the connection
+    /// that wrote and waits for exactly that write; the reply comes with
+    /// how many replicas confirmed it (`None` without acknowledgements).
+    async fn invoke_durable(
+        &self,
+        c: &mut Conn<'_>,
+        op: &'static str,
+        script: &redis::Script,
+        args: &impl ScriptArgs,
+    ) -> StoreResult<(redis::Value, Option<u32>)> {
+        let wanted = self.inner.replica_acks;
+        if wanted == 0 {
+            return Ok((self.invoke(c, op, script, args).await?, None));
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(Bound::of(args).evalsha(script))
+            .cmd("WAIT")
+            .arg(wanted)
+            .arg(self.wait_ms());
+        self.timed(op, async {
+            let mut loaded = false;
+            loop {
+                let mut out = c.req_packed_commands(&pipe, 0, 2).await?.into_iter();
+                let (Some(reply), Some(acks)) = (out.next(), out.next()) else {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "a script and WAIT pipeline answered too few replies",
+                    )));
+                };
+                let reply = match reply.extract_error() {
+                    Err(e) if is_noscript(&e) && !loaded => {
+                        script.load_async(&mut *c).await?;
+                        loaded = true;
+                        continue;
+                    }
+                    other => other?,
+                };
+                let acks: u32 = redis::from_redis_value(acks.extract_error()?)?;
+                return Ok((reply, Some(acks)));
+            }
+        })
+        .await
+    }
+
+    /// How long `WAIT` may block: half the store timeout, so a refusal
+    /// still reaches the caller within the timeout.
+    fn wait_ms(&self) -> u64 {
+        (self.inner.timeout.as_millis() as u64 / 2).max(1)
+    }
+
+    /// Finishes a durable write of the event `seq` that `acks` replicas
+    /// confirmed (`None`: acknowledgements are off, nothing to do). Enough
+    /// confirmations publish every event up to it (`publish.lua`); too few
+    /// are `StoreError::Unconfirmed`, and the event stays unpublished until
+    /// a later confirmed write of the room publishes it.
+    async fn confirm(
+        &self,
+        c: &mut Conn<'_>,
+        room: &str,
+        seq: u64,
+        acks: Option<u32>,
+    ) -> StoreResult<()> {
+        let Some(acks) = acks else {
+            return Ok(());
+        };
+        let wanted = self.inner.replica_acks;
+        if acks < wanted {
+            self.inner.metrics.redis_unconfirmed.inc();
+            return Err(StoreError::Unconfirmed(format!(
+                "{acks} of {wanted} replicas confirmed within {} ms",
+                self.wait_ms()
+            )));
+        }
+        let event = self.event_keys(room);
+        let args = Release {
+            event: &event,
+            upto: seq,
+        };
+        match self
+            .script::<Published>(c, "publish", &self.inner.scripts.release, &args)
+            .await
+        {
+            Ok(Published(n)) => {
+                if n > 1 {
+                    tracing::debug!(room, seq, events = n, "published confirmed events");
+                }
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Unconfirmed(format!(
+                "replicas confirmed it, but publishing failed: {e}"
+            ))),
+        }
+    }
+
+    /// Whether durable writes wait for replicas (and readers stop at the
+    /// room's `published` mark).
+    fn deferred(&self) -> bool {
+        self.inner.replica_acks > 0
     }
 
     fn k(&self) -> &Keys {

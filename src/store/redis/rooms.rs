@@ -6,14 +6,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{AsyncCommands, Value};
+use redis::AsyncCommands;
 
 use super::RedisStore;
 use super::conn::Conn;
 use super::parse::{corrupt, note_tail, parse_room, parse_users, presence_member, user_json};
 use super::scripts::{
     Close, CloseReply, Create, CreateReply, EventKeys, Join, JoinReply, Leave, LeaveReply,
-    MemberKeys, Note, ReleaseCode, Released, Tell, Typing,
+    MemberKeys, Note, ReleaseCode, Released, ScriptReply, Tell, Typing,
 };
 use crate::error::StoreResult;
 use crate::model::{Message, Room, User, now_ms};
@@ -49,11 +49,10 @@ impl RedisStore {
         }
     }
 
-    /// Reads rooms by id (`None` for missing ones), in order.
     /// Makes sure `public_rooms` holds every public room: a deployment
     /// upgraded from a version without it fills it once from
-    /// `active_rooms` (every node may do it at once: adding is idempotent),
-    /// then marks it ready. Checked once per process.
+    /// `active_rooms`, shard by shard (every node may do it at once: adding
+    /// is idempotent), then marks it ready. Checked once per process.
     async fn public_index_ready(&self) -> StoreResult<()> {
         if self.inner.public_index.load(Ordering::Acquire) {
             return Ok(());
@@ -64,28 +63,8 @@ impl RedisStore {
             .timed("public_rooms", c.exists(k.public_rooms_ready()))
             .await?;
         if !ready {
-            const PAGE: isize = 500;
-            let mut start = 0;
-            loop {
-                let ids: Vec<(String, u64)> = self
-                    .timed(
-                        "public_rooms",
-                        c.zrange_withscores(k.active_rooms(), start, start + PAGE - 1),
-                    )
-                    .await?;
-                let names: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
-                let rooms = self.read_rooms(&mut c, &names).await?;
-                let mut add = redis::pipe();
-                for ((id, at), room) in ids.iter().zip(rooms) {
-                    if room.is_some_and(|r| !r.private) {
-                        add.zadd(k.public_rooms(), id, *at).ignore();
-                    }
-                }
-                let _: () = self.timed("public_rooms", add.query_async(&mut c)).await?;
-                if (ids.len() as isize) < PAGE {
-                    break;
-                }
-                start += PAGE;
+            for shard in 0..k.index_shards() {
+                self.fill_public_shard(&mut c, shard).await?;
             }
             let _: () = self
                 .timed("public_rooms", c.set(k.public_rooms_ready(), 1))
@@ -96,6 +75,36 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Adds the public rooms of one `active_rooms` shard to its
+    /// `public_rooms` shard.
+    async fn fill_public_shard(&self, c: &mut Conn<'_>, shard: u16) -> StoreResult<()> {
+        const PAGE: isize = 500;
+        let k = self.k();
+        let mut start = 0;
+        loop {
+            let ids: Vec<(String, u64)> = self
+                .timed(
+                    "public_rooms",
+                    c.zrange_withscores(k.active_rooms(shard), start, start + PAGE - 1),
+                )
+                .await?;
+            let names: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+            let rooms = self.read_rooms(c, &names).await?;
+            let mut add = redis::pipe();
+            for ((id, at), room) in ids.iter().zip(rooms) {
+                if room.is_some_and(|r| !r.private) {
+                    add.zadd(k.public_rooms(shard), id, *at).ignore();
+                }
+            }
+            let _: () = self.timed("public_rooms", add.query_async(&mut *c)).await?;
+            if (ids.len() as isize) < PAGE {
+                return Ok(());
+            }
+            start += PAGE;
+        }
+    }
+
+    /// Reads rooms by id (`None` for missing ones), in order.
     pub(super) async fn read_rooms(
         &self,
         c: &mut Conn<'_>,
@@ -104,21 +113,38 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hgetall(self.k().room(id))
-                .hlen(self.k().room_members(id));
-        }
-        let raw: Vec<Value> = self.timed("room_read", pipe.query_async(&mut *c)).await?;
+        // One group per room: its hash and its member count share a slot.
+        let groups = ids
+            .iter()
+            .map(|id| {
+                let mut fields = redis::cmd("HGETALL");
+                fields.arg(self.k().room(id));
+                let mut count = redis::cmd("HLEN");
+                count.arg(self.k().room_members(id));
+                vec![fields, count]
+            })
+            .collect();
+        let raw = self.scatter(c, "room_read", groups).await?;
         let mut out = Vec::with_capacity(ids.len());
-        for pair in raw.chunks(2) {
-            let [fields, count] = pair else {
-                return Err(corrupt("room read pipeline answered an odd count"));
+        for pair in raw {
+            let [fields, count] = pair.as_slice() else {
+                return Err(corrupt("room read answered an odd count"));
             };
             let fields: HashMap<String, String> =
                 redis::from_redis_value_ref(fields).map_err(corrupt)?;
             let count: u32 = redis::from_redis_value_ref(count).map_err(corrupt)?;
-            out.push(parse_room(&fields, count)?);
+            let mut room = parse_room(&fields, count)?;
+            // With replica acknowledgements a room's last seq is the last
+            // one readers may see.
+            if self.deferred()
+                && let (Some(room), Some(mark)) = (
+                    room.as_mut(),
+                    fields.get("published").and_then(|p| p.parse::<u64>().ok()),
+                )
+            {
+                room.last_seq = room.last_seq.min(mark);
+            }
+            out.push(room);
         }
         Ok(out)
     }
@@ -164,19 +190,25 @@ impl RoomStore for RedisStore {
             now,
             deadline: self.deadline(),
         };
-        let seq = match self
-            .script(&mut c, "room_create", &self.inner.scripts.create, &args)
-            .await?
-        {
+        let (reply, acks) = self
+            .invoke_durable(&mut c, "room_create", &self.inner.scripts.create, &args)
+            .await?;
+        let seq = match CreateReply::parse(reply)? {
             CreateReply::Created(seq) => seq,
             CreateReply::Exists => {
                 return Err(corrupt("room create script said exists"));
             }
         };
+        self.confirm(&mut c, &room.id, seq, acks).await?;
+        // One slot: a room's two index keys share a hash tag.
         let mut index = redis::pipe();
-        index.zadd(k.active_rooms(), &room.id, now).ignore();
+        index
+            .zadd(k.active_rooms_of(&room.id), &room.id, now)
+            .ignore();
         if !room.private {
-            index.zadd(k.public_rooms(), &room.id, now).ignore();
+            index
+                .zadd(k.public_rooms_of(&room.id), &room.id, now)
+                .ignore();
         }
         let _: () = self
             .timed("active_rooms", index.query_async(&mut c))
@@ -230,16 +262,19 @@ impl RoomStore for RedisStore {
             note: self.note(&note.id, &tail),
             deadline: self.deadline(),
         };
-        Ok(
-            match self
-                .script(&mut c, "room_join", &self.inner.scripts.join, &args)
-                .await?
-            {
-                JoinReply::Joined { first } => JoinOutcome::Joined { first },
-                JoinReply::NoRoom => JoinOutcome::NoRoom,
-                JoinReply::Full => JoinOutcome::Full,
-            },
-        )
+        let (reply, acks) = self
+            .invoke_durable(&mut c, "room_join", &self.inner.scripts.join, &args)
+            .await?;
+        Ok(match JoinReply::parse(reply)? {
+            JoinReply::Joined { first, seq } => {
+                if let Some(seq) = seq {
+                    self.confirm(&mut c, room, seq, acks).await?;
+                }
+                JoinOutcome::Joined { first }
+            }
+            JoinReply::NoRoom => JoinOutcome::NoRoom,
+            JoinReply::Full => JoinOutcome::Full,
+        })
     }
 
     async fn leave(
@@ -262,15 +297,18 @@ impl RoomStore for RedisStore {
             note: self.note(&note.id, &tail),
             deadline: self.deadline(),
         };
-        Ok(
-            match self
-                .script(&mut c, "room_leave", &self.inner.scripts.leave, &args)
-                .await?
-            {
-                LeaveReply::Left { last } => LeaveOutcome::Left { last },
-                LeaveReply::NotJoined => LeaveOutcome::NotJoined,
-            },
-        )
+        let (reply, acks) = self
+            .invoke_durable(&mut c, "room_leave", &self.inner.scripts.leave, &args)
+            .await?;
+        Ok(match LeaveReply::parse(reply)? {
+            LeaveReply::Left { last, seq } => {
+                if let Some(seq) = seq {
+                    self.confirm(&mut c, room, seq, acks).await?;
+                }
+                LeaveOutcome::Left { last }
+            }
+            LeaveReply::NotJoined => LeaveOutcome::NotJoined,
+        })
     }
 
     async fn participants(&self, room: &str) -> StoreResult<Vec<User>> {
@@ -300,12 +338,30 @@ impl RoomStore for RedisStore {
         self.idempotent(|| async move {
             self.public_index_ready().await?;
             let mut c = self.conn().await?;
-            let ids: Vec<String> = self
-                .timed(
-                    "public_rooms",
-                    c.zrevrange(self.k().public_rooms(), 0, limit as isize - 1),
-                )
-                .await?;
+            // The newest `limit` of every shard, merged by activity.
+            let k = self.k();
+            let groups = (0..k.index_shards())
+                .map(|shard| {
+                    let mut newest = redis::cmd("ZREVRANGE");
+                    newest
+                        .arg(k.public_rooms(shard))
+                        .arg(0)
+                        .arg(limit as isize - 1)
+                        .arg("WITHSCORES");
+                    vec![newest]
+                })
+                .collect();
+            let mut listed: Vec<(String, f64)> = Vec::new();
+            for shard in self.scatter(&mut c, "public_rooms", groups).await? {
+                for value in shard {
+                    let page: Vec<(String, f64)> =
+                        redis::from_redis_value(value).map_err(corrupt)?;
+                    listed.extend(page);
+                }
+            }
+            listed.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+            listed.truncate(limit);
+            let ids: Vec<String> = listed.into_iter().map(|(id, _)| id).collect();
             // A room closed between the two reads is skipped.
             Ok(self
                 .read_rooms(&mut c, &ids)
@@ -375,18 +431,28 @@ impl RoomStore for RedisStore {
     async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
         self.idempotent(|| async move {
             let mut c = self.conn().await?;
-            self.timed(
-                "idle_rooms",
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(self.k().active_rooms())
-                    .arg("-inf")
-                    .arg(format!("({before_ms}"))
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .query_async(&mut c),
-            )
-            .await
+            let k = self.k();
+            let mut idle = Vec::new();
+            for shard in 0..k.index_shards() {
+                if idle.len() >= limit {
+                    break;
+                }
+                let found: Vec<String> = self
+                    .timed(
+                        "idle_rooms",
+                        redis::cmd("ZRANGEBYSCORE")
+                            .arg(k.active_rooms(shard))
+                            .arg("-inf")
+                            .arg(format!("({before_ms}"))
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(limit - idle.len())
+                            .query_async(&mut c),
+                    )
+                    .await?;
+                idle.extend(found);
+            }
+            Ok(idle)
         })
         .await
     }
@@ -429,8 +495,8 @@ impl RoomStore for RedisStore {
                 }
             };
             let mut index = redis::pipe();
-            index.zrem(k.active_rooms(), room).ignore();
-            index.zrem(k.public_rooms(), room).ignore();
+            index.zrem(k.active_rooms_of(room), room).ignore();
+            index.zrem(k.public_rooms_of(room), room).ignore();
             let _: () = self
                 .timed("active_rooms", index.query_async(&mut c))
                 .await?;

@@ -5,12 +5,14 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script, Value};
 
 use super::scripts::{
-    Create, CreateReply, EventKeys, MemberKeys, Note, Replace, ReplaceReply, ScriptArgs,
-    ScriptReply, Scripts, Send, SendReply, Since, SinceReply, Trim, Trimmed,
+    Bound, Create, CreateReply, EventKeys, MemberKeys, Note, Publish, Published, Release, Replace,
+    ReplaceReply, ScriptArgs, ScriptReply, Scripts, Send, SendReply, Since, SinceReply, Trim,
+    Trimmed,
 };
 use crate::codec;
 use crate::error::{StoreError, StoreResult};
@@ -58,9 +60,12 @@ async fn run<R: ScriptReply>(
     script: &Script,
     args: &impl ScriptArgs,
 ) -> StoreResult<R> {
-    let mut inv = script.prepare_invoke();
-    args.bind(&mut inv);
-    let value: Value = inv.invoke_async(conn).await.expect("script runs");
+    let _: String = script.load_async(conn).await.expect("script loads");
+    let value: Value = Bound::of(args)
+        .evalsha(script)
+        .query_async(conn)
+        .await
+        .expect("script runs");
     R::parse(value)
 }
 
@@ -188,7 +193,7 @@ fn is_late(r: &StoreResult<impl std::fmt::Debug>) -> bool {
 #[tokio::test]
 async fn a_write_past_its_deadline_is_refused_and_never_applied() {
     let (_server, mut conn) = server().await;
-    let scripts = Scripts::new();
+    let scripts = Scripts::new(Publish::Classic, false);
     let k = Keys::new("t:");
     create(&mut conn, &scripts, &k, 60_000).await;
     let seq_before: u64 = conn.hget(k.room(ROOM), "seq").await.expect("seq");
@@ -242,7 +247,7 @@ async fn a_write_past_its_deadline_is_refused_and_never_applied() {
 #[tokio::test]
 async fn the_expiry_trim_drops_expired_messages_and_their_events() {
     let (_server, mut conn) = server().await;
-    let scripts = Scripts::new();
+    let scripts = Scripts::new(Publish::Classic, false);
     let k = Keys::new("t:");
     // seq 1 (the note), 2, 3 expire soon; 4 and 5 live.
     create(&mut conn, &scripts, &k, 30).await;
@@ -307,4 +312,94 @@ async fn the_expiry_trim_drops_expired_messages_and_their_events() {
     assert_eq!(removed, Trimmed(2));
     let events: u64 = conn.zcard(k.room_events(ROOM)).await.expect("zcard");
     assert_eq!(events, 0);
+}
+
+#[tokio::test]
+async fn with_replica_acks_events_are_published_only_when_released_and_in_order() {
+    let (server, mut conn) = server().await;
+    let scripts = Scripts::new(Publish::Classic, true);
+    let k = Keys::new("t:");
+    // A subscriber on the room's channel, on its own connection.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe(k.channel(ROOM)).await.expect("subscribe");
+    let mut messages = pubsub.into_on_message();
+
+    create(&mut conn, &scripts, &k, 60_000).await;
+    for id in ["m-2", "m-3"] {
+        send(&mut conn, &scripts, &k, id, 60_000, FAR)
+            .await
+            .expect("send");
+    }
+    // Written, not published, and invisible to readers: the mark starts
+    // before the room's first event.
+    let mark: u64 = conn.hget(k.room(ROOM), "published").await.expect("mark");
+    assert_eq!(mark, 0);
+    let since = Since {
+        room: k.room(ROOM),
+        events: k.room_events(ROOM),
+        messages: k.room_messages(ROOM),
+        since: 0,
+        message_prefix: k.message_prefix(ROOM),
+    };
+    let replay: SinceReply = run(&mut conn, &scripts.since, &since).await.expect("since");
+    assert_eq!(replay.last_seq, 0, "nothing is visible before its release");
+    assert!(replay.envelopes.is_empty());
+    let quiet = tokio::time::timeout(Duration::from_millis(100), messages.next()).await;
+    assert!(quiet.is_err(), "nothing was published yet");
+
+    // Releasing 2 publishes 1 and 2, in order; 3 stays back.
+    let event = event_keys(&k);
+    let release = Release {
+        event: &event,
+        upto: 2,
+    };
+    let published: Published = run(&mut conn, &scripts.release, &release)
+        .await
+        .expect("release");
+    assert_eq!(published.0, 2);
+    for want in [1, 2] {
+        let msg = tokio::time::timeout(Duration::from_secs(2), messages.next())
+            .await
+            .expect("published")
+            .expect("stream open");
+        assert_eq!(codec::peek_seq(msg.get_payload_bytes()).expect("seq"), want);
+    }
+    let replay: SinceReply = run(&mut conn, &scripts.since, &since).await.expect("since");
+    assert_eq!(replay.last_seq, 2);
+    assert_eq!(replay.envelopes.len(), 2);
+
+    // A release at or below the mark publishes nothing again.
+    let again: Published = run(&mut conn, &scripts.release, &release)
+        .await
+        .expect("release");
+    assert_eq!(again.0, 0);
+    let release3 = Release {
+        event: &event,
+        upto: 3,
+    };
+    let published: Published = run(&mut conn, &scripts.release, &release3)
+        .await
+        .expect("release");
+    assert_eq!(published.0, 1);
+    let msg = tokio::time::timeout(Duration::from_secs(2), messages.next())
+        .await
+        .expect("published")
+        .expect("stream open");
+    assert_eq!(codec::peek_seq(msg.get_payload_bytes()).expect("seq"), 3);
+    let mark: u64 = conn.hget(k.room(ROOM), "published").await.expect("mark");
+    assert_eq!(mark, 3);
+
+    // Back without acknowledgements: the mark goes, every event is visible.
+    let classic = Scripts::new(Publish::Classic, false);
+    send(&mut conn, &classic, &k, "m-4", 60_000, FAR)
+        .await
+        .expect("send");
+    let mark: Option<u64> = conn.hget(k.room(ROOM), "published").await.expect("mark");
+    assert_eq!(mark, None);
+    let msg = tokio::time::timeout(Duration::from_secs(2), messages.next())
+        .await
+        .expect("published at once")
+        .expect("stream open");
+    assert_eq!(codec::peek_seq(msg.get_payload_bytes()).expect("seq"), 4);
 }

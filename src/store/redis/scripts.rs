@@ -15,7 +15,7 @@
 //! room prefix (`message:{R}:`, `member_conns:{R}:`) and so share the room's
 //! hash tag, the slot of the declared KEYS (`crate::layout`).
 
-use redis::{Script, ScriptInvocation, Value};
+use redis::{Cmd, Script, ToRedisArgs, Value};
 
 use super::parse::{corrupt, status};
 use crate::error::{StoreError, StoreResult};
@@ -23,8 +23,43 @@ use crate::error::{StoreError, StoreResult};
 const GUARD: &str = include_str!("lua/guard.lua");
 const COMMON: &str = include_str!("lua/common.lua");
 
+/// How the scripts publish a durable event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Publish {
+    /// `PUBLISH`: one Redis.
+    Classic,
+    /// `SPUBLISH` on the room's shard channel: a Redis Cluster.
+    Sharded,
+}
+
+impl Publish {
+    fn verb(self) -> &'static str {
+        match self {
+            Publish::Classic => "PUBLISH",
+            Publish::Sharded => "SPUBLISH",
+        }
+    }
+
+    /// The Lua header that sets `PUBLISH_VERB`, `RELEASE_VERB` and
+    /// `DEFERRED` for `common.lua`.
+    fn header(self, deferred: bool) -> String {
+        let verb = self.verb();
+        if deferred {
+            format!(
+                "local PUBLISH_VERB = false\nlocal RELEASE_VERB = '{verb}'\nlocal DEFERRED = true\n"
+            )
+        } else {
+            format!(
+                "local PUBLISH_VERB = '{verb}'\nlocal RELEASE_VERB = '{verb}'\nlocal DEFERRED = false\n"
+            )
+        }
+    }
+}
+
 /// Every script, hashed once.
 pub(super) struct Scripts {
+    /// `publish.lua`: publishes what replicas confirmed.
+    pub(super) release: Script,
     pub(super) send: Script,
     pub(super) create: Script,
     pub(super) join: Script,
@@ -39,10 +74,14 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn new() -> Scripts {
-        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
-        let guarded = |body: &str| Script::new(&format!("{GUARD}\n{COMMON}\n{body}"));
+    /// The scripts for `publish`; `deferred` when durable events are
+    /// published only after replicas confirmed them (`publish.lua`).
+    pub(super) fn new(publish: Publish, deferred: bool) -> Scripts {
+        let header = publish.header(deferred);
+        let with_common = |body: &str| Script::new(&format!("{header}{COMMON}\n{body}"));
+        let guarded = |body: &str| Script::new(&format!("{GUARD}\n{header}{COMMON}\n{body}"));
         Scripts {
+            release: with_common(include_str!("lua/publish.lua")),
             send: guarded(include_str!("lua/send.lua")),
             create: guarded(include_str!("lua/create.lua")),
             join: guarded(include_str!("lua/join.lua")),
@@ -58,10 +97,49 @@ impl Scripts {
     }
 }
 
+/// A script's KEYS and ARGV as bound by its argument struct.
+#[derive(Default)]
+pub(super) struct Bound {
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Bound {
+    /// The KEYS and ARGV of `args`.
+    pub(super) fn of(args: &impl ScriptArgs) -> Bound {
+        let mut bound = Bound::default();
+        args.bind(&mut bound);
+        bound
+    }
+
+    /// Adds a key (KEYS, in order).
+    pub(super) fn key(&mut self, key: impl ToRedisArgs) -> &mut Bound {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    /// Adds an argument (ARGV, in order).
+    pub(super) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Bound {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    /// `EVALSHA` of `script` with these KEYS and ARGV (its first key routes
+    /// it on a cluster).
+    pub(super) fn evalsha(&self, script: &Script) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
 /// A script's arguments: binds KEYS, then ARGV, in the script's order.
 pub(super) trait ScriptArgs {
     /// Adds every key and argument to `inv`.
-    fn bind(&self, inv: &mut ScriptInvocation<'_>);
+    fn bind(&self, inv: &mut Bound);
 }
 
 /// A script's reply, parsed once.
@@ -80,6 +158,34 @@ pub(super) struct EventKeys {
     /// `events:{R}`: the channel the event is published on (an ARGV: channels
     /// are not keys).
     pub(super) channel: String,
+}
+
+/// `publish.lua`: publishes a room's events up to `upto`.
+pub(super) struct Release<'a> {
+    /// Room, log and channel.
+    pub(super) event: &'a EventKeys,
+    /// The last seq the replicas confirmed.
+    pub(super) upto: u64,
+}
+
+impl ScriptArgs for Release<'_> {
+    fn bind(&self, inv: &mut Bound) {
+        inv.key(&self.event.room)
+            .key(&self.event.events)
+            .arg(&self.event.channel)
+            .arg(self.upto);
+    }
+}
+
+/// How many events `publish.lua` published.
+pub(super) struct Published(pub(super) u64);
+
+impl ScriptReply for Published {
+    fn parse(value: Value) -> StoreResult<Self> {
+        redis::from_redis_value(value)
+            .map(Published)
+            .map_err(corrupt)
+    }
 }
 
 /// `send.lua`.
@@ -115,7 +221,7 @@ pub(super) struct Send<'a> {
 }
 
 impl ScriptArgs for Send<'_> {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.event.room)
             .key(&self.members)
             .key(&self.messages)
@@ -178,7 +284,7 @@ pub(super) struct MemberKeys<'a> {
 }
 
 impl MemberKeys<'_> {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.event.room)
             .key(&self.members)
             .key(&self.member_conns)
@@ -190,13 +296,7 @@ impl MemberKeys<'_> {
 
     /// The ARGV `join.lua` and `leave.lua` end with: now, the system
     /// message (id, tail, ttl, log length), channel, deadline.
-    fn bind_note_args(
-        &self,
-        inv: &mut ScriptInvocation<'_>,
-        now: u64,
-        note: &Note<'_>,
-        deadline: i64,
-    ) {
+    fn bind_note_args(&self, inv: &mut Bound, now: u64, note: &Note<'_>, deadline: i64) {
         inv.arg(now)
             .arg(note.id)
             .arg(note.tail)
@@ -242,7 +342,7 @@ pub(super) struct Create<'a> {
 }
 
 impl ScriptArgs for Create<'_> {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         self.keys.bind(inv);
         let r = self.room;
         inv.arg(&r.id)
@@ -307,7 +407,7 @@ pub(super) struct Join<'a> {
 }
 
 impl ScriptArgs for Join<'_> {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         self.keys.bind(inv);
         inv.arg(self.user_id)
             .arg(self.user_json)
@@ -325,6 +425,8 @@ pub(super) enum JoinReply {
     Joined {
         /// The user's first connection in the room.
         first: bool,
+        /// The system message's seq, when one was written.
+        seq: Option<u64>,
     },
     /// The room does not exist.
     NoRoom,
@@ -338,6 +440,7 @@ impl ScriptReply for JoinReply {
         match head.as_str() {
             "ok" => Ok(JoinReply::Joined {
                 first: item::<i64>(&data, "join")? == 1,
+                seq: second(&data, "join")?,
             }),
             "no_room" => Ok(JoinReply::NoRoom),
             "full" => Ok(JoinReply::Full),
@@ -365,7 +468,7 @@ pub(super) struct Leave<'a> {
 }
 
 impl ScriptArgs for Leave<'_> {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         self.keys.bind(inv);
         inv.arg(self.user_id)
             .arg(self.conn)
@@ -382,6 +485,8 @@ pub(super) enum LeaveReply {
     Left {
         /// It was the user's last connection in the room.
         last: bool,
+        /// The system message's seq, when one was written.
+        seq: Option<u64>,
     },
     /// The connection had not joined.
     NotJoined,
@@ -393,6 +498,7 @@ impl ScriptReply for LeaveReply {
         match head.as_str() {
             "ok" => Ok(LeaveReply::Left {
                 last: item::<i64>(&data, "leave")? == 1,
+                seq: second(&data, "leave")?,
             }),
             "not_joined" => Ok(LeaveReply::NotJoined),
             other => Err(corrupt(format!("leave script said {other}"))),
@@ -415,7 +521,7 @@ pub(super) struct Since {
 }
 
 impl ScriptArgs for Since {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.room)
             .key(&self.events)
             .key(&self.messages)
@@ -455,7 +561,7 @@ pub(super) struct Trim {
 }
 
 impl ScriptArgs for Trim {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.messages)
             .key(&self.events)
             .arg(&self.message_prefix);
@@ -491,7 +597,7 @@ pub(super) struct Replace<'a> {
 }
 
 impl ScriptArgs for Replace<'_> {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.event.room)
             .key(&self.event.events)
             .key(&self.message)
@@ -546,7 +652,7 @@ pub(super) struct Close {
 }
 
 impl ScriptArgs for Close {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.room)
             .key(&self.members)
             .key(&self.messages)
@@ -592,7 +698,7 @@ pub(super) struct ReleaseCode<'a> {
 }
 
 impl ScriptArgs for ReleaseCode<'_> {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.code_key).arg(self.room);
     }
 }
@@ -622,7 +728,7 @@ pub(super) struct Typing {
 }
 
 impl ScriptArgs for Typing {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.key)
             .arg(if self.active { "1" } else { "0" })
             .arg(self.ttl_ms.max(1))
@@ -653,7 +759,7 @@ pub(super) struct Limit {
 }
 
 impl ScriptArgs for Limit {
-    fn bind(&self, inv: &mut ScriptInvocation<'_>) {
+    fn bind(&self, inv: &mut Bound) {
         inv.key(&self.key)
             .arg(if self.count { "count" } else { "peek" })
             .arg(self.window_ms.max(1));
@@ -680,6 +786,16 @@ impl ScriptReply for LimitReply {
 }
 
 /// The data item after the status, which the script's contract promises.
+/// The optional second item of a reply's data.
+fn second<T: redis::FromRedisValue>(data: &[Value], script: &str) -> StoreResult<Option<T>> {
+    data.get(1)
+        .map(|value| {
+            redis::from_redis_value_ref(value)
+                .map_err(|e| StoreError::Corrupt(format!("{script} script reply: {e}")))
+        })
+        .transpose()
+}
+
 fn item<T: redis::FromRedisValue>(data: &[Value], script: &str) -> StoreResult<T> {
     let value = data
         .first()

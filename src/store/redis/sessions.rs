@@ -13,6 +13,24 @@ use crate::error::StoreResult;
 use crate::model::{User, now_ms};
 use crate::store::{SessionRecord, SessionStore};
 
+fn pexpire(key: &str, ms: i64) -> redis::Cmd {
+    let mut cmd = redis::cmd("PEXPIRE");
+    cmd.arg(key).arg(ms);
+    cmd
+}
+
+fn del(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("DEL");
+    cmd.arg(key);
+    cmd
+}
+
+fn srem(key: &str, member: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("SREM");
+    cmd.arg(key).arg(member);
+    cmd
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn open(&self, session: &SessionRecord, ttl: Duration) -> StoreResult<()> {
@@ -22,27 +40,29 @@ impl SessionStore for RedisStore {
             let mut c = self.conn().await?;
             let key = k.session(&session.conn);
             let users = k.user_sessions(&session.user.id);
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hset_multiple(
-                    &key,
-                    &[
-                        ("user", user_json(&session.user)),
-                        ("node", session.node.clone()),
-                        ("instance", session.instance.clone()),
-                        ("connected_at", session.connected_at.to_string()),
-                    ],
-                )
-                .ignore()
-                .pexpire(&key, ttl_ms)
-                .ignore()
-                .sadd(&users, &session.conn)
-                .ignore()
-                .pexpire(&users, ttl_ms)
-                .ignore()
-                .sadd(k.node_sessions(&session.instance), &session.conn)
-                .ignore();
-            self.timed("session_open", pipe.query_async(&mut c)).await
+            // Three keys in up to three slots, so not one atomic step: the
+            // node's set first, so the janitor finds the connection whatever
+            // else fails; a failed open is retried whole (every step is
+            // idempotent) and an abandoned one expires with its TTL.
+            let mut node = redis::cmd("SADD");
+            node.arg(k.node_sessions(&session.instance))
+                .arg(&session.conn);
+            let mut record = redis::cmd("HSET");
+            record.arg(&key).arg(&[
+                ("user", user_json(&session.user)),
+                ("node", session.node.clone()),
+                ("instance", session.instance.clone()),
+                ("connected_at", session.connected_at.to_string()),
+            ]);
+            let mut user = redis::cmd("SADD");
+            user.arg(&users).arg(&session.conn);
+            let groups = vec![
+                vec![node],
+                vec![record, pexpire(&key, ttl_ms)],
+                vec![user, pexpire(&users, ttl_ms)],
+            ];
+            self.scatter(&mut c, "session_open", groups).await?;
+            Ok(())
         })
         .await
     }
@@ -95,18 +115,18 @@ impl SessionStore for RedisStore {
             let instance: Option<String> = self
                 .timed("session_get", c.hget(k.session(conn), "instance"))
                 .await?;
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .del(k.session(conn))
-                .ignore()
-                .del(k.session_rooms(conn))
-                .ignore()
-                .srem(k.user_sessions(user), conn)
-                .ignore();
+            // The node's set last: until the rest is gone, the janitor can
+            // still find the connection.
+            let mut groups = vec![
+                vec![del(&k.session(conn))],
+                vec![del(&k.session_rooms(conn))],
+                vec![srem(&k.user_sessions(user), conn)],
+            ];
             if let Some(instance) = instance {
-                pipe.srem(k.node_sessions(&instance), conn).ignore();
+                groups.push(vec![srem(&k.node_sessions(&instance), conn)]);
             }
-            self.timed("session_close", pipe.query_async(&mut c)).await
+            self.scatter(&mut c, "session_close", groups).await?;
+            Ok(())
         })
         .await
     }
@@ -156,16 +176,16 @@ impl SessionStore for RedisStore {
                 .timed("node_sessions", c.smembers(k.node_sessions(instance)))
                 .await?;
             for chunk in conns.chunks(500) {
-                let mut pipe = redis::pipe();
-                for conn in chunk {
-                    pipe.pexpire(k.session(conn), ttl_ms)
-                        .ignore()
-                        .pexpire(k.session_rooms(conn), ttl_ms)
-                        .ignore();
-                }
-                let () = self
-                    .timed("session_refresh", pipe.query_async(&mut c))
-                    .await?;
+                let groups = chunk
+                    .iter()
+                    .flat_map(|conn| {
+                        [
+                            vec![pexpire(&k.session(conn), ttl_ms)],
+                            vec![pexpire(&k.session_rooms(conn), ttl_ms)],
+                        ]
+                    })
+                    .collect();
+                self.scatter(&mut c, "session_refresh", groups).await?;
             }
             Ok(())
         })
@@ -207,12 +227,11 @@ impl SessionStore for RedisStore {
         self.idempotent(|| async move {
             let k = self.k();
             let mut c = self.conn().await?;
-            let mut pipe = redis::pipe();
-            pipe.zrem(k.nodes(), instance)
-                .ignore()
-                .del(k.node_sessions(instance))
-                .ignore();
-            self.timed("forget_node", pipe.query_async(&mut c)).await
+            let mut gone = redis::cmd("ZREM");
+            gone.arg(k.nodes()).arg(instance);
+            let groups = vec![vec![gone], vec![del(&k.node_sessions(instance))]];
+            self.scatter(&mut c, "forget_node", groups).await?;
+            Ok(())
         })
         .await
     }

@@ -1,10 +1,22 @@
 -- Shared by every script that appends a durable event or trims the log.
+-- Prefixed by a header from `scripts::Publish` that sets three locals:
+--   PUBLISH_VERB  'PUBLISH' (one Redis), 'SPUBLISH' (a cluster: the channel
+--                 shares the room's hash tag, so the room's slot), or false
+--                 (replica acknowledgements: publish.lua publishes later);
+--   RELEASE_VERB  the verb publish.lua uses;
+--   DEFERRED      true when events are published only after replicas
+--                 confirmed them; the room's `published` field then marks
+--                 the last event readers may see.
 --
 -- append_event(room_key, events_key, channel, tail, log_len, now):
 --   increments the room's `seq`, builds the envelope
 --   `0x01 || seq (u64 BE) || tail` (see `crate::codec`), adds it to the
 --   event log scored by seq, trims the log to `log_len`, sets
---   `last_activity` and publishes the envelope on `channel`.
+--   `last_activity` and publishes the envelope on `channel` (unless
+--   DEFERRED: then it starts the room's `published` mark at the event
+--   before, if the room has none yet).
+-- visible_seq(room_key): the last seq readers may see: `seq`, or the
+--   `published` mark when DEFERRED.
 -- write_message(msg_key, messages_key, msg_id, seq, env, ttl):
 --   stores the envelope as the message's state with its TTL and indexes
 --   the id by seq.
@@ -28,8 +40,21 @@ local function append_event(room_key, events_key, channel, tail, log_len, now)
   redis.call('ZADD', events_key, seq, env)
   redis.call('ZREMRANGEBYRANK', events_key, 0, -(tonumber(log_len) + 1))
   redis.call('HSET', room_key, 'last_activity', now)
-  redis.call('PUBLISH', channel, env)
+  if DEFERRED then
+    redis.call('HSETNX', room_key, 'published', seq - 1)
+  else
+    redis.call('HDEL', room_key, 'published')
+    redis.call(PUBLISH_VERB, channel, env)
+  end
   return seq, env
+end
+local function visible_seq(room_key)
+  local seq = tonumber(redis.call('HGET', room_key, 'seq') or '0')
+  if DEFERRED then
+    local published = redis.call('HGET', room_key, 'published')
+    if published then return math.min(seq, tonumber(published)) end
+  end
+  return seq
 end
 local function write_message(msg_key, messages_key, msg_id, seq, env, ttl)
   redis.call('SET', msg_key, env, 'PX', ttl)

@@ -3,7 +3,8 @@
 -- KEYS: room, members, member_conns, presence, messages, events, message
 -- ARGV: user_id, user_json, conn, presence_member, now, msg_id, tail, ttl_ms,
 --       log_len, channel, deadline
--- Replies: {'no_room'} | {'full'} | {'ok', 1 if first else 0}
+-- Replies: {'no_room'} | {'full'} | {'ok', 1, seq of the system message} |
+--          {'ok', 0}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
 local first = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
 if first then
@@ -16,6 +17,6 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 if first then
   local seq, env = append_event(KEYS[1], KEYS[6], ARGV[10], ARGV[7], ARGV[9], ARGV[5])
   write_message(KEYS[7], KEYS[5], ARGV[6], seq, env, ARGV[8])
-  return {'ok', 1}
+  return {'ok', 1, seq}
 end
 return {'ok', 0}

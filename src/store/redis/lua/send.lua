@@ -8,7 +8,13 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'not_member'} end
 if ARGV[8] == '1' then
   local prior = redis.call('GET', KEYS[6])
-  if prior then return {'duplicate', prior} end
+  if prior then
+    -- With replica acknowledgements the caller WAITs before answering: a
+    -- write here moves this connection's replication offset past the
+    -- original's, so that WAIT covers the original too.
+    if DEFERRED then redis.call('PEXPIRE', KEYS[6], ARGV[9]) end
+    return {'duplicate', prior}
+  end
 end
 local seq, env = append_event(KEYS[1], KEYS[4], ARGV[7], ARGV[3], ARGV[5], ARGV[6])
 write_message(KEYS[5], KEYS[3], ARGV[2], seq, env, ARGV[4])
