@@ -36,7 +36,9 @@ for node in $nodes; do
     fi
     sleep 1
   done
-  if [ "$(info_field "$node" cluster_enabled)" = 0 ]; then
+  enabled="$(redis-cli -h "${node%:*}" -p "${node##*:}" info cluster 2>/dev/null |
+    tr -d '\r' | sed -n 's/^cluster_enabled://p')"
+  if [ "$enabled" != 1 ]; then
     say "$node does not run in cluster mode (cluster-enabled yes)"
     exit 1
   fi
