@@ -46,7 +46,11 @@ impl BreakerState {
 
 #[derive(Debug)]
 enum State {
-    Closed { failures: u32 },
+    Closed {
+        failures: u32,
+        /// When the last call succeeded (see `Breaker::quiet`).
+        last_ok: Option<Instant>,
+    },
     Open { until: Instant },
     HalfOpen { probe_since: Instant },
 }
@@ -58,16 +62,40 @@ pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
     probe_timeout: Duration,
+    /// With `whole_backend`: failures within this long of a success do not
+    /// count.
+    quiet: Option<Duration>,
 }
 
 impl Breaker {
     /// Opens after `threshold` consecutive failures, for `cooldown`.
     pub fn new(threshold: u32, cooldown: Duration, probe_timeout: Duration) -> Breaker {
         Breaker {
-            state: Mutex::new(State::Closed { failures: 0 }),
+            state: Mutex::new(State::Closed {
+                failures: 0,
+                last_ok: None,
+            }),
             threshold: threshold.max(1),
             cooldown,
             probe_timeout,
+            quiet: None,
+        }
+    }
+
+    /// A breaker for a backend made of independent parts (a Redis Cluster's
+    /// masters): a failure counts towards opening only when no call at all
+    /// has succeeded for `quiet`, so one dead master, whose calls fail while
+    /// the others' succeed, never shuts out the healthy ones. It opens when
+    /// the whole backend is gone.
+    pub fn whole_backend(
+        threshold: u32,
+        cooldown: Duration,
+        probe_timeout: Duration,
+        quiet: Duration,
+    ) -> Breaker {
+        Breaker {
+            quiet: Some(quiet),
+            ..Breaker::new(threshold, cooldown, probe_timeout)
         }
     }
 
@@ -107,10 +135,26 @@ impl Breaker {
     fn record_at(&self, ok: bool, now: Instant) {
         let mut state = self.lock();
         *state = match (&*state, ok) {
-            (_, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, false) if failures + 1 < self.threshold => State::Closed {
-                failures: failures + 1,
+            (_, true) => State::Closed {
+                failures: 0,
+                last_ok: Some(now),
             },
+            (
+                State::Closed {
+                    failures,
+                    last_ok: Some(at),
+                },
+                false,
+            ) if self.quiet.is_some_and(|q| now.duration_since(*at) < q) => State::Closed {
+                failures: *failures,
+                last_ok: Some(*at),
+            },
+            (State::Closed { failures, last_ok }, false) if failures + 1 < self.threshold => {
+                State::Closed {
+                    failures: failures + 1,
+                    last_ok: *last_ok,
+                }
+            }
             (State::Open { until }, false) => State::Open { until: *until },
             (_, false) => State::Open {
                 until: now + self.cooldown,
@@ -132,6 +176,31 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_backend_breaker_ignores_failures_while_other_calls_succeed() {
+        let b = Breaker::whole_backend(
+            3,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+        );
+        let t0 = Instant::now();
+        // One part failing between successes of the others: never opens.
+        for i in 0..20u64 {
+            let at = t0 + Duration::from_millis(100 * i);
+            b.record_at(i % 3 == 0, at);
+            b.record_at(false, at);
+            assert!(b.admit_at(at), "closed while some calls succeed ({i})");
+        }
+        // Nothing succeeds any more: once the quiet time has passed,
+        // failures count and it opens.
+        let later = t0 + Duration::from_secs(10);
+        for _ in 0..3 {
+            b.record_at(false, later);
+        }
+        assert!(!b.admit_at(later), "open when the whole backend fails");
+    }
 
     #[test]
     fn opens_after_consecutive_failures_and_closes_after_a_probe() {

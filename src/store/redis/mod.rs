@@ -230,6 +230,7 @@ impl RedisStore {
     }
 
     fn assemble(links: Links, publish: Publish, options: RedisOptions) -> RedisStore {
+        let cluster = matches!(links, Links::Cluster(_));
         let RedisOptions {
             timeout,
             keys,
@@ -246,7 +247,18 @@ impl RedisStore {
             timeout,
             scripts: Scripts::new(publish, replica_acks > 0),
             metrics,
-            breaker: Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2),
+            // On a cluster one dead master must not shut out the others:
+            // the breaker opens only when nothing succeeds any more.
+            breaker: if cluster {
+                Breaker::whole_backend(
+                    BREAKER_THRESHOLD,
+                    BREAKER_COOLDOWN,
+                    timeout * 2,
+                    timeout * 2,
+                )
+            } else {
+                Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN, timeout * 2)
+            },
             clock: Clock::default(),
             bumps: Bumps::default(),
             public_index: AtomicBool::new(false),
