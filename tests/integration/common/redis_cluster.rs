@@ -34,7 +34,7 @@ use node::{ClusterProcess, cluster_ports, info_field, query, spawn_node, text};
 pub(crate) use migration::SlotMigration;
 pub(crate) use topology::{ClusterNode, Role};
 
-/// How long the nodes have to answer PING after spawning.
+/// How long the nodes have to answer after spawning.
 const NODE_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the joined cluster has to become healthy (`cluster_state:ok`
 /// everywhere, every replica online).
@@ -113,14 +113,14 @@ impl RedisCluster {
             }
         }
         panic!(
-            "the cluster's redis-servers did not all answer PING within \
+            "the cluster's redis-servers did not all answer within \
              {NODE_START_TIMEOUT:?} (3 attempts):\n{}",
             failures.join("\n")
         );
     }
 
-    /// Waits until every node answers PING; on failure says which node
-    /// died or stayed silent, with its log tail.
+    /// Waits until every node answers (as the process we spawned); on
+    /// failure says which node died or stayed silent, with its log tail.
     async fn wait_all_answer(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + NODE_START_TIMEOUT;
         for node in &mut self.nodes {
@@ -134,7 +134,10 @@ impl RedisCluster {
                         read_tail(&node.log, 10).replace('\n', "\n    ")
                     ));
                 }
-                if query(node.port, &["PING"]).await.is_ok() {
+                // Our own child answers, not some other server that won
+                // the port: compare process ids.
+                let pid = info_field(node.port, &["INFO", "server"], "process_id").await;
+                if node.child.as_ref().map(|child| child.id().to_string()) == pid.ok() {
                     break;
                 }
                 if Instant::now() > deadline {
