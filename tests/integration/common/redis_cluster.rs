@@ -553,7 +553,9 @@ impl RedisCluster {
 
     /// Calls per command on the node on `port` since it started (or since
     /// `CONFIG RESETSTAT`), from `INFO commandstats`; names are lower case,
-    /// subcommands as `cluster|nodes`.
+    /// subcommands as `cluster|nodes`. The harness's own calls count too
+    /// (each of its connections sends `CLIENT SETINFO`, and it asks `INFO`
+    /// and `CLUSTER NODES`): compare the data commands before and after.
     pub(crate) async fn commandstats(&self, port: u16) -> HashMap<String, u64> {
         let info = self.command_text(port, &["INFO", "commandstats"]).await;
         info.lines()
