@@ -22,6 +22,7 @@ mod nginx_cluster;
 mod operations;
 mod presence;
 mod protocol_errors;
+mod redis_cluster_harness;
 mod redis_tls;
 mod rooms;
 mod store_conformance;

@@ -19,6 +19,8 @@
 //!
 //! - [`process`]: temporary directories, free ports, signals;
 //! - [`redis_server`]: a private `redis-server`;
+//! - [`redis_cluster`]: a private Redis Cluster (masters, replicas,
+//!   failover, slot migration, per-node pub/sub and command counters);
 //! - [`node`]: a `huddle serve` child, tokens from `huddle token`;
 //! - [`setup`]: ready-made nodes and users the topic modules share;
 //! - [`http`]: plain HTTP GETs;
@@ -36,6 +38,7 @@ mod http;
 mod node;
 mod process;
 mod raw;
+mod redis_cluster;
 mod redis_server;
 mod setup;
 
@@ -46,6 +49,7 @@ pub(crate) use http::http_get_at;
 pub(crate) use node::*;
 pub(crate) use process::*;
 pub(crate) use raw::*;
+pub(crate) use redis_cluster::{RedisCluster, Role, SlotMigration};
 pub(crate) use redis_server::RedisServer;
 pub(crate) use setup::*;
 
