@@ -51,8 +51,12 @@ enum State {
         /// When the last call succeeded (see `Breaker::quiet`).
         last_ok: Option<Instant>,
     },
-    Open { until: Instant },
-    HalfOpen { probe_since: Instant },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probe_since: Instant,
+    },
 }
 
 /// A circuit breaker.

@@ -23,6 +23,7 @@ mod operations;
 mod presence;
 mod protocol_errors;
 mod redis_cluster_harness;
+mod redis_cluster_mode;
 mod redis_tls;
 mod rooms;
 mod store_conformance;

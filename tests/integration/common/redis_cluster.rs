@@ -571,6 +571,73 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Ports of the masters serving slots now.
+    pub(crate) async fn master_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .nodes()
+            .await
+            .iter()
+            .filter(|node| node.role == Role::Master && !node.slots.is_empty() && !node.failed)
+            .map(|node| node.port)
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// How many clients the node on `port` has subscribed to the shard
+    /// channel `channel` (`PUBSUB SHARDNUMSUB`).
+    pub(crate) async fn shard_subscribers(&self, port: u16, channel: &str) -> u64 {
+        match self
+            .command(port, &["PUBSUB", "SHARDNUMSUB", channel])
+            .await
+        {
+            redis::Value::Array(items) => items
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+                .unwrap_or(0),
+            other => panic!("PUBSUB SHARDNUMSUB on {port}: {other:?}"),
+        }
+    }
+
+    /// The process-wide test cluster (3 masters + 3 replicas), started by
+    /// the first test that asks and shared by every test that only needs a
+    /// working cluster: each keeps to its own key prefix. A watchdog process
+    /// kills its servers when the test binary exits (a static is never
+    /// dropped).
+    pub(crate) async fn shared() -> &'static RedisCluster {
+        static SHARED: tokio::sync::OnceCell<RedisCluster> = tokio::sync::OnceCell::const_new();
+        SHARED
+            .get_or_init(|| async {
+                let cluster = RedisCluster::start().await;
+                cluster.watch_parent();
+                cluster
+            })
+            .await
+    }
+
+    /// Starts a shell that waits for this test process to exit, then kills
+    /// every server of the cluster and removes its directory.
+    fn watch_parent(&self) {
+        let pids: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.child.as_ref().map(|c| c.id().to_string()))
+            .collect();
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -9 {pids} 2>/dev/null; rm -rf '{dir}'",
+            me = std::process::id(),
+            pids = pids.join(" "),
+            dir = self.dir.path().display(),
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the shared cluster's watchdog");
+    }
+
     /// The last `lines` lines of every node's log, for failure reports.
     fn log_tails(&self, lines: usize) -> String {
         self.nodes
