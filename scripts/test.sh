@@ -24,6 +24,8 @@ if ! need redis-server; then
   install_debian redis-server
 fi
 need redis-server || { echo "test.sh: redis-server is still missing" >&2; exit 1; }
+# redis-cli: the Redis Cluster tests create their clusters with it.
+need redis-cli || install_debian redis-tools
 # openssl: the TLS test makes its own certificates.
 need openssl || install_debian openssl
 # nginx: the load-balancer test runs a real one in front of three nodes.
@@ -35,6 +37,15 @@ fi
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo test --locked --all-targets "$@"
+
+# The multi-node tests once more, on a Redis Cluster (3 masters + 3
+# replicas, shared by these tests under a key prefix each): nodes started
+# with --redis-cluster instead of --redis.
+if [ "$#" -eq 0 ]; then
+  HUDDLE_TEST_REDIS=cluster cargo test --locked --test integration -- \
+    cluster:: messages:: presence:: rooms:: abuse:: \
+    --skip nginx_cluster:: --skip store_conformance:: --skip bench_abuse::
+fi
 
 # The web client's end-to-end tests: headless Chromium (Debian's) driven by
 # playwright-core, against real nodes.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::common::{
     Client, FAST, Node, QUIET, assert_consecutive, assert_recent_ms, guest, heavy,
-    is_message_event, s, seq, seqs, two_nodes,
+    is_message_event, s, seq, seqs, two_nodes, two_nodes_on_one_redis,
 };
 
 /// Consumes `message.*` events of `room` until the one whose message id is
@@ -442,7 +442,7 @@ async fn join_since_older_than_retained_log_is_incomplete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_and_history_survive_restarting_every_node() {
-    let (redis, mut a, mut b) = two_nodes(FAST).await;
+    let (redis, mut a, mut b) = two_nodes_on_one_redis(FAST).await;
     let url = redis.url();
     let mut ca = guest(&a, "ann").await;
     let mut cb = guest(&b, "bob").await;
@@ -606,7 +606,7 @@ async fn joining_during_traffic_leaves_no_gap_between_snapshot_and_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_pubsub_connections_lose_no_event() {
     let _heavy = heavy(module_path!()).await;
-    let (redis, a, b) = two_nodes(FAST).await;
+    let (redis, a, b) = two_nodes_on_one_redis(FAST).await;
     let mut ca = guest(&a, "ca").await;
     let room = ca.create_room("flaky bus", json!({})).await;
     let rid = s(&room, "id").to_string();

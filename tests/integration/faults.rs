@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Client, FAST, FAST_JANITOR, Node, RedisServer, guest, heavy, s, two_nodes, unique,
+    Client, FAST, FAST_JANITOR, Node, RedisServer, guest, heavy, s, two_nodes_on_one_redis, unique,
 };
 
 /// Sends `count` messages with client_msg_ids, retrying `unavailable` with
@@ -446,7 +446,7 @@ async fn frozen_redis_answers_unavailable_then_recovers() {
     let _heavy = heavy(module_path!()).await;
     let mut args = FAST.to_vec();
     args.extend(["--redis-timeout-ms", "300"]);
-    let (redis, a, _b) = two_nodes(&args).await;
+    let (redis, a, _b) = two_nodes_on_one_redis(&args).await;
     let mut c = guest(&a, "patient").await;
     let room = c.create_room("outage", json!({})).await;
     let rid = s(&room, "id").to_string();

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::{
     Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, Node, RedisServer, guest, heavy, huddle_bin,
-    mint_token, s, two_nodes,
+    mint_token, s, two_nodes_on_one_redis,
 };
 
 const SECRET: &str = "operations-secret-0123456789";
@@ -582,7 +582,7 @@ async fn a_node_starts_without_redis_and_becomes_ready_when_it_comes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_report_health_readiness_and_metrics() {
     let _heavy = heavy(module_path!()).await;
-    let (mut redis, a, b) = two_nodes(FAST).await;
+    let (mut redis, a, b) = two_nodes_on_one_redis(FAST).await;
     for node in [&a, &b] {
         let (status, _) = node.http_get("/healthz").await;
         assert_eq!(status, 200, "/healthz on {}", node.node_id);

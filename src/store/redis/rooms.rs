@@ -96,7 +96,9 @@ impl RedisStore {
                     add.zadd(k.public_rooms(shard), id, *at).ignore();
                 }
             }
-            let _: () = self.timed("public_rooms", add.query_async(&mut *c)).await?;
+            if !add.is_empty() {
+                let _: () = self.timed("public_rooms", add.query_async(&mut *c)).await?;
+            }
             if (ids.len() as isize) < PAGE {
                 return Ok(());
             }

@@ -1,17 +1,84 @@
-//! Ready-made set-ups the topic modules share: two nodes on one Redis,
-//! with or without tokens, a single memory-engine node, and connected
-//! clients that have said hello.
+//! Ready-made set-ups the topic modules share: two nodes on one Redis (or,
+//! with `HUDDLE_TEST_REDIS=cluster`, on the shared Redis Cluster), with or
+//! without tokens, a single memory-engine node, and connected clients that
+//! have said hello.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::FAST;
 use super::client::Client;
 use super::node::{Node, mint_token};
+use super::redis_cluster::RedisCluster;
 use super::redis_server::RedisServer;
+
+/// Where a test's nodes keep their state.
+pub(crate) enum Backend {
+    /// A private `redis-server`.
+    Single(RedisServer),
+    /// The process-wide test cluster (`RedisCluster::shared`), under a key
+    /// prefix of this test's own.
+    Cluster {
+        /// `--redis-cluster` seeds.
+        seeds: String,
+        /// `--key-prefix`.
+        prefix: String,
+    },
+}
+
+impl Backend {
+    /// The shared Redis Cluster when `HUDDLE_TEST_REDIS=cluster` (how
+    /// `scripts/test.sh` runs the multi-node tests a second time), else a
+    /// private `redis-server`.
+    pub(crate) async fn start() -> Backend {
+        if std::env::var("HUDDLE_TEST_REDIS").as_deref() == Ok("cluster") {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let cluster = RedisCluster::shared().await;
+            Backend::Cluster {
+                seeds: cluster.seeds(),
+                prefix: format!("t{}:", NEXT.fetch_add(1, Ordering::SeqCst)),
+            }
+        } else {
+            Backend::Single(RedisServer::start().await)
+        }
+    }
+
+    /// The flags that put a node on this backend.
+    pub(crate) fn args(&self) -> Vec<String> {
+        match self {
+            Backend::Single(redis) => vec!["--redis".into(), redis.url()],
+            Backend::Cluster { seeds, prefix } => vec![
+                "--redis-cluster".into(),
+                seeds.clone(),
+                "--key-prefix".into(),
+                prefix.clone(),
+            ],
+        }
+    }
+
+    /// Starts a node `id` on this backend with `extra` flags.
+    pub(crate) async fn node(&self, id: &str, extra: &[&str]) -> Node {
+        let mut args = self.args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::start(None, id, &args).await
+    }
+}
 
 /// The HS256 secret of [`two_jwt_nodes`] and [`user`].
 pub(crate) const JWT_SECRET: &str = "cluster-test-secret";
 
-/// Starts Redis and two nodes (`n1`, `n2`) on it with `extra` flags.
-pub(crate) async fn two_nodes(extra: &[&str]) -> (RedisServer, Node, Node) {
+/// Starts a backend (`Backend::start`) and two nodes (`n1`, `n2`) on it
+/// with `extra` flags.
+pub(crate) async fn two_nodes(extra: &[&str]) -> (Backend, Node, Node) {
+    let backend = Backend::start().await;
+    let a = backend.node("n1", extra).await;
+    let b = backend.node("n2", extra).await;
+    (backend, a, b)
+}
+
+/// Starts one private Redis and two nodes on it, for tests that act on
+/// that Redis itself (kill it, ask it something).
+pub(crate) async fn two_nodes_on_one_redis(extra: &[&str]) -> (RedisServer, Node, Node) {
     let redis = RedisServer::start().await;
     let url = redis.url();
     let a = Node::start(Some(&url), "n1", extra).await;
@@ -21,7 +88,7 @@ pub(crate) async fn two_nodes(extra: &[&str]) -> (RedisServer, Node, Node) {
 
 /// Two nodes that require HS256 tokens, so one user can hold several
 /// connections (guests get a fresh id on every hello).
-pub(crate) async fn two_jwt_nodes() -> (RedisServer, Node, Node) {
+pub(crate) async fn two_jwt_nodes() -> (Backend, Node, Node) {
     let mut args = FAST.to_vec();
     args.extend(["--jwt-secret", JWT_SECRET]);
     two_nodes(&args).await

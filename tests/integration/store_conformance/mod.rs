@@ -13,13 +13,13 @@ use huddle::events::EventSink;
 use huddle::layout::Keys;
 use huddle::metrics::Metrics;
 use huddle::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms};
-use huddle::store::redis::ConnMode;
+use huddle::store::redis::{ConnMode, RedisOptions};
 use huddle::store::{
     AppendOutcome, CreateOutcome, JoinOutcome, LeaveOutcome, MemoryStore, RedisStore,
     ReplaceOutcome, ScanCap, SessionRecord, Store, StoreSettings,
 };
 
-use crate::common::RedisServer;
+use crate::common::{RedisCluster, RedisServer};
 
 /// Records what the memory engine publishes.
 #[derive(Default)]
@@ -169,6 +169,17 @@ struct Engine {
     _redis: Option<RedisServer>,
 }
 
+/// A key prefix no other test in this process uses, for tests that share
+/// the process-wide cluster.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "c{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 impl Engine {
     /// The memory engine on a clock the test moves.
     fn memory(log_len: u32, ttl: Duration) -> Engine {
@@ -206,6 +217,34 @@ impl Engine {
         }
     }
 
+    /// The Redis engine on the shared test cluster (3 masters + 3 replicas)
+    /// under a key prefix of its own, with `replica_acks` acknowledgements.
+    async fn cluster(replica_acks: u32, log_len: u32, ttl: Duration) -> Engine {
+        Self::cluster_at(unique_prefix(), replica_acks, log_len, ttl).await
+    }
+
+    /// `Engine::cluster` under `prefix`.
+    async fn cluster_at(prefix: String, replica_acks: u32, log_len: u32, ttl: Duration) -> Engine {
+        let cluster = RedisCluster::shared().await;
+        let seeds: Vec<String> = cluster.seeds().split(',').map(str::to_owned).collect();
+        let store = RedisStore::connect_cluster(
+            &seeds,
+            RedisOptions {
+                timeout: Duration::from_secs(2),
+                keys: Keys::clustered(prefix),
+                settings: settings(log_len, ttl),
+                metrics: Arc::new(Metrics::new()),
+                replica_acks,
+            },
+        )
+        .expect("cluster store");
+        Engine {
+            store: Arc::new(store),
+            manual: None,
+            _redis: None,
+        }
+    }
+
     /// Now, Unix ms, by the store's clock.
     fn now(&self) -> u64 {
         match &self.manual {
@@ -226,7 +265,9 @@ impl Engine {
 }
 
 /// Stamps each case as a test per engine: `memory_engine::case`,
-/// `redis_pooled::case` and `redis_shared::case` (one shared connection).
+/// `redis_pooled::case`, `redis_shared::case` (one shared connection),
+/// `redis_cluster::case` (a Redis Cluster) and `redis_cluster_acks::case`
+/// (the cluster, every durable write confirmed by one replica).
 macro_rules! conformance {
     ($($case:ident($log_len:expr, $ttl:expr);)*) => {
         mod memory_engine {
@@ -253,6 +294,24 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(&Engine::redis(ConnMode::Shared, $log_len, $ttl).await).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&Engine::cluster(0, $log_len, $ttl).await).await;
+                }
+            )*
+        }
+        mod redis_cluster_acks {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&Engine::cluster(1, $log_len, $ttl).await).await;
                 }
             )*
         }
@@ -357,6 +416,66 @@ async fn redis_engine_publishes_in_seq_order() {
         seen.iter().map(|e| decoded(e)).collect::<Vec<_>>(),
         "the log keeps exactly what was published"
     );
+}
+
+/// On a cluster, durable events go out on the room's shard channel in seq
+/// order, also when each is published only after a replica confirmed it
+/// (concurrent writers release out of order; `publish.lua` keeps the order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_publishes_on_the_shard_channel_in_seq_order() {
+    for acks in [0, 1] {
+        let prefix = unique_prefix();
+        let Engine { store, .. } =
+            Engine::cluster_at(prefix.clone(), acks, 1000, Duration::from_secs(3600)).await;
+        let cluster = RedisCluster::shared().await;
+        let seeds: Vec<String> = cluster.seeds().split(',').map(str::to_owned).collect();
+        let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+        let client = huddle::store::redis::cluster_client(&seeds, Duration::from_secs(2), Some(tx))
+            .expect("client");
+        let mut sub = client.get_async_connection().await.expect("connect");
+        let room_id = format!("r-shard-{acks}");
+        let ann = user("ann");
+        create(
+            store.as_ref(),
+            &room(&room_id, &format!("SHD{acks}22"), 50, false),
+            &ann,
+            "a1",
+        )
+        .await;
+        let channel = Keys::clustered(prefix).channel(&room_id);
+        sub.ssubscribe(&channel).await.expect("ssubscribe");
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let store = store.clone();
+            let ann = ann.clone();
+            let room_id = room_id.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    appended(
+                        send(store.as_ref(), &room_id, &ann, &format!("t{t}m{i}"), None).await,
+                    );
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("sender");
+        }
+        let mut seqs = Vec::new();
+        while seqs.len() < 40 {
+            let push = tokio::time::timeout(Duration::from_secs(5), pushes.recv())
+                .await
+                .expect("published in time")
+                .expect("push channel open");
+            if push.kind != redis::PushKind::SMessage {
+                continue;
+            }
+            let Some(redis::Value::BulkString(payload)) = push.data.get(1) else {
+                panic!("smessage without payload: {push:?}");
+            };
+            seqs.push(codec::peek_seq(payload).expect("seq"));
+        }
+        assert_eq!(seqs, (2..=41).collect::<Vec<u64>>(), "acks {acks}");
+    }
 }
 
 /// A deployment upgraded from a version without `public_rooms` lists its
