@@ -279,9 +279,34 @@ async fn a_master_killed_under_load_loses_no_acknowledged_message() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let killed_at = Instant::now();
     cluster.kill_master_of_slot(slot_of(&victim_room)).await;
+    // Both nodes stay ready throughout: one master failing over is not the
+    // store being gone.
+    let (probe_stop, probe_until) = watch::channel(false);
+    let probes: Vec<_> = [a.addr.to_string(), b.addr.to_string()]
+        .into_iter()
+        .map(|addr| {
+            let until = probe_until.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !*until.borrow() {
+                    statuses.push(http_get_at(&addr, "/readyz").await.0);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                statuses
+            })
+        })
+        .collect();
     let promoted = cluster
         .wait_failover(slot_of(&victim_room), Duration::from_secs(30))
         .await;
+    probe_stop.send(true).expect("stop probes");
+    for probe in probes {
+        let statuses = probe.await.expect("probe");
+        assert!(
+            !statuses.is_empty() && statuses.iter().all(|s| *s == 200),
+            "/readyz during the failover: {statuses:?}"
+        );
+    }
     let failed_over_at = Instant::now();
     assert_ne!(promoted, victim);
     // The promoted replica has no replica of its own, so with acks = 1 its
@@ -435,6 +460,29 @@ async fn a_busy_rooms_slot_migrated_mid_stream_loses_reorders_and_duplicates_not
     }
     migration.finish().await;
     assert_eq!(cluster.master_of_slot(slot).await, to, "the slot moved");
+    // Redis dropped the nodes' subscriptions to the moved slot's channel;
+    // each node subscribed again on the new master (and repaired the room).
+    for node in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, metrics) = node.http_get("/metrics").await;
+            let resubscribed = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("huddle_pubsub_resubscribes_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if resubscribed >= 1.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never subscribed the moved channel again",
+                node.node_id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(cluster.shard_subscribers(to, &channel(&room)).await, 2);
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop_tx.send(true).expect("stop");
 

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 
 use super::RedisStore;
+use super::conn::Conn;
 use super::parse::corrupt;
 use super::scripts::{Limit, LimitReply};
 use crate::error::StoreResult;
@@ -101,11 +102,28 @@ fn count_of(reply: LimitReply) -> Count {
 
 #[async_trait]
 impl StoreHealth for RedisStore {
+    /// On a cluster, any master answering is enough: one master failing
+    /// over must not make every node unready (its rooms answer
+    /// `unavailable` meanwhile; the others keep working).
     async fn ping(&self) -> StoreResult<()> {
         let mut c = self.conn().await?;
-        let pong: String = self
-            .timed("ping", redis::cmd("PING").query_async(&mut c))
-            .await?;
+        let pong: String = if let Conn::Cluster(cluster) = &mut c {
+            use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+            let any_master = RoutingInfo::MultiNode((
+                MultipleNodeRoutingInfo::AllMasters,
+                Some(ResponsePolicy::OneSucceeded),
+            ));
+            let value = self
+                .timed(
+                    "ping",
+                    cluster.route_command(redis::cmd("PING"), any_master),
+                )
+                .await?;
+            redis::from_redis_value(value).map_err(corrupt)?
+        } else {
+            self.timed("ping", redis::cmd("PING").query_async(&mut c))
+                .await?
+        };
         if pong == "PONG" {
             Ok(())
         } else {
