@@ -140,6 +140,17 @@ impl Keys {
     pub fn public_rooms(&self, shard: u16) -> String {
         self.index_key("public_rooms", shard)
     }
+    /// The unsplit `active_rooms` and `public_rooms` of one Redis, when the
+    /// index is split: keys copied from one Redis into a cluster keep these
+    /// names, and are moved into the shards once.
+    pub fn unsplit_index(&self) -> Option<(String, String)> {
+        (self.index_shards > 1).then(|| {
+            (
+                format!("{}active_rooms", self.prefix),
+                format!("{}public_rooms", self.prefix),
+            )
+        })
+    }
     /// The `active_rooms` shard of `room`.
     pub fn active_rooms_of(&self, room: &str) -> String {
         self.active_rooms(self.index_shard(room))

@@ -131,6 +131,8 @@ struct Inner {
     bumps: Bumps,
     /// `public_rooms` is known to hold every public room.
     public_index: AtomicBool,
+    /// No unsplit room index is left to move into the shards (a cluster).
+    index_split: AtomicBool,
 }
 
 /// Whether Redis did not know a script (`NOSCRIPT`).
@@ -262,6 +264,7 @@ impl RedisStore {
             clock: Clock::default(),
             bumps: Bumps::default(),
             public_index: AtomicBool::new(false),
+            index_split: AtomicBool::new(false),
         });
         clock::spawn_refresh(&inner);
         RedisStore { inner }

@@ -16,6 +16,7 @@ use super::scripts::{
     MemberKeys, Note, ReleaseCode, Released, ScriptReply, Tell, Typing,
 };
 use crate::error::StoreResult;
+use crate::layout::Keys;
 use crate::model::{Message, Room, User, now_ms};
 use crate::store::{CreateOutcome, JoinOutcome, LeaveOutcome, RoomStore};
 
@@ -47,6 +48,58 @@ impl RedisStore {
             ttl_ms: self.ttl_ms(),
             log_len: self.inner.settings.event_log_len,
         }
+    }
+
+    /// On a cluster, moves an unsplit room index copied from one Redis
+    /// (`redis-cli --cluster import`) into the index shards, once per
+    /// process (every node may do it at once: moving is idempotent).
+    async fn index_split(&self) -> StoreResult<()> {
+        let k = self.k();
+        let Some((active, public)) = k.unsplit_index() else {
+            return Ok(());
+        };
+        if self.inner.index_split.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        for (unsplit, shard_of) in [
+            (&active, Keys::active_rooms_of as fn(&Keys, &str) -> String),
+            (&public, Keys::public_rooms_of),
+        ] {
+            loop {
+                let page: Vec<(String, f64)> = self
+                    .timed("index_split", c.zrange_withscores(unsplit, 0, 499))
+                    .await?;
+                if page.is_empty() {
+                    break;
+                }
+                // Added to the shards first, then removed from the unsplit
+                // key, so a failure in between leaves a room in both (the
+                // next pass moves it again), never in neither.
+                let adds = page
+                    .iter()
+                    .map(|(room, at)| {
+                        let mut add = redis::cmd("ZADD");
+                        add.arg(shard_of(k, room)).arg("GT").arg(*at).arg(room);
+                        vec![add]
+                    })
+                    .collect();
+                self.scatter(&mut c, "index_split", adds).await?;
+                let mut moved = redis::cmd("ZREM");
+                moved.arg(unsplit);
+                for (room, _) in &page {
+                    moved.arg(room);
+                }
+                self.scatter(&mut c, "index_split", vec![vec![moved]])
+                    .await?;
+                tracing::info!(
+                    rooms = page.len(),
+                    "moved rooms of an unsplit index into its shards"
+                );
+            }
+        }
+        self.inner.index_split.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Makes sure `public_rooms` holds every public room: a deployment
@@ -338,6 +391,7 @@ impl RoomStore for RedisStore {
 
     async fn list_public(&self, limit: usize) -> StoreResult<Vec<Room>> {
         self.idempotent(|| async move {
+            self.index_split().await?;
             self.public_index_ready().await?;
             let mut c = self.conn().await?;
             // The newest `limit` of every shard, merged by activity.
@@ -432,6 +486,7 @@ impl RoomStore for RedisStore {
 
     async fn idle_rooms(&self, before_ms: u64, limit: usize) -> StoreResult<Vec<String>> {
         self.idempotent(|| async move {
+            self.index_split().await?;
             let mut c = self.conn().await?;
             let k = self.k();
             let mut idle = Vec::new();

@@ -3,6 +3,7 @@
 //! for every repository operation, including the atomic append-and-publish
 //! of durable events in seq order.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -475,6 +476,97 @@ async fn redis_cluster_publishes_on_the_shard_channel_in_seq_order() {
             seqs.push(codec::peek_seq(payload).expect("seq"));
         }
         assert_eq!(seqs, (2..=41).collect::<Vec<u64>>(), "acks {acks}");
+    }
+}
+
+/// Keys copied from one Redis into a cluster (`redis-cli --cluster import`)
+/// bring the unsplit room index: the cluster engine moves it into its
+/// shards, so the rooms are listed and swept as if made on the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_moves_an_imported_room_index_into_its_shards() {
+    let prefix = unique_prefix();
+    let Engine { store, .. } =
+        Engine::cluster_at(prefix.clone(), 0, 1000, Duration::from_secs(3600)).await;
+    let ann = user("ann");
+    let mut made = Vec::new();
+    for i in 0..6 {
+        let id = format!("r-imported-{i}");
+        create(
+            store.as_ref(),
+            &room(&id, &format!("IMP{i}22"), 50, i == 5),
+            &ann,
+            "a1",
+        )
+        .await;
+        made.push(id);
+    }
+    // What an import leaves: the rooms in the unsplit index only.
+    let cluster = RedisCluster::shared().await;
+    let seeds: Vec<String> = cluster.seeds().split(',').map(str::to_owned).collect();
+    let client = redis::cluster::ClusterClient::new(seeds).expect("client");
+    let mut r = client.get_async_connection().await.expect("cluster");
+    let keys = Keys::clustered(prefix.clone());
+    for (i, id) in made.iter().enumerate() {
+        let _: () = redis::cmd("ZREM")
+            .arg(keys.active_rooms_of(id))
+            .arg(id)
+            .query_async(&mut r)
+            .await
+            .expect("zrem");
+        let _: () = redis::cmd("ZREM")
+            .arg(keys.public_rooms_of(id))
+            .arg(id)
+            .query_async(&mut r)
+            .await
+            .expect("zrem");
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("{prefix}active_rooms"))
+            .arg(1000 + i)
+            .arg(id)
+            .query_async(&mut r)
+            .await
+            .expect("zadd");
+        if i != 5 {
+            let _: () = redis::cmd("ZADD")
+                .arg(format!("{prefix}public_rooms"))
+                .arg(1000 + i)
+                .arg(id)
+                .query_async(&mut r)
+                .await
+                .expect("zadd");
+        }
+    }
+    // A node started afterwards.
+    let Engine { store: after, .. } =
+        Engine::cluster_at(prefix.clone(), 0, 1000, Duration::from_secs(3600)).await;
+    let listed: Vec<String> = after
+        .list_public(10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "r-imported-4",
+            "r-imported-3",
+            "r-imported-2",
+            "r-imported-1",
+            "r-imported-0"
+        ],
+        "public rooms, newest first"
+    );
+    let idle = after.idle_rooms(2000, 100).await.expect("idle");
+    let idle: HashSet<String> = idle.into_iter().collect();
+    assert_eq!(idle, made.iter().cloned().collect::<HashSet<_>>());
+    for unsplit in ["active_rooms", "public_rooms"] {
+        let left: u64 = redis::cmd("ZCARD")
+            .arg(format!("{prefix}{unsplit}"))
+            .query_async(&mut r)
+            .await
+            .expect("zcard");
+        assert_eq!(left, 0, "{unsplit} was moved");
     }
 }
 
