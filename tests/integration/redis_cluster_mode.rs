@@ -531,3 +531,85 @@ async fn a_busy_rooms_slot_migrated_mid_stream_loses_reorders_and_duplicates_not
         assert!(order.windows(2).all(|w| w[0] < w[1]));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_its_replicas_cannot_confirm_is_refused_invisible_then_stored_once_on_retry() {
+    let _heavy = heavy(module_path!()).await;
+    let mut cluster = RedisCluster::start().await;
+    let seeds = cluster.seeds();
+    // WAIT may block half the timeout.
+    let extra = ["--redis-replica-acks", "1", "--redis-timeout-ms", "600"];
+    let a = cluster_node(&seeds, "a", &extra).await;
+    let b = cluster_node(&seeds, "b", &extra).await;
+    let mut ann = guest(&a, "Ann").await;
+    let mut bob = guest(&b, "Bob").await;
+    let room = ann.create_room("acks", json!({})).await;
+    let room = s(&room, "id").to_owned();
+    bob.join(&room).await;
+    ann.send_message(&room, "before").await;
+    bob.next_message_event(&room).await;
+    let last_seq = seq_of_room(&bob.room_get(&room).await);
+
+    // The room's master loses its only replica.
+    let master = cluster.master_of_slot(slot_of(&room)).await;
+    let master_id = cluster.id_of(master).await;
+    let replica = cluster
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.role == Role::Replica && n.master_id.as_deref() == Some(master_id.as_str()))
+        .expect("the master's replica")
+        .port;
+    cluster.kill(replica);
+
+    let send = json!({"type": "message.send", "room": room, "content": "unconfirmed", "client_msg_id": "x1"});
+    let error = ann.err(send.clone()).await;
+    assert_eq!(error["code"], "unavailable", "{error}");
+    let text = error["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("may have been applied") && text.contains("client_msg_id"),
+        "{text}"
+    );
+    // Nobody sees it: no event, not in history, not in last_seq.
+    bob.expect_no_message_event(QUIET).await;
+    let contents: Vec<String> = bob
+        .all_messages(&room)
+        .await
+        .iter()
+        .map(|m| s(m, "content").to_owned())
+        .collect();
+    assert!(
+        !contents.contains(&"unconfirmed".to_owned()),
+        "{contents:?}"
+    );
+    let room_now = bob.room_get(&room).await;
+    assert_eq!(seq_of_room(&room_now), last_seq, "{room_now}");
+
+    // The replica is back: the same client_msg_id is stored once, and only
+    // now does anyone see it.
+    cluster.restart(replica).await;
+    let data = ann.ok(send).await;
+    assert_eq!(data["message"]["content"], "unconfirmed");
+    let event = bob.next_message_event(&room).await;
+    assert_eq!(event["message"]["id"], data["message"]["id"]);
+    assert_eq!(seq(&event), last_seq + 1, "the next seq, no gap: {event}");
+    bob.expect_no_message_event(QUIET).await;
+    let again = ann
+        .ok(json!({"type": "message.send", "room": room, "content": "unconfirmed", "client_msg_id": "x1"}))
+        .await;
+    assert_eq!(again["message"]["id"], data["message"]["id"], "stored once");
+    let stored = bob
+        .all_messages(&room)
+        .await
+        .iter()
+        .filter(|m| m["content"] == "unconfirmed")
+        .count();
+    assert_eq!(stored, 1);
+}
+
+/// A `room.get` room's `last_seq`.
+fn seq_of_room(room: &serde_json::Value) -> u64 {
+    room["last_seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("room without last_seq: {room}"))
+}
