@@ -101,6 +101,31 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts a second `redis-server` replicating this one and waits until
+    /// this one counts it as an online replica.
+    pub(crate) async fn start_replica(&self) -> RedisServer {
+        let replica = RedisServer::start().await;
+        let port = self.port.to_string();
+        replica.command(&["REPLICAOF", "127.0.0.1", &port]).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = match self.command(&["INFO", "replication"]).await {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                redis::Value::VerbatimString { text, .. } => text,
+                other => format!("{other:?}"),
+            };
+            if info.contains("connected_slaves:1") && info.contains("state=online") {
+                return replica;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica on {} never came online:\n{info}",
+                replica.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts Redis again on the same port and directory after
     /// [`RedisServer::kill`]; with AOF on it reloads every acknowledged write.
     pub(crate) async fn restart(&mut self) {

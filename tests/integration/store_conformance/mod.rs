@@ -168,6 +168,8 @@ struct Engine {
     manual: Option<Arc<AtomicU64>>,
     /// Keeps the Redis engine's server alive for the test.
     _redis: Option<RedisServer>,
+    /// Keeps its replica alive (with acknowledgements).
+    _replica: Option<RedisServer>,
 }
 
 /// A key prefix no other test in this process uses, for tests that share
@@ -195,6 +197,7 @@ impl Engine {
             store: Arc::new(store),
             manual: Some(manual),
             _redis: None,
+            _replica: None,
         }
     }
 
@@ -215,6 +218,33 @@ impl Engine {
             store: Arc::new(store),
             manual: None,
             _redis: Some(redis),
+            _replica: None,
+        }
+    }
+
+    /// The Redis engine on a private `redis-server` with one replica, every
+    /// durable write confirmed by it (`WAIT` on the shared connection).
+    async fn redis_acks(log_len: u32, ttl: Duration) -> Engine {
+        let redis = RedisServer::start().await;
+        let replica = redis.start_replica().await;
+        let store = RedisStore::connect_single(
+            &redis.url(),
+            4,
+            ConnMode::Shared,
+            RedisOptions {
+                timeout: Duration::from_secs(2),
+                keys: Keys::new("t:"),
+                settings: settings(log_len, ttl),
+                metrics: Arc::new(Metrics::new()),
+                replica_acks: 1,
+            },
+        )
+        .expect("redis store");
+        Engine {
+            store: Arc::new(store),
+            manual: None,
+            _redis: Some(redis),
+            _replica: Some(replica),
         }
     }
 
@@ -243,6 +273,7 @@ impl Engine {
             store: Arc::new(store),
             manual: None,
             _redis: None,
+            _replica: None,
         }
     }
 
@@ -267,6 +298,7 @@ impl Engine {
 
 /// Stamps each case as a test per engine: `memory_engine::case`,
 /// `redis_pooled::case`, `redis_shared::case` (one shared connection),
+/// `redis_shared_acks::case` (with a replica confirming every durable write),
 /// `redis_cluster::case` (a Redis Cluster) and `redis_cluster_acks::case`
 /// (the cluster, every durable write confirmed by one replica).
 macro_rules! conformance {
@@ -295,6 +327,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(&Engine::redis(ConnMode::Shared, $log_len, $ttl).await).await;
+                }
+            )*
+        }
+        mod redis_shared_acks {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&Engine::redis_acks($log_len, $ttl).await).await;
                 }
             )*
         }
