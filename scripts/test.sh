@@ -26,6 +26,8 @@ fi
 need redis-server || { echo "test.sh: redis-server is still missing" >&2; exit 1; }
 # redis-cli: the Redis Cluster tests create their clusters with it.
 need redis-cli || install_debian redis-tools
+# ss (iproute2): the listener test reads the accept backlog.
+need ss || install_debian iproute2
 # openssl: the TLS test makes its own certificates.
 need openssl || install_debian openssl
 # nginx: the load-balancer test runs a real one in front of three nodes.

@@ -233,6 +233,13 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
 
+    /// Connections the kernel may queue before the node accepts them (the
+    /// `listen` backlog): room for a reconnection storm, when a dead node's
+    /// clients all come back at once. The kernel caps it at
+    /// `net.core.somaxconn` (docs/deploy.md).
+    #[arg(long, env = "HUDDLE_ACCEPT_BACKLOG", default_value_t = 8192)]
+    pub accept_backlog: u32,
+
     /// Rooms with no activity and nobody connected for this long are closed.
     #[arg(long, env = "HUDDLE_ROOM_IDLE_TTL", default_value = "7d", value_parser = parse_duration)]
     pub room_idle_ttl: Duration,
@@ -318,6 +325,7 @@ impl Config {
         positive("rate-limit", self.rate_limit > 0)?;
         positive("outbound-queue", self.outbound_queue > 0)?;
         positive("max-connections", self.max_connections > 0)?;
+        positive("accept-backlog", self.accept_backlog > 0)?;
         positive("message-ttl", !self.message_ttl.is_zero())?;
         positive("session-ttl", !self.session_ttl.is_zero())?;
         positive("ping-interval", !self.ping_interval.is_zero())?;

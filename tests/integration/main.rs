@@ -16,6 +16,7 @@ mod bench_abuse;
 mod cluster;
 mod faults;
 mod fuzz_frames;
+mod listen;
 mod memory_engine;
 mod messages;
 mod nginx_cluster;

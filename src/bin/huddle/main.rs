@@ -56,6 +56,7 @@ fn serve(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         let bind = config.bind;
+        let backlog = config.accept_backlog;
         let gateway = match huddle::gateway::Gateway::build(config).await {
             Ok(gateway) => gateway,
             Err(e) => {
@@ -63,7 +64,7 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let listener = match tokio::net::TcpListener::bind(bind).await {
+        let listener = match listen(bind, backlog) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%bind, error = %e, "cannot listen");
@@ -88,6 +89,20 @@ fn serve(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     })
+}
+
+/// Listens on `bind` with room for `backlog` connections waiting to be
+/// accepted (the kernel caps it at `net.core.somaxconn`).
+fn listen(bind: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if bind.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's listener does: a restarted node can bind at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(bind)?;
+    socket.listen(backlog)
 }
 
 async fn shutdown_signal() {
