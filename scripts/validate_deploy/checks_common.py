@@ -65,16 +65,6 @@ CONFIG_SOURCES = [ROOT / "src/config.rs", *sorted((ROOT / "src/config").rglob("*
 KNOWN_ENV = {name for path in CONFIG_SOURCES if path.is_file()
              for name in re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', path.read_text())}
 KNOWN_ENV |= {"RUST_LOG", "NO_COLOR"}
-# Announced by issue 12 (Redis Cluster mode) and used by the cluster profile
-# and overlay while the server side is written: accepted by name, with a
-# note, only as long as src/config* has no cluster setting at all. Once it
-# has one, the names must be there as spelled here.
-ANNOUNCED_ENV = {"HUDDLE_REDIS_CLUSTER", "HUDDLE_REDIS_REPLICA_ACKS"}
-CLUSTER_CODE = any(re.search(r"redis[_-]cluster", p.read_text()) for p in CONFIG_SOURCES if p.is_file())
-if ANNOUNCED_ENV - KNOWN_ENV and not CLUSTER_CODE:
-    print(f"note {sorted(ANNOUNCED_ENV - KNOWN_ENV)} are not in src/config* yet (issue 12's interface): accepted by name")
-    KNOWN_ENV |= ANNOUNCED_ENV
-
 
 def check_env(env, where, timing=True):
     bad = sorted(k for k in env if (k.startswith("HUDDLE_") or k.startswith("UPSTASH_")) and k not in KNOWN_ENV)
