@@ -28,4 +28,5 @@ mod redis_cluster_mode;
 mod redis_tls;
 mod rooms;
 mod store_conformance;
+mod storm;
 mod websocket;
