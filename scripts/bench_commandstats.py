@@ -66,9 +66,11 @@ def main():
         return n / acked if acked else math.nan
 
     def row(name, values):
-        cells = "".join(f"{v:>12}{per(v):>9.3f}" for v in values)
+        # Without acknowledged sends (`connections`) only the calls.
+        cells = "".join(f"{v:>12}{per(v):>9.3f}" if acked else f"{v:>21}" for v in values)
         total = sum(values)
-        print(f"{name:<18}{cells}{total:>12}{per(total):>9.3f}")
+        end = f"{total:>12}{per(total):>9.3f}" if acked else f"{total:>21}"
+        print(f"{name:<18}{cells}{end}")
 
     commands = sorted({c for n in nodes for c in n["calls"]},
                       key=lambda c: -sum(n["calls"].get(c, 0) for n in nodes))
