@@ -15,6 +15,16 @@
 # their CPU time and memory. `abuse` measures the nodes' own limits: its
 # nodes keep the default rate limit (NODE_FLAGS can change it) and the bench
 # gets the Redis URL instead of the PIDs.
+#
+# CLUSTER=1 (or REDIS_MODE=cluster) starts a local Redis Cluster of MASTERS
+# (default 3) masters instead of one redis-server, REPLICAS=1 adds a replica
+# per master, and the nodes get `--redis-cluster` with the masters as seeds
+# (NODE_FLAGS="--redis-replica-acks 1" measures acknowledged writes). Every
+# Redis process's PID goes to the bench. After a cluster run the script
+# prints each Redis's INFO commandstats deltas over the run, per
+# acknowledged send, and the cluster-bus messages sent for pub/sub
+# (scripts/bench_commandstats.py). COMMANDSTATS=1 prints the same for one
+# Redis; COMMANDSTATS_JSON=FILE also writes them as JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:?usage: scripts/bench.sh fanout|saturate|connections|abuse [flags]}
@@ -32,17 +42,90 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$state" \
-  --logfile "$state/redis.log" &
-pids+=($!)
-redis_pid=$!
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+cluster=0
+[ "${CLUSTER:-0}" = 0 ] || cluster=1
+[ "${REDIS_MODE:-single}" != cluster ] || cluster=1
+stats=${COMMANDSTATS:-$cluster}
+if [ "$cluster" = 1 ] && [ "$mode" = abuse ]; then
+  echo "bench.sh: abuse reports one Redis's memory; run it without CLUSTER" >&2
+  exit 64
+fi
+
+# Every Redis process: its port and PID.
+redis_ports=()
+redis_pids=()
+if [ "$cluster" = 0 ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$state" \
+    --logfile "$state/redis.log" &
+  pids+=($!)
+  redis_pid=$!
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis_ports=("$port")
+  redis_pids=("$redis_pid")
+  redis_flags=(--redis "redis://127.0.0.1:$port")
+else
+  masters=${MASTERS:-3}
+  replicas=${REPLICAS:-0}
+  count=$((masters * (1 + replicas)))
+  # Free ports whose cluster-bus port (+10000) is free too.
+  read -r -a redis_ports <<<"$(python3 -c '
+import random, socket, sys
+held, ports = [], []
+while len(ports) < int(sys.argv[1]):
+    p = random.randint(20000, 55000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); held.append(s)
+        ports.append(p)
+    except OSError:
+        pass
+print(" ".join(map(str, ports)))' "$count")"
+  for p in "${redis_ports[@]}"; do
+    mkdir "$state/redis-$p"
+    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$state/redis-$p" \
+      --logfile "$state/redis-$p/redis.log" --cluster-enabled yes --cluster-config-file nodes.conf \
+      --cluster-node-timeout 2000 --cluster-require-full-coverage no &
+    pids+=($!)
+    redis_pids+=($!)
+  done
+  addrs=()
+  for p in "${redis_ports[@]}"; do
+    for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    addrs+=("127.0.0.1:$p")
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$replicas" --cluster-yes \
+    >"$state/cluster-create.log" 2>&1 || { cat "$state/cluster-create.log" >&2; exit 1; }
+  # Ready: every node sees the whole cluster in state ok, every replica's
+  # link to its master is up.
+  for _ in $(seq 100); do
+    ready=1
+    for p in "${redis_ports[@]}"; do
+      info=$(redis-cli -p "$p" cluster info; redis-cli -p "$p" info replication)
+      grep -q '^cluster_state:ok' <<<"$info" || ready=0
+      grep -q "^cluster_known_nodes:$count" <<<"$info" || ready=0
+      if grep -q '^role:slave' <<<"$info"; then
+        grep -q '^master_link_status:up' <<<"$info" || ready=0
+      fi
+    done
+    [ "$ready" = 1 ] && break
+    sleep 0.1
+  done
+  [ "$ready" = 1 ] || { echo "bench.sh: the Redis Cluster did not become ready" >&2; exit 1; }
+  seeds=()
+  for p in "${redis_ports[@]}"; do
+    redis-cli -p "$p" info replication | grep -q '^role:master' && seeds+=("redis://127.0.0.1:$p")
+  done
+  redis_flags=(--redis-cluster "$(IFS=,; echo "${seeds[*]}")")
+  echo "redis cluster: ${#seeds[@]} masters and $((count - ${#seeds[@]})) replicas on ports ${redis_ports[*]}" >&2
+fi
 
 urls=()
 # CPU counts Redis too; memory per connection counts the nodes only.
 server_pids=()
-[ "$mode" = connections ] || server_pids=(--server-pid "$redis_pid")
+if [ "$mode" != connections ]; then
+  for p in "${redis_pids[@]}"; do server_pids+=(--server-pid "$p"); done
+fi
 limits=(--rate-limit 100000 --rate-burst 200000)
 # Load tests turn the per-minute abuse limits off (variables, not flags, so an
 # older NODE_BIN that has no such limits starts all the same).
@@ -56,7 +139,7 @@ if [ "$mode" = abuse ]; then
 fi
 for i in $(seq "$nodes"); do
   # shellcheck disable=SC2086
-  env ${limit_env[@]+"${limit_env[@]}"} ${NODE_ENV:-} "${NODE_BIN:-$bin}" serve --bind 127.0.0.1:0 --redis "redis://127.0.0.1:$port" --node-id "bench-$i" \
+  env ${limit_env[@]+"${limit_env[@]}"} ${NODE_ENV:-} "${NODE_BIN:-$bin}" serve --bind 127.0.0.1:0 "${redis_flags[@]}" --node-id "bench-$i" \
     ${limits[@]+"${limits[@]}"} --max-connections 100000 ${NODE_FLAGS:-} \
     >"$state/node-$i.out" 2>"$state/node-$i.err" &
   pids+=($!)
@@ -65,5 +148,24 @@ for i in $(seq "$nodes"); do
   addr=$(sed -n 's/^listening on //p' "$state/node-$i.out")
   urls+=(--url "ws://$addr/ws")
 done
-echo "redis pid $redis_pid; node pids ${pids[*]:1}" >&2
-"$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} "$@"
+echo "redis pid ${redis_pids[*]}; node pids ${pids[*]:${#redis_pids[@]}}" >&2
+if [ "$stats" = 0 ]; then
+  "$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} "$@"
+  exit
+fi
+
+# Every Redis's role, commandstats (and cluster info) just before and after.
+snapshot() {
+  for p in "${redis_ports[@]}"; do
+    {
+      redis-cli -p "$p" info replication | grep '^role:'
+      redis-cli -p "$p" info commandstats
+      [ "$cluster" = 0 ] || redis-cli -p "$p" cluster info
+    } >"$state/stats-$1-$p.txt"
+  done
+}
+snapshot before
+"$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} "$@" \
+  | tee "$state/report.json"
+snapshot after
+python3 scripts/bench_commandstats.py "$state" "${COMMANDSTATS_JSON:-}" "${redis_ports[@]}" >&2
