@@ -31,7 +31,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bb8::Pool;
@@ -109,6 +109,15 @@ pub struct RedisOptions {
 struct Inner {
     /// Where connections come from.
     links: Links,
+    /// With replica acknowledgements on a shared or cluster connection: the
+    /// connections durable writes and their `WAIT` go on, taken in turn.
+    /// Redis holds a connection's later commands until its `WAIT` returns,
+    /// so on the shared connection every call would queue behind each
+    /// write's replication (and behind a stalled replica for half the
+    /// timeout); here only the writes on the same waiter do.
+    waiters: Vec<Conn<'static>>,
+    /// The next waiter.
+    next_waiter: AtomicUsize,
     /// Replicas that must confirm a durable write (0: none).
     replica_acks: u32,
     /// Whether the last round trip succeeded (`pool_state` in shared mode).
@@ -139,6 +148,10 @@ struct Inner {
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
+
+/// Connections for durable writes with replica acknowledgements (shared and
+/// cluster modes; `Inner::waiters`).
+const WAIT_CONNECTIONS: usize = 8;
 
 /// Consecutive failed round trips that open the breaker.
 const BREAKER_THRESHOLD: u32 = 5;
@@ -207,10 +220,22 @@ impl RedisStore {
             .connection_timeout(timeout)
             .build_unchecked(manager);
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let shared = ConnectionManager::new_lazy_with_config(client, conn::manager_config())
-            .map_err(unavailable)?;
+        let lazy = || {
+            ConnectionManager::new_lazy_with_config(client.clone(), conn::manager_config())
+                .map_err(unavailable)
+        };
+        let shared = lazy()?;
+        // Pooled calls each have their own connection already; a shared
+        // connection must not queue every call behind a `WAIT`.
+        let waiters = if options.replica_acks > 0 && mode == ConnMode::Shared {
+            (0..WAIT_CONNECTIONS)
+                .map(|_| lazy().map(Conn::Shared))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         let links = Links::Single { mode, pool, shared };
-        Ok(Self::assemble(links, Publish::Classic, options))
+        Ok(Self::assemble(links, waiters, Publish::Classic, options))
     }
 
     /// Connects to the Redis Cluster whose seed nodes are `seeds`
@@ -222,16 +247,31 @@ impl RedisStore {
         options: RedisOptions,
     ) -> Result<RedisStore, StoreError> {
         let client = conn::cluster_client(seeds, options.timeout, None).map_err(unavailable)?;
-        let cluster =
-            client.get_pending_async_connection_with_config(conn::cluster_config(options.timeout));
+        let connect = || {
+            client.get_pending_async_connection_with_config(conn::cluster_config(options.timeout))
+        };
+        let cluster = connect();
+        let waiters = if options.replica_acks > 0 {
+            (0..WAIT_CONNECTIONS)
+                .map(|_| Conn::Cluster(connect()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self::assemble(
             Links::Cluster(cluster),
+            waiters,
             Publish::Sharded,
             options,
         ))
     }
 
-    fn assemble(links: Links, publish: Publish, options: RedisOptions) -> RedisStore {
+    fn assemble(
+        links: Links,
+        waiters: Vec<Conn<'static>>,
+        publish: Publish,
+        options: RedisOptions,
+    ) -> RedisStore {
         let cluster = matches!(links, Links::Cluster(_));
         let RedisOptions {
             timeout,
@@ -242,6 +282,8 @@ impl RedisStore {
         } = options;
         let inner = Arc::new(Inner {
             links,
+            waiters,
+            next_waiter: AtomicUsize::new(0),
             replica_acks,
             up: AtomicBool::new(false),
             keys,
@@ -361,6 +403,11 @@ impl RedisStore {
             .cmd("WAIT")
             .arg(wanted)
             .arg(self.wait_ms());
+        let mut waiter = self.waiter();
+        let c: &mut Conn<'_> = match waiter.as_mut() {
+            Some(w) => w,
+            None => c,
+        };
         self.timed(op, async {
             let mut loaded = false;
             loop {
@@ -384,6 +431,17 @@ impl RedisStore {
             }
         })
         .await
+    }
+
+    /// The next of the connections for durable writes (`Inner::waiters`);
+    /// `None` when calls have connections of their own (the pool).
+    fn waiter(&self) -> Option<Conn<'static>> {
+        let waiters = &self.inner.waiters;
+        if waiters.is_empty() {
+            return None;
+        }
+        let i = self.inner.next_waiter.fetch_add(1, Ordering::Relaxed) % waiters.len();
+        Some(waiters[i].twin())
     }
 
     /// How long `WAIT` may block: half the store timeout, so a refusal
