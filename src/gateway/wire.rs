@@ -59,6 +59,11 @@ impl Wire {
         &self.tcp
     }
 
+    /// The socket, for the half-close at the end.
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
     /// Takes what tungstenite wrote since the last call, as one frame batch.
     pub fn take_control(&mut self) -> Option<Bytes> {
         if self.control.is_empty() {
@@ -136,6 +141,61 @@ pub fn close_frame(code: u16, reason: &'static str) -> Bytes {
 /// An empty ping frame.
 pub fn ping_frame() -> Bytes {
     Bytes::from_static(&[0x89, 0x00])
+}
+
+/// Reads and throws away what a client sends once its connection is
+/// closing, so that no unread bytes make the kernel reset it.
+#[derive(Debug)]
+pub struct Discard {
+    /// Where the bytes go.
+    scratch: Vec<u8>,
+    /// The client has not hung up yet.
+    open: bool,
+}
+
+/// Bytes read per `read` while discarding.
+const DISCARD_CHUNK: usize = 4096;
+/// Reads per `Discard::discard` call, so a client that sends without a pause
+/// cannot keep the task from its timers.
+const DISCARD_READS: usize = 16;
+
+impl Discard {
+    /// Allocates the scratch space (only connections that close need it).
+    pub fn new() -> Discard {
+        Discard {
+            scratch: vec![0; DISCARD_CHUNK],
+            open: true,
+        }
+    }
+
+    /// Whether the client may still send (it has not hung up).
+    pub fn open(&self) -> bool {
+        self.open
+    }
+
+    /// Waits for input, then reads and drops what is there; notes the end
+    /// of the input. An error (a reset) means there is nothing more to do.
+    pub async fn discard(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        tcp.readable().await?;
+        for _ in 0..DISCARD_READS {
+            match tcp.try_read(&mut self.scratch) {
+                Ok(0) => {
+                    self.open = false;
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Discard {
+    fn default() -> Discard {
+        Discard::new()
+    }
 }
 
 /// Frames waiting to be written, and how much of the first one was.

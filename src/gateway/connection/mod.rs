@@ -140,7 +140,7 @@ pub async fn run(
         // The close frame may wait on a client that does not read; leaving
         // the rooms does not wait for it. Boxed, like every rarely taken path
         // with a deep future: the task of an idle connection stays small.
-        let tcp = socket.get_ref().tcp();
+        let tcp = socket.get_mut().tcp_mut();
         tokio::join!(Box::pin(writer.close(tcp, code)), Box::pin(conn.cleanup()));
         drop(writer);
         drop(socket);
