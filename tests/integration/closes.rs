@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::{
-    Client, EVENT_TIMEOUT, Node, OP_CLOSE, OP_TEXT, RawClient, client_frame, guest, heavy, solo,
+    Client, EVENT_TIMEOUT, Node, OP_CLOSE, OP_TEXT, RawClient, client_frame, guest, heavy, s, solo,
+    try_http_get_at,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,4 +148,128 @@ async fn a_frame_over_the_limit_sent_mid_stream_reads_1009_not_a_reset() {
          (the send: {sent:?}; the connection ended by {ended:?})"
     );
     bystander.ping().await;
+}
+
+/// How a request to a draining node went.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// The node answered with this status.
+    Status(u16),
+    /// The connection was refused, reset or left unanswered.
+    Failed(String),
+}
+
+async fn probe(node: &Node, path: &str, headers: &str) -> Probe {
+    match try_http_get_at(&node.addr.to_string(), path, headers).await {
+        Ok((status, _)) => Probe::Status(status),
+        Err(why) => Probe::Failed(why),
+    }
+}
+
+const UPGRADE: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_answers_http_until_it_exits_and_a_non_reader_cannot_hold_it() {
+    let _heavy = heavy(module_path!()).await;
+    const GRACE: Duration = Duration::from_secs(3);
+    let mut node = solo(&[
+        "--drain-window",
+        "100ms",
+        "--shutdown-grace",
+        "3s",
+        "--ping-interval",
+        "60s",
+        "--idle-timeout",
+        "60s",
+        "--outbound-queue",
+        "100000",
+    ])
+    .await;
+    // A client that stops reading while ~8 MB of events, far more than the
+    // socket buffers hold, are sent to it: its close can never be written.
+    let mut owner = guest(&node, "owner").await;
+    let room = owner.create_room("firehose", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let mut stuck = RawClient::connect(&node, Some(4096)).await;
+    let hello = stuck
+        .call(json!({"type": "hello", "name": "stuck"}), 1)
+        .await;
+    assert_eq!(hello["ok"], true, "{hello}");
+    let join = stuck
+        .call(json!({"type": "room.join", "room": rid}), 2)
+        .await;
+    assert_eq!(join["ok"], true, "{join}");
+    let content = "x".repeat(4000);
+    let frame = json!({"type": "message.send", "room": rid, "content": content}).to_string();
+    for _ in 0..100 {
+        for _ in 0..20 {
+            owner.send_text(frame.clone()).await;
+        }
+        owner.ping().await;
+    }
+    assert_eq!(probe(&node, "/readyz", "").await, Probe::Status(200));
+
+    let terminated = Instant::now();
+    node.terminate();
+    // Not ready at once (the signal itself takes a moment to land).
+    loop {
+        match probe(&node, "/readyz", "").await {
+            Probe::Status(503) => break,
+            Probe::Status(200) if terminated.elapsed() < Duration::from_secs(2) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => panic!("/readyz after SIGTERM: {other:?}"),
+        }
+    }
+    // Until the process exits every probe is answered: not ready, alive,
+    // metrics, and a new socket refused with 503.
+    let expected = [
+        ("/readyz", "", 503),
+        ("/healthz", "", 200),
+        ("/metrics", "", 200),
+        ("/ws", UPGRADE, 503),
+    ];
+    let mut rounds = 0;
+    let exit = 'probing: loop {
+        for (path, headers, want) in expected {
+            match probe(&node, path, headers).await {
+                Probe::Status(got) => {
+                    assert_eq!(got, want, "{path} while draining, round {rounds}");
+                }
+                Probe::Failed(why) => {
+                    // Refused only because the process is on its way out.
+                    let status = node.wait_exit(Duration::from_secs(2)).await;
+                    assert!(
+                        status.is_some(),
+                        "{path} failed ({why}) {:?} after SIGTERM while the node still runs",
+                        terminated.elapsed()
+                    );
+                    break 'probing status;
+                }
+            }
+        }
+        rounds += 1;
+        if let Some(status) = node.wait_exit(Duration::ZERO).await {
+            break 'probing Some(status);
+        }
+        assert!(
+            terminated.elapsed() < GRACE + Duration::from_secs(3),
+            "the node still runs {:?} after SIGTERM with a grace of {GRACE:?}",
+            terminated.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = terminated.elapsed();
+    assert!(exit.is_some(), "the node exits");
+    assert!(
+        rounds >= 3,
+        "the drain lasted while the stuck client held on: {rounds} rounds of probes in {took:?}"
+    );
+    assert!(
+        took < GRACE + Duration::from_secs(2),
+        "a client that reads nothing does not hold the node past the grace: {took:?}"
+    );
+    // The client that read along got its 1012.
+    assert_eq!(owner.wait_close(EVENT_TIMEOUT).await, Some(1012));
 }
