@@ -55,7 +55,8 @@ pub use hub::Hub;
 type Body = Full<Bytes>;
 
 /// tungstenite's read buffer per connection. Client frames are mostly a
-/// few hundred bytes; the buffer grows to fit a longer one.
+/// few hundred bytes; the buffer grows to fit a longer one and is given
+/// back once that message is read (`wire::Socket::shrink`).
 const READ_BUFFER_BYTES: usize = 512;
 
 /// How a drain ended.
