@@ -8,11 +8,15 @@
 //! `Gateway::build` makes the node: the hub (this node's local fan-out)
 //! first, then the app, which hands the hub to the bus as its event sink.
 //!
-//! Shutdown: when the `shutdown` future resolves the node reports not ready,
-//! stops accepting, asks every WebSocket to close with 1012, lets HTTP
-//! requests in flight finish, and waits for all of it up to
-//! `--shutdown-grace`. Hyper does not track upgraded connections, so the
-//! sockets are tracked here with a `TaskTracker`.
+//! Shutdown: when the `shutdown` future resolves the node reports not ready
+//! (`/readyz` 503), refuses new WebSocket upgrades (503), asks every
+//! WebSocket to close with 1012 and waits for them up to `--shutdown-grace`,
+//! while it goes on accepting and answering HTTP (`/healthz`, `/readyz`,
+//! `/metrics`), so balancers and probes see a node that says it is going
+//! rather than refused connections. Then it stops accepting and lets HTTP
+//! requests in flight finish within what is left of the grace. Hyper does
+//! not track upgraded connections, so the sockets are tracked here with a
+//! `TaskTracker`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -51,7 +55,8 @@ pub use hub::Hub;
 type Body = Full<Bytes>;
 
 /// tungstenite's read buffer per connection. Client frames are mostly a
-/// few hundred bytes; the buffer grows to fit a longer one.
+/// few hundred bytes; the buffer grows to fit a longer one and is given
+/// back once that message is read (`wire::Socket::shrink`).
 const READ_BUFFER_BYTES: usize = 512;
 
 /// How a drain ended.
@@ -112,7 +117,9 @@ struct Shared {
 }
 
 /// Serves HTTP and WebSocket on `listener` until `shutdown` resolves, then
-/// drains.
+/// drains. The listener keeps accepting while the node drains: probes and
+/// scrapes are answered (`/readyz` with 503) until `serve` returns, and only
+/// new WebSocket upgrades are refused.
 pub async fn serve(
     gateway: Gateway,
     listener: TcpListener,
@@ -127,23 +134,47 @@ pub async fn serve(
         stop_http: CancellationToken::new(),
         next_id: AtomicU64::new(1),
     });
-    tokio::pin!(shutdown);
+    let (started, deadline, sockets_done) = {
+        let accepting = accept(&shared, &listener);
+        tokio::pin!(accepting);
+        tokio::select! {
+            never = &mut accepting => match never {},
+            _ = shutdown => {}
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + app.config().shutdown_grace;
+        // Still accepting: probes are answered while the sockets close.
+        let sockets_done = tokio::select! {
+            never = &mut accepting => match never {},
+            done = drain_sockets(&app, &shared, deadline) => done,
+        };
+        (started, deadline, sockets_done)
+    };
+    drop(listener);
+    let http_done = stop_http(&shared, deadline).await;
+    app.stop();
+    DrainReport {
+        clean: http_done && sockets_done,
+        remaining: shared.sockets.len(),
+        took: started.elapsed(),
+    }
+}
+
+/// Accepts connections and serves HTTP on each, for as long as it is
+/// polled.
+async fn accept(shared: &Arc<Shared>, listener: &TcpListener) -> Infallible {
     loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let stop = shared.stop_http.clone();
-        let http = shared.http.clone();
         let svc_shared = shared.clone();
         let svc = service_fn(move |req| {
             let shared = svc_shared.clone();
@@ -154,7 +185,7 @@ pub async fn serve(
             .header_read_timeout(Duration::from_secs(10))
             .serve_connection(TokioIo::new(tcp), svc)
             .with_upgrades();
-        http.spawn(async move {
+        shared.http.spawn(async move {
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
@@ -169,48 +200,43 @@ pub async fn serve(
             }
         });
     }
-    drain(app, listener, shared).await
 }
 
-async fn drain(app: App, listener: TcpListener, shared: Arc<Shared>) -> DrainReport {
-    let started = Instant::now();
-    let grace = app.config().shutdown_grace;
+/// The first part of a drain: the node says it is not ready, every
+/// WebSocket is asked to close (1012, spread over `--drain-window`), and
+/// they are waited for until `deadline`. Whether they all closed.
+async fn drain_sockets(app: &App, shared: &Shared, deadline: tokio::time::Instant) -> bool {
     app.set_draining();
-    drop(listener);
     tracing::info!(
         sockets = shared.sockets.len(),
-        grace_ms = grace.as_millis() as u64,
+        grace_ms = app.config().shutdown_grace.as_millis() as u64,
         "draining"
     );
     shared.close_sockets.cancel();
-    shared.stop_http.cancel();
     shared.sockets.close();
-    shared.http.close();
-    let deadline = tokio::time::Instant::now() + grace;
-    let progress = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let progress = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
             tick.tick().await;
-            loop {
-                tick.tick().await;
-                tracing::info!(sockets = shared.sockets.len(), "draining");
-            }
-        })
+            tracing::info!(sockets = shared.sockets.len(), "draining");
+        }
     };
-    let http_done = tokio::time::timeout_at(deadline, shared.http.wait())
-        .await
-        .is_ok();
-    let ws_done = tokio::time::timeout_at(deadline, shared.sockets.wait())
-        .await
-        .is_ok();
-    progress.abort();
-    app.stop();
-    DrainReport {
-        clean: http_done && ws_done,
-        remaining: shared.sockets.len(),
-        took: started.elapsed(),
+    tokio::select! {
+        never = progress => match never {},
+        done = tokio::time::timeout_at(deadline, shared.sockets.wait()) => done.is_ok(),
     }
+}
+
+/// The last part of a drain, once nothing is accepted any more: HTTP
+/// connections finish the request in flight and close, until `deadline`.
+/// Whether they all did.
+async fn stop_http(shared: &Shared, deadline: tokio::time::Instant) -> bool {
+    shared.stop_http.cancel();
+    shared.http.close();
+    tokio::time::timeout_at(deadline, shared.http.wait())
+        .await
+        .is_ok()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {

@@ -13,6 +13,7 @@ mod common;
 
 mod abuse;
 mod bench_abuse;
+mod closes;
 mod cluster;
 mod faults;
 mod fuzz_frames;

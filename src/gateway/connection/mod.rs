@@ -26,20 +26,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use hyper::upgrade::Upgraded;
 use rand::RngExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Gateway;
 use super::hub::{HubListener, Kill, Outbound, Subscriber};
-use super::wire::{self, Wire};
+use super::wire::{self, Socket, Wire};
 use crate::app::App;
 use crate::error::{ApiError, ErrorCode, close};
 use crate::model::User;
@@ -54,8 +53,6 @@ mod dispatch;
 mod limits;
 mod membership;
 mod writer;
-
-type Socket = WebSocketStream<Wire>;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +84,7 @@ pub async fn run(
             tracing::warn!("the upgraded connection is not a TCP stream; dropping it");
             return;
         };
-        let mut socket =
-            WebSocketStream::from_raw_socket(wire, Role::Server, Some(ws_config)).await;
+        let mut socket = Socket::new(wire, ws_config);
         tracing::debug!("connected");
         let app = gateway.app().clone();
         let config = app.config();
@@ -140,7 +136,7 @@ pub async fn run(
         // The close frame may wait on a client that does not read; leaving
         // the rooms does not wait for it. Boxed, like every rarely taken path
         // with a deep future: the task of an idle connection stays small.
-        let tcp = socket.get_ref().tcp();
+        let tcp = socket.get_mut().tcp_mut();
         tokio::join!(Box::pin(writer.close(tcp, code)), Box::pin(conn.cleanup()));
         drop(writer);
         drop(socket);
@@ -325,11 +321,12 @@ impl Connection {
                     // tungstenite answers pings and closes on its next write:
                     // make it now, then send what it wrote.
                     if matches!(next, Some(Ok(WsMessage::Ping(_) | WsMessage::Close(_)))) {
-                        let _ = socket.flush().await;
+                        let _ = socket.flush();
                     }
                     if let Some(control) = socket.get_mut().take_control() {
                         out.send_now(control, socket.get_ref().tcp()).await;
                     }
+                    let data = matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))));
                     let flow = match next {
                         None => Flow::Closed,
                         Some(next) => {
@@ -341,6 +338,11 @@ impl Connection {
                     };
                     match flow {
                         Flow::Continue => {
+                            // A large frame's buffer is given back once the
+                            // message is handled.
+                            if data && socket.shrink() {
+                                tracing::trace!("read buffer given back");
+                            }
                             // Reading first is fair only if what is queued
                             // goes out between frames: a client sending fast
                             // must not hold up its own replies and events.

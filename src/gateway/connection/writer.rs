@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -89,6 +90,9 @@ const BUSY_LINGER: Duration = Duration::from_millis(1);
 /// How long the close frame may take to send: a client that stopped reading
 /// gets this long to take what its socket holds and then the close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, after the close frame and the FIN, what the client still sends
+/// is read out before the socket is dropped (see `Writer::close`).
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 impl Writer {
     pub(super) fn new(rx: mpsc::Receiver<Outbound>, kill: Arc<Kill>, app: &App) -> Writer {
@@ -277,15 +281,65 @@ impl Writer {
         }
     }
 
-    /// Sends the close frame (after the rest of a frame cut off mid-write),
-    /// giving the client `CLOSE_TIMEOUT` to take it.
-    pub(super) async fn close(&mut self, tcp: &TcpStream, code: u16) {
+    /// Sends the close frame (after the rest of a frame cut off mid-write)
+    /// and ends the connection so that the client reads it.
+    ///
+    /// A client may still be sending when the server closes (a flood, the
+    /// rest of a frame over the size limit). Closing a socket with unread
+    /// bytes in its receive buffer makes the kernel reset the connection,
+    /// which throws away what is still in flight towards the client, the
+    /// close frame included: the client sees an abnormal closure (1006)
+    /// instead of the code. So what the client sends is read and discarded
+    /// while the close frame goes out (a client blocked writing to us gets
+    /// to read), then the sending side is shut (FIN) and the input read out
+    /// until the client hangs up too, `CLOSE_LINGER` at most. The close
+    /// frame itself gets `CLOSE_TIMEOUT`: a client that reads nothing is
+    /// dropped then.
+    pub(super) async fn close(&mut self, tcp: &mut TcpStream, code: u16) {
         if code == close::NONE {
             return;
         }
         self.outbox.discard_unstarted();
         self.outbox
             .push(wire::close_frame(code, close::reason(code)));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.outbox.write_to(tcp)).await;
+        let mut input = wire::Discard::new();
+        let give_up = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        let sent = {
+            let tcp: &TcpStream = tcp;
+            loop {
+                tokio::select! {
+                    biased;
+                    written = self.outbox.write_to(tcp) => break written.is_ok(),
+                    read = input.discard(tcp), if input.open() => {
+                        if read.is_err() {
+                            break false;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(give_up) => break false,
+                }
+            }
+        };
+        if !sent {
+            tracing::debug!("the close frame could not be sent");
+            return;
+        }
+        if let Err(e) = tcp.shutdown().await {
+            tracing::debug!(error = %e, "half-close failed");
+            return;
+        }
+        let hang_up = tokio::time::Instant::now() + CLOSE_LINGER;
+        while input.open() {
+            tokio::select! {
+                read = input.discard(tcp) => {
+                    if read.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(hang_up) => {
+                    tracing::debug!("the client did not hang up after the close");
+                    return;
+                }
+            }
+        }
     }
 }

@@ -10,8 +10,22 @@ use super::REPLY_TIMEOUT;
 /// A plain HTTP/1.1 GET to `addr` (`host:port`): (status, body), chunked
 /// bodies decoded. Panics when nothing HTTP comes back in time.
 pub(crate) async fn http_get_at(addr: &str, path: &str) -> (u16, String) {
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    try_http_get_at(addr, path, "")
+        .await
+        .unwrap_or_else(|why| panic!("GET {path} at {addr}: {why}"))
+}
+
+/// Like [`http_get_at`] with `headers` (each ending in `\r\n`) added to
+/// the request, reporting a refused connection or a silent peer instead of
+/// panicking: for nodes that may be on their way out.
+pub(crate) async fn try_http_get_at(
+    addr: &str,
+    path: &str,
+    headers: &str,
+) -> Result<(u16, String), String> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n{headers}\r\n"
+    );
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream.write_all(request.as_bytes()).await?;
@@ -21,14 +35,10 @@ pub(crate) async fn http_get_at(addr: &str, path: &str) -> (u16, String) {
     };
     let raw = tokio::time::timeout(REPLY_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| panic!("GET {path} at {addr}: no answer within {REPLY_TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("GET {path} at {addr}: {e}"));
-    parse_http_response(&raw).unwrap_or_else(|| {
-        panic!(
-            "GET {path} at {addr}: unparsable response {:?}",
-            String::from_utf8_lossy(&raw)
-        )
-    })
+        .map_err(|_| format!("no answer within {REPLY_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    parse_http_response(&raw)
+        .ok_or_else(|| format!("unparsable response {:?}", String::from_utf8_lossy(&raw)))
 }
 
 fn parse_http_response(raw: &[u8]) -> Option<(u16, String)> {

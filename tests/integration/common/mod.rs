@@ -45,7 +45,7 @@ mod setup;
 pub(crate) use assertions::*;
 pub(crate) use client::*;
 pub(crate) use heavy::heavy;
-pub(crate) use http::http_get_at;
+pub(crate) use http::{http_get_at, try_http_get_at};
 pub(crate) use node::*;
 pub(crate) use process::*;
 pub(crate) use raw::*;

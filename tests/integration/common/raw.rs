@@ -30,7 +30,7 @@ pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
 
 /// One masked, final client frame.
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37u8, 0xfa, 0x21, 0x3d];
     let mut frame = vec![0x80 | opcode];
     match payload.len() {
@@ -116,6 +116,21 @@ impl RawClient {
             .await
             .expect("raw send in time")
             .expect("raw send");
+    }
+
+    /// Writes bytes as they are, reporting a failed or stalled write
+    /// (`timeout`) instead of panicking: for clients still sending when the
+    /// server closes.
+    pub(crate) async fn try_send_raw(
+        &mut self,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!("write stalled for {timeout:?}")),
+        }
     }
 
     /// Sends one masked frame with any opcode.
