@@ -76,6 +76,11 @@ pub(crate) struct BenchArgs {
     /// guests per phase (`abuse`: default 10, at most 200).
     #[arg(long)]
     pub(crate) connections: Option<usize>,
+    /// `connections`: open connections at this rate (per second), as a
+    /// crowd arriving; the report's latency is then each connection's
+    /// connect + hello + join time. Default: as fast as 200 at a time go.
+    #[arg(long)]
+    pub(crate) join_rate: Option<f64>,
     /// Length of the measured run (or of holding connections).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) duration: Duration,

@@ -34,6 +34,12 @@ use node::{ClusterProcess, cluster_ports, info_field, query, spawn_node, text};
 pub(crate) use migration::SlotMigration;
 pub(crate) use topology::{ClusterNode, Role};
 
+/// `cluster-node-timeout` of the clusters tests start: failovers in a
+/// couple of seconds.
+const FAST_FAILOVER_MS: u32 = 1000;
+/// `cluster-node-timeout` of the shared cluster (`RedisCluster::shared`).
+const SHARED_NODE_TIMEOUT_MS: u32 = 15_000;
+
 /// How long the nodes have to answer after spawning.
 const NODE_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the joined cluster has to become healthy (`cluster_state:ok`
@@ -51,6 +57,8 @@ pub(crate) struct RedisCluster {
     /// Client ports of the nodes that were masters when the cluster was
     /// created: what [`RedisCluster::seeds`] hands out.
     initial_masters: Vec<u16>,
+    /// `cluster-node-timeout` of every node, ms.
+    node_timeout_ms: u32,
     /// Holds one working directory per node. Declared last so it is
     /// removed after the children are gone.
     dir: TempDir,
@@ -72,6 +80,14 @@ impl RedisCluster {
     }
 
     async fn start_with(masters: usize, replicas: usize) -> RedisCluster {
+        Self::start_with_timeout(masters, replicas, FAST_FAILOVER_MS).await
+    }
+
+    async fn start_with_timeout(
+        masters: usize,
+        replicas: usize,
+        node_timeout_ms: u32,
+    ) -> RedisCluster {
         assert!(masters >= 1, "a cluster needs at least one master");
         let count = masters * (1 + replicas);
         let mut failures = Vec::new();
@@ -80,6 +96,7 @@ impl RedisCluster {
             let mut cluster = RedisCluster {
                 nodes: Vec::new(),
                 initial_masters: Vec::new(),
+                node_timeout_ms,
                 dir: TempDir::new("redis-cluster"),
             };
             for port in cluster_ports(count) {
@@ -87,7 +104,7 @@ impl RedisCluster {
                 std::fs::create_dir_all(&dir)
                     .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
                 let log = dir.join("redis.log");
-                let child = spawn_node(port, &dir, &log);
+                let child = spawn_node(port, node_timeout_ms, &dir, &log);
                 cluster.nodes.push(ClusterProcess {
                     port,
                     child: Some(child),
@@ -415,12 +432,13 @@ impl RedisCluster {
     /// master only after its slots failed over, or it returns as their
     /// master with an empty data set.
     pub(crate) async fn restart(&mut self, port: u16) {
+        let timeout = self.node_timeout_ms;
         let node = self.process_mut(port);
         assert!(
             node.child.is_none(),
             "kill node {port} before restarting it"
         );
-        node.child = Some(spawn_node(port, &node.dir, &node.log));
+        node.child = Some(spawn_node(port, timeout, &node.dir, &node.log));
         let deadline = Instant::now() + HEALTHY_TIMEOUT;
         loop {
             let problem = self.rejoin_problem(port).await;
@@ -608,7 +626,10 @@ impl RedisCluster {
         static SHARED: tokio::sync::OnceCell<RedisCluster> = tokio::sync::OnceCell::const_new();
         SHARED
             .get_or_init(|| async {
-                let cluster = RedisCluster::start().await;
+                // Nothing is meant to fail over here: a long node timeout,
+                // so a node starved of CPU by a busy test run is not
+                // mistaken for dead.
+                let cluster = RedisCluster::start_with_timeout(3, 1, SHARED_NODE_TIMEOUT_MS).await;
                 cluster.watch_parent();
                 cluster
             })

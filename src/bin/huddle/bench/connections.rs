@@ -1,5 +1,8 @@
 //! `connections`: N idle connections (hello + join) held open, and the
-//! servers' resident memory per connection.
+//! servers' resident memory per connection. The latency reported is each
+//! connection's connect + hello + join time; with `--join-rate` the
+//! connections arrive at that rate (a crowd joining, `--rooms 1` for one
+//! big room), otherwise 200 at a time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +12,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::client::{Ws, call, connect, create_rooms};
-use super::report::{Latency, Report};
+use super::report::{ClientStats, Report, latency};
 use super::system::rss_bytes;
 use crate::cli::BenchArgs;
 
@@ -23,14 +26,22 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let hold = args.duration;
     let sem = Arc::new(tokio::sync::Semaphore::new(200));
     let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut pace = args
+        .join_rate
+        .filter(|r| *r > 0.0)
+        .map(|r| tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / r)));
     let mut tasks = Vec::new();
     for i in 0..args.connections.unwrap_or(DEFAULT_CONNECTIONS) {
+        if let Some(pace) = pace.as_mut() {
+            pace.tick().await;
+        }
         let url = args.url[i % args.url.len()].clone();
         let room = rooms[i % rooms.len()].clone();
         let sem = sem.clone();
         let opened = opened.clone();
         tasks.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
+            let started = Instant::now();
             let mut ws = connect(&url).await?;
             call(
                 &mut ws,
@@ -39,17 +50,22 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
             )
             .await?;
             call(&mut ws, 2, json!({"type": "room.join", "room": room})).await?;
+            let took = started.elapsed();
             drop(permit);
             opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok::<Ws, String>(ws)
+            Ok::<(Ws, std::time::Duration), String>((ws, took))
         }));
     }
+    let mut joins = ClientStats::new();
     let mut sockets = Vec::new();
     let mut failures = 0u64;
     let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Ok((ws, took))) => {
+                let _ = joins.latency.record((took.as_micros() as u64).max(1));
+                sockets.push(ws);
+            }
             Ok(Err(e)) => {
                 failures += 1;
                 first_error.get_or_insert(e);
@@ -105,7 +121,7 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
         out_of_order: 0,
         gaps: 0,
         deliveries_per_sec: 0.0,
-        latency_us: Latency::default(),
+        latency_us: latency(&joins.latency),
         errors: BTreeMap::new(),
         server_cpu_seconds: None,
         server_cpu_by_pid: BTreeMap::new(),

@@ -133,6 +133,11 @@ pub(super) fn print_summary(r: &Report) {
             "connections open: {}   failed: {}",
             r.clients, r.connect_failures
         );
+        let l = &r.latency_us;
+        eprintln!(
+            "connect + hello + join µs: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        );
         if let Some(b) = r.rss_per_connection {
             eprintln!(
                 "server RSS per connection: {:.0} bytes ({:.2} KiB)",

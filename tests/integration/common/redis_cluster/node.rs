@@ -54,7 +54,7 @@ pub(super) fn cluster_ports(count: usize) -> Vec<u16> {
 
 /// Spawns one cluster-enabled `redis-server`; panics clearly when it is not
 /// on PATH.
-pub(super) fn spawn_node(port: u16, dir: &Path, log: &Path) -> Child {
+pub(super) fn spawn_node(port: u16, node_timeout_ms: u32, dir: &Path, log: &Path) -> Child {
     let spawn = || -> std::io::Result<Child> {
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -65,7 +65,7 @@ pub(super) fn spawn_node(port: u16, dir: &Path, log: &Path) -> Child {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-config-file"])
             .arg(dir.join("nodes.conf"))
-            .args(["--cluster-node-timeout", "1000"])
+            .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
             .args(["--cluster-replica-validity-factor", "0"])
             .args(["--save", "", "--appendonly", "no"])
             // Replicas sync at once instead of after the default 5 s
