@@ -54,6 +54,7 @@ use crate::metrics::Metrics;
 mod cache;
 mod clock;
 mod conn;
+mod crowd;
 mod messages;
 mod parse;
 mod pool;

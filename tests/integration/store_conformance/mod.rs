@@ -151,8 +151,10 @@ fn appended(o: AppendOutcome) -> Message {
     }
 }
 
+mod big_rooms;
 mod cases;
 
+use self::big_rooms::*;
 use self::cases::*;
 
 // ---------------------------------------------------------------------------
@@ -335,6 +337,10 @@ conformance! {
     message_expiry(1000, Duration::from_secs(1));
     limit_counters(1000, HOUR);
     private_rooms_do_not_starve_the_listing(1000, HOUR);
+    big_room_threshold(1000, HOUR);
+    bounded_roster(1000, HOUR);
+    member_pages(1000, HOUR);
+    participants_changed_gate(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log
