@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Client, EVENT_TIMEOUT, Node, QUIET, ids, s, two_jwt_nodes, user};
+use crate::common::{
+    Client, EVENT_TIMEOUT, FAST, Node, QUIET, RedisServer, guest, ids, s, two_jwt_nodes, user,
+};
 
 /// Joins users `f<from>`..`f<to>` (exclusive), alternating between the two
 /// nodes; the clients stay connected.
@@ -226,4 +228,72 @@ async fn participants_changed_is_told_at_most_once_a_second_across_nodes() {
     assert_eq!(count, 137, "the last count is exact");
     let got = watch.ok(json!({"type": "room.get", "room": rid_now})).await;
     assert_eq!(got["room"]["participant_count"], 137, "{got}");
+}
+
+/// How often each Redis command ran since the last `CONFIG RESETSTAT`
+/// (commands run by scripts included).
+async fn command_calls(redis: &RedisServer) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::from_redis_value(redis.command(&["INFO", "commandstats"]).await)
+        .expect("INFO commandstats is text");
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_into_a_big_room_reads_no_member_list_from_redis() {
+    let redis = RedisServer::start().await;
+    let node = Node::start(Some(&redis.url()), "n1", FAST).await;
+    let mut owner = guest(&node, "Owner").await;
+    let room = owner
+        .create_room("arena", json!({"max_participants": 1000}))
+        .await;
+    let rid = s(&room, "id").to_string();
+    let mut crowd = Vec::new();
+    for i in 0..150 {
+        let mut c = guest(&node, &format!("Fan {i}")).await;
+        c.join(&rid).await;
+        crowd.push(c);
+    }
+    let mut late = guest(&node, "Late").await;
+    redis.command(&["CONFIG", "RESETSTAT"]).await;
+    let data = late.join(&rid).await;
+    let calls = command_calls(&redis).await;
+    assert!(
+        calls.get("evalsha").copied().unwrap_or(0) >= 2,
+        "the join and roster scripts were counted: {calls:?}"
+    );
+    // Nothing that reads every member or every connection of the room.
+    for whole in [
+        "hvals",
+        "hkeys",
+        "hscan",
+        "smembers",
+        "zrange",
+        "zrangebyscore",
+    ] {
+        assert!(
+            !calls.contains_key(whole),
+            "a join ran {whole} {:?} times: {calls:?}",
+            calls.get(whole)
+        );
+    }
+    // The roster reads presence in pages of 100 (at most 4) and the members
+    // it picked with one HMGET.
+    assert!(
+        calls.get("zrevrange").copied().unwrap_or(0) <= 4,
+        "{calls:?}"
+    );
+    assert!(calls.get("hmget").copied().unwrap_or(0) <= 2, "{calls:?}");
+    assert_eq!(data["room"]["participant_count"], 152, "{data}");
+    assert_eq!(ids(&data["participants"]).len(), 100, "{data}");
 }
