@@ -484,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn renders_participants_changed_as_the_protocol_shows_it() {
+        let ann = User {
+            id: "u1".into(),
+            name: "Ann".into(),
+            image: None,
+        };
+        let event = Event::ParticipantsChanged {
+            count: 101,
+            joined: vec![ann],
+            left: vec![],
+        };
+        assert_eq!(
+            event_frame("r", 0, &event),
+            r#"{"type":"event","room":"r","event":"participants.changed","participant_count":101,"joined":[{"id":"u1","name":"Ann","image":null}],"left":[]}"#
+        );
+    }
+
+    #[test]
     fn renders_replies_and_errors() {
         let id: RequestId = 7.into();
         assert_eq!(

@@ -550,3 +550,35 @@ pub fn matches_words(m: &Message, words: &[String]) -> bool {
     }
     words.iter().all(|w| text.contains(w.as_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            name: id.into(),
+            image: None,
+        }
+    }
+
+    #[test]
+    fn a_users_last_change_wins_and_lists_keep_the_newest() {
+        let (joined, left) = fold_changes([
+            Change::Joined(user("a")),
+            Change::Joined(user("b")),
+            Change::Left(user("a")),
+            Change::Left(user("c")),
+            Change::Joined(user("c")),
+        ]);
+        let ids = |list: &[User]| list.iter().map(|u| u.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&joined), ["b", "c"]);
+        assert_eq!(ids(&left), ["a"]);
+        let many = (0..CHANGED_LIST_MAX + 7).map(|i| Change::Left(user(&format!("u{i:03}"))));
+        let (joined, left) = fold_changes(many);
+        assert!(joined.is_empty());
+        assert_eq!(left.len(), CHANGED_LIST_MAX);
+        assert_eq!(left[0].id, "u007", "the oldest are dropped");
+    }
+}

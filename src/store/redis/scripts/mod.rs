@@ -14,6 +14,10 @@
 //! the member connection sets `close.lua` deletes: both are built from a
 //! room prefix (`message:{R}:`, `member_conns:{R}:`) and so share the room's
 //! hash tag, the slot of the declared KEYS (`crate::layout`).
+//!
+//! The arguments and replies of the counter scripts (typing, abuse limits)
+//! live in `counters`, those of the big-room scripts (roster, member pages,
+//! `participants.changed`) in `crowd`; the rest are here.
 
 use redis::{Cmd, Script, ToRedisArgs, Value};
 
