@@ -20,7 +20,7 @@ use super::{
     SessionStore, StoreError, StoreResult, StoreSettings, StoredMessage,
 };
 use crate::codec;
-use crate::events::{EventLog, EventSink, RawReplay};
+use crate::events::{EventLog, EventSink};
 use crate::model::{Event, Message, Room, User, now_ms, now_us};
 
 /// The in-memory engine. Cheap to clone.
@@ -32,6 +32,7 @@ pub struct MemoryStore {
 mod cache;
 mod crowd;
 mod limits;
+mod log;
 
 /// Where the memory engine reads the time, Unix ms: the system clock in a
 /// node (`now_ms`), a clock the test moves in tests, so TTLs can be checked
@@ -195,35 +196,6 @@ fn room_view(rs: &RoomState) -> Room {
     let mut room = rs.room.clone();
     room.participant_count = rs.members.len() as u32;
     room
-}
-
-#[async_trait]
-impl EventLog for MemoryStore {
-    async fn envelopes_since(&self, room: &str, since: u64) -> StoreResult<RawReplay> {
-        let mut st = self.state();
-        let Some(rs) = st.rooms.get_mut(room) else {
-            return Ok(RawReplay {
-                envelopes: Vec::new(),
-                last_seq: 0,
-                complete: true,
-            });
-        };
-        trim_expired(rs, self.now());
-        let envelopes: Vec<Vec<u8>> = rs
-            .events
-            .iter()
-            .filter(|(seq, _)| *seq > since)
-            .map(|(_, env)| env.clone())
-            .collect();
-        let last_seq = rs.room.last_seq;
-        let first = rs.events.iter().map(|(s, _)| *s).find(|s| *s > since);
-        let complete = since >= last_seq || first == Some(since + 1);
-        Ok(RawReplay {
-            envelopes,
-            last_seq,
-            complete,
-        })
-    }
 }
 
 #[async_trait]
