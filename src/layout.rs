@@ -13,6 +13,9 @@
 //! | `room_code:CODE` | string | room id |
 //! | `room_members:{R}` | hash | user id → user (JSON) |
 //! | `member_conns:{R}:USER` | set | connection ids of that user in the room |
+//! | `member_ids:{R}` | sorted set | the ids of `room_members`, all scored 0: the lexical index `room.members` pages through |
+//! | `changes:{R}` | list | membership changes of a big room waiting for its next `participants.changed` (`j`/`l` + user JSON); capped, expires |
+//! | `changes_gate:{R}` | string | set for 1 s (`SET NX PX`) by whoever publishes the room's `participants.changed`: at most one per room per second, across nodes |
 //! | `room_messages:{R}` | sorted set | message id by seq |
 //! | `message:{R}:M` | string | envelope of the message's latest event; expires with `message_ttl` |
 //! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
@@ -112,6 +115,18 @@ impl Keys {
     /// `member_conns:{R}:USER`.
     pub fn member_conns(&self, room: &str, user: &str) -> String {
         format!("{}member_conns:{{{room}}}:{user}", self.prefix)
+    }
+    /// `member_ids:{R}`.
+    pub fn member_ids(&self, room: &str) -> String {
+        format!("{}member_ids:{{{room}}}", self.prefix)
+    }
+    /// `changes:{R}`.
+    pub fn changes(&self, room: &str) -> String {
+        format!("{}changes:{{{room}}}", self.prefix)
+    }
+    /// `changes_gate:{R}`.
+    pub fn changes_gate(&self, room: &str) -> String {
+        format!("{}changes_gate:{{{room}}}", self.prefix)
     }
     /// `room_messages:{R}`.
     pub fn room_messages(&self, room: &str) -> String {

@@ -180,6 +180,17 @@ pub enum Event {
     },
     /// Ephemeral: the room's fields changed.
     RoomUpdated(Room),
+    /// Ephemeral: participants of a big room joined or left (at most one
+    /// per room per second). Last in the enum, so the bincode tags of the
+    /// variants before it stay what 1.0 nodes wrote.
+    ParticipantsChanged {
+        /// Distinct users joined.
+        count: u32,
+        /// Users who joined since the last one (at most 50).
+        joined: Vec<User>,
+        /// Users who left since the last one (at most 50).
+        left: Vec<User>,
+    },
 }
 
 impl Event {
@@ -193,6 +204,7 @@ impl Event {
             Event::ParticipantLeft(_) => "participant.left",
             Event::Typing { .. } => "typing",
             Event::RoomUpdated(_) => "room.updated",
+            Event::ParticipantsChanged { .. } => "participants.changed",
         }
     }
 

@@ -92,6 +92,18 @@ pub enum Request {
         /// Room id.
         room: String,
     },
+    /// Page through a room's members.
+    #[serde(rename = "room.members")]
+    RoomMembers {
+        /// Room id.
+        room: String,
+        /// Where the previous page ended (its `cursor`).
+        #[serde(default)]
+        cursor: Option<String>,
+        /// Page size, 1–500 (default 100).
+        #[serde(default)]
+        limit: Option<i64>,
+    },
     /// Public rooms, most recently active first.
     #[serde(rename = "room.list")]
     RoomList {
@@ -184,6 +196,7 @@ impl Request {
             Request::RoomJoin { .. } => "room.join",
             Request::RoomLeave { .. } => "room.leave",
             Request::RoomGet { .. } => "room.get",
+            Request::RoomMembers { .. } => "room.members",
             Request::RoomList { .. } => "room.list",
             Request::MessageSend { .. } => "message.send",
             Request::MessageHistory { .. } => "message.history",
@@ -197,7 +210,7 @@ impl Request {
 }
 
 /// Every verb name, for pre-registering metrics.
-pub const VERBS: [&str; 14] = [
+pub const VERBS: [&str; 15] = [
     "message.edit",
     "message.delete",
     "message.search",
@@ -209,6 +222,7 @@ pub const VERBS: [&str; 14] = [
     "room.join",
     "room.leave",
     "room.get",
+    "room.members",
     "room.list",
     "message.send",
     "message.history",
@@ -327,6 +341,12 @@ struct EventFrame<'a> {
     user: Option<&'a User>,
     #[serde(skip_serializing_if = "Option::is_none")]
     active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    participant_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joined: Option<&'a [User]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left: Option<&'a [User]>,
 }
 
 /// Renders a pushed event frame: `event` of `room`, with its `seq` shown
@@ -340,6 +360,9 @@ pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
         message: None,
         user: None,
         active: None,
+        participant_count: None,
+        joined: None,
+        left: None,
     };
     match event {
         Event::MessageCreated(m) | Event::MessageUpdated(m) | Event::MessageDeleted(m) => {
@@ -349,6 +372,15 @@ pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
         Event::Typing { user, active } => {
             frame.user = Some(user);
             frame.active = Some(*active);
+        }
+        Event::ParticipantsChanged {
+            count,
+            joined,
+            left,
+        } => {
+            frame.participant_count = Some(*count);
+            frame.joined = Some(joined);
+            frame.left = Some(left);
         }
         Event::RoomUpdated(r) => {
             // The protocol shows both `"room":"<id>"` and `"room":{…}` here;
@@ -449,6 +481,24 @@ mod tests {
         assert!(bad(r#"{"id":1.5,"type":"ping"}"#).id.is_none());
         let b = bad(r#"{"id":7,"type":7}"#);
         assert_eq!(b.id, Some(7.into()));
+    }
+
+    #[test]
+    fn renders_participants_changed_as_the_protocol_shows_it() {
+        let ann = User {
+            id: "u1".into(),
+            name: "Ann".into(),
+            image: None,
+        };
+        let event = Event::ParticipantsChanged {
+            count: 101,
+            joined: vec![ann],
+            left: vec![],
+        };
+        assert_eq!(
+            event_frame("r", 0, &event),
+            r#"{"type":"event","room":"r","event":"participants.changed","participant_count":101,"joined":[{"id":"u1","name":"Ann","image":null}],"left":[]}"#
+        );
     }
 
     #[test]

@@ -206,6 +206,7 @@ function randomId() {
  *   `message.created`, `message.updated` or `message.deleted`; delivered once
  *   per seq, in seq order per room
  * - `participant` `{room, event, user}` (`participant.joined` / `.left`)
+ * - `participants` `{room, count, joined, left}` (a big room's `participants.changed`)
  * - `typing` `{room, user, active}`
  * - `room` `{room}`: a room object changed (`room.updated`, a join or resume)
  * - `resumed` `{room, participants, complete}` after a room was resumed
@@ -753,6 +754,16 @@ export class HuddleClient {
     const fields = { room: roomId, query };
     if (limit != null) fields.limit = limit;
     return (await this.request('message.search', fields)).messages || [];
+  }
+
+  /**
+   * One page of a room's members by user id; pass `cursor` back for the next (`null` after the last).
+   * @param {string} roomId @param {{cursor?: string|null, limit?: number}} [p]  `limit` 1–500
+   * @returns {Promise<{members: User[], cursor: string|null}>}
+   */
+  async members(roomId, { cursor, limit } = {}) {
+    const page = await this.request('room.members', { room: roomId, ...(cursor != null && { cursor }), ...(limit != null && { limit }) });
+    return { members: page.members || [], cursor: page.cursor ?? null };
   }
 
   /**

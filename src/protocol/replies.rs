@@ -33,6 +33,15 @@ pub struct RoomWithParticipants<'a> {
     pub participants: &'a [User],
 }
 
+/// `room.members`: `{"members","cursor"}`.
+#[derive(Debug, Serialize)]
+pub struct MembersData<'a> {
+    /// This page of members.
+    pub members: &'a [User],
+    /// Where the next page starts; `null` after the last page.
+    pub cursor: Option<&'a str>,
+}
+
 /// `room.join` without `since`: the room and its latest messages.
 #[derive(Debug, Serialize)]
 pub struct JoinMessages<'a> {

@@ -3,6 +3,7 @@
 //! - `RoomService`: creating, joining (by id or code, resuming with
 //!   `since`), leaving, reading and listing rooms; system messages and
 //!   participant events.
+//! - `Crowd`: the coalesced `participants.changed` of big rooms.
 //! - `MessageService`: sending and reading messages.
 //! - `SessionService`: who a connection is (guest or JWT) and its session
 //!   record.
@@ -15,6 +16,7 @@
 
 use crate::error::ServiceError;
 
+pub mod crowd;
 pub mod janitor;
 pub mod limits;
 pub mod messages;
@@ -23,6 +25,7 @@ pub mod sessions;
 pub mod subscription;
 pub mod typing;
 
+pub use crowd::Crowd;
 pub use janitor::{Janitor, JanitorSettings};
 pub use limits::{LimitSettings, Limits};
 pub use messages::MessageService;

@@ -5,12 +5,19 @@
 //! "joined" system message and announces `participant.joined`; the last
 //! connection's leave (or disconnect) writes "left" and announces
 //! `participant.left`. `participant_count` counts distinct users.
+//!
+//! Big rooms (protocol 1.1): above `BIG_ROOM` participants the store writes
+//! no system message and the change goes to `Crowd`, which coalesces it
+//! into at most one `participants.changed` per room per second. Join and get
+//! replies carry at most `BIG_ROOM` participants (`RoomStore::roster`);
+//! `members` pages through everyone.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use rand::RngExt;
 
+use super::crowd::Crowd;
 use super::limits::Limits;
 use super::subscription::{Listener, RoomSubscription};
 use super::typing::TYPING_TTL;
@@ -19,13 +26,16 @@ use crate::bus::EventBus;
 use crate::error::ServiceError;
 use crate::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms, system_user};
 use crate::store::{
-    CreateOutcome, JoinOutcome, LeaveOutcome, MessageStore, RoomStore, SessionStore,
+    BIG_ROOM, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, MessageStore, RoomStore,
+    SessionStore,
 };
 
 /// Join codes use an alphabet without look-alikes (no 0/O, 1/I/L, U/V).
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTWXYZ";
 /// Messages in a join snapshot without `since`.
 pub const JOIN_MESSAGES: usize = 50;
+/// Participants in a join or get reply at most.
+pub const REPLY_PARTICIPANTS: usize = BIG_ROOM as usize;
 
 /// The room rules' settings.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +98,8 @@ pub struct RoomService {
     limits: Limits,
     /// Resume and typing bounds.
     settings: RoomSettings,
+    /// Big rooms' `participants.changed`.
+    crowd: Crowd,
 }
 
 /// A room as `room.create` asks for it, before validation.
@@ -143,6 +155,7 @@ impl RoomService {
         settings: RoomSettings,
     ) -> RoomService {
         RoomService {
+            crowd: Crowd::new(rooms.clone(), bus.clone()),
             rooms,
             messages,
             sessions,
@@ -292,9 +305,13 @@ impl RoomService {
                         .await;
                 }
             }
+            JoinOutcome::JoinedQuietly { .. } => {
+                self.track(conn, room_id, true).await;
+                self.crowd.joined(room_id, user);
+            }
         }
         let room = self.existing(room_id).await?;
-        let participants = self.rooms.participants(room_id).await?;
+        let participants = self.rooms.roster(room_id, REPLY_PARTICIPANTS).await?;
         let (history, floor) = match since {
             None => {
                 let page = self
@@ -346,6 +363,10 @@ impl RoomService {
                 Ok(())
             }
             LeaveOutcome::Left { last: false } => Ok(()),
+            LeaveOutcome::LeftQuietly { .. } => {
+                self.crowd.left(room_id, user);
+                Ok(())
+            }
             LeaveOutcome::NotJoined => self.existing(room_id).await.map(|_| ()),
         }
     }
@@ -359,8 +380,28 @@ impl RoomService {
                 "this room is private: join it with its code".into(),
             ));
         }
-        let participants = self.rooms.participants(&room.id).await?;
+        let participants = self.rooms.roster(&room.id, REPLY_PARTICIPANTS).await?;
         Ok((room, participants))
+    }
+
+    /// A page of the room's members (`room.members`), for participants
+    /// only. `cursor` is the previous page's; `limit` 1–500 (default 100).
+    pub async fn members(
+        &self,
+        user: &User,
+        room_id: &str,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<MemberPage, ServiceError> {
+        let limit = int_field("limit", limit, 100, 1, 500)?;
+        let room = self.existing(room_id).await?;
+        if !self.rooms.is_participant(&room.id, &user.id).await? {
+            return Err(ServiceError::Forbidden(
+                "join the room to list its members".into(),
+            ));
+        }
+        let cursor = cursor.filter(|c| !c.is_empty());
+        Ok(self.rooms.members(&room.id, cursor, limit as usize).await?)
     }
 
     /// Public rooms, most recently active first.

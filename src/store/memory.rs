@@ -15,12 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AppendOutcome, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, MessageStore,
-    ReplaceOutcome, Replay, RoomStore, ScanCap, SessionRecord, SessionStore, StoreError,
-    StoreResult, StoreSettings, StoredMessage,
+    AppendOutcome, Change, Coalesced, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome,
+    MemberPage, MessageStore, ReplaceOutcome, Replay, RoomStore, ScanCap, SessionRecord,
+    SessionStore, StoreError, StoreResult, StoreSettings, StoredMessage,
 };
 use crate::codec;
-use crate::events::{EventLog, EventSink, RawReplay};
+use crate::events::{EventLog, EventSink};
 use crate::model::{Event, Message, Room, User, now_ms, now_us};
 
 /// The in-memory engine. Cheap to clone.
@@ -30,7 +30,9 @@ pub struct MemoryStore {
 }
 
 mod cache;
+mod crowd;
 mod limits;
+mod log;
 
 /// Where the memory engine reads the time, Unix ms: the system clock in a
 /// node (`now_ms`), a clock the test moves in tests, so TTLs can be checked
@@ -65,6 +67,10 @@ struct State {
     locks: HashMap<String, u64>,
     /// Abuse-limit counters: name → (count, window ends at ms).
     limits: HashMap<String, (u64, u64)>,
+    /// Big rooms' membership changes waiting for their next
+    /// `participants.changed`, and until when (ms) the last one holds the
+    /// room's window: room → (changes, gate until).
+    changes: HashMap<String, (Vec<super::Change>, u64)>,
 }
 
 struct RoomState {
@@ -83,6 +89,9 @@ struct RoomState {
 struct Member {
     user: User,
     conns: HashSet<String>,
+    /// When the user's latest connection joined (ms): the roster of a big
+    /// room lists the most recent first.
+    joined_at: u64,
 }
 
 impl MemoryStore {
@@ -190,35 +199,6 @@ fn room_view(rs: &RoomState) -> Room {
 }
 
 #[async_trait]
-impl EventLog for MemoryStore {
-    async fn envelopes_since(&self, room: &str, since: u64) -> StoreResult<RawReplay> {
-        let mut st = self.state();
-        let Some(rs) = st.rooms.get_mut(room) else {
-            return Ok(RawReplay {
-                envelopes: Vec::new(),
-                last_seq: 0,
-                complete: true,
-            });
-        };
-        trim_expired(rs, self.now());
-        let envelopes: Vec<Vec<u8>> = rs
-            .events
-            .iter()
-            .filter(|(seq, _)| *seq > since)
-            .map(|(_, env)| env.clone())
-            .collect();
-        let last_seq = rs.room.last_seq;
-        let first = rs.events.iter().map(|(s, _)| *s).find(|s| *s > since);
-        let complete = since >= last_seq || first == Some(since + 1);
-        Ok(RawReplay {
-            envelopes,
-            last_seq,
-            complete,
-        })
-    }
-}
-
-#[async_trait]
 impl RoomStore for MemoryStore {
     async fn create_room(
         &self,
@@ -248,6 +228,7 @@ impl RoomStore for MemoryStore {
             Member {
                 user: creator.clone(),
                 conns: HashSet::from([conn.to_owned()]),
+                joined_at: self.now(),
             },
         );
         self.inner
@@ -277,8 +258,10 @@ impl RoomStore for MemoryStore {
         let Some(rs) = st.rooms.get_mut(room) else {
             return Ok(JoinOutcome::NoRoom);
         };
+        let now = self.inner.now();
         if let Some(member) = rs.members.get_mut(&user.id) {
             member.conns.insert(conn.to_owned());
+            member.joined_at = now;
             return Ok(JoinOutcome::Joined { first: false });
         }
         if rs.members.len() >= rs.room.max_participants as usize {
@@ -289,8 +272,14 @@ impl RoomStore for MemoryStore {
             Member {
                 user: user.clone(),
                 conns: HashSet::from([conn.to_owned()]),
+                joined_at: now,
             },
         );
+        let count = rs.members.len() as u32;
+        if count > super::BIG_ROOM {
+            rs.last_activity = now;
+            return Ok(JoinOutcome::JoinedQuietly { count });
+        }
         self.inner
             .append_event(rs, Event::MessageCreated(note.clone()));
         Ok(JoinOutcome::Joined { first: true })
@@ -316,7 +305,12 @@ impl RoomStore for MemoryStore {
         if !member.conns.is_empty() {
             return Ok(LeaveOutcome::Left { last: false });
         }
+        let before = rs.members.len() as u32;
         rs.members.remove(&user.id);
+        if before > super::BIG_ROOM {
+            rs.last_activity = self.now();
+            return Ok(LeaveOutcome::LeftQuietly { count: before - 1 });
+        }
         self.inner
             .append_event(rs, Event::MessageCreated(note.clone()));
         Ok(LeaveOutcome::Left { last: true })
@@ -330,6 +324,28 @@ impl RoomStore for MemoryStore {
         let mut users: Vec<User> = rs.members.values().map(|m| m.user.clone()).collect();
         super::sort_users(&mut users);
         Ok(users)
+    }
+
+    async fn roster(&self, room: &str, limit: usize) -> StoreResult<Vec<User>> {
+        Ok(self.read_roster(room, limit))
+    }
+
+    async fn members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<MemberPage> {
+        Ok(self.read_members(room, after, limit))
+    }
+
+    async fn participants_changed(
+        &self,
+        room: &str,
+        changes: &[Change],
+        window: Duration,
+    ) -> StoreResult<Coalesced> {
+        Ok(self.coalesce_changes(room, changes, window))
     }
 
     async fn is_participant(&self, room: &str, user: &str) -> StoreResult<bool> {
@@ -417,6 +433,7 @@ impl RoomStore for MemoryStore {
         }
         let code = rs.room.code.clone();
         st.rooms.remove(room);
+        st.changes.remove(room);
         if st.codes.get(&code).is_some_and(|id| id == room) {
             st.codes.remove(&code);
         }

@@ -52,6 +52,13 @@ pub enum JoinOutcome {
     NoRoom,
     /// The room has `max_participants` distinct users.
     Full,
+    /// Joined as the user's first connection in a room that now has more
+    /// than `BIG_ROOM` participants: no system message was written (the
+    /// caller coalesces the change into `participants.changed`).
+    JoinedQuietly {
+        /// Distinct users joined, this one included.
+        count: u32,
+    },
 }
 
 /// Outcome of `RoomStore::leave`.
@@ -65,6 +72,84 @@ pub enum LeaveOutcome {
     },
     /// This connection had not joined the room.
     NotJoined,
+    /// The user's last connection left a room that had more than
+    /// `BIG_ROOM` participants with them: no system message was written.
+    LeftQuietly {
+        /// Distinct users joined after this leave.
+        count: u32,
+    },
+}
+
+/// Rooms with more participants than this are big (protocol 1.1 "Big
+/// rooms"): joins and leaves there write no system message, and the join and
+/// get replies carry at most this many participants. A join counts the room
+/// with the joining user, a leave with the leaving one, so the user who makes
+/// a room big and the same user leaving again are treated alike.
+pub const BIG_ROOM: u32 = 100;
+
+/// Users in each list of one coalesced `participants.changed`.
+pub const CHANGED_LIST_MAX: usize = 50;
+
+/// One page of a room's members (`RoomStore::members`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberPage {
+    /// Members ordered by user id.
+    pub users: Vec<User>,
+    /// The id of the last user listed, to pass as `after` for the next
+    /// page; `None` when this page is the last.
+    pub next: Option<String>,
+}
+
+/// A change of membership in a big room, waiting to be told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The user's first connection joined.
+    Joined(User),
+    /// The user's last connection left.
+    Left(User),
+}
+
+/// Outcome of `RoomStore::participants_changed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coalesced {
+    /// Nothing is waiting to be told in the room.
+    Nothing,
+    /// Someone told the room less than a window ago; call again after this.
+    Wait(Duration),
+    /// This caller holds the room's window: publish this, now.
+    Publish {
+        /// Distinct users joined, as read now.
+        count: u32,
+        /// Users who joined (at most `CHANGED_LIST_MAX`), newest last.
+        joined: Vec<User>,
+        /// Users who left (at most `CHANGED_LIST_MAX`), newest last.
+        left: Vec<User>,
+    },
+}
+
+/// Folds the waiting changes, oldest first, into the `joined` and `left`
+/// lists of one `participants.changed`: a user's last change wins, and each
+/// list keeps its newest `CHANGED_LIST_MAX` users. Both engines use this.
+pub fn fold_changes(changes: impl IntoIterator<Item = Change>) -> (Vec<User>, Vec<User>) {
+    let mut last: Vec<(bool, User)> = Vec::new();
+    for change in changes {
+        let (joined, user) = match change {
+            Change::Joined(u) => (true, u),
+            Change::Left(u) => (false, u),
+        };
+        last.retain(|(_, u)| u.id != user.id);
+        last.push((joined, user));
+    }
+    let pick = |want: bool| {
+        let list: Vec<User> = last
+            .iter()
+            .filter(|(j, _)| *j == want)
+            .map(|(_, u)| u.clone())
+            .collect();
+        let skip = list.len().saturating_sub(CHANGED_LIST_MAX);
+        list.into_iter().skip(skip).collect::<Vec<User>>()
+    };
+    (pick(true), pick(false))
 }
 
 /// Outcome of `MessageStore::append`.
@@ -186,6 +271,34 @@ pub trait RoomStore: Send + Sync {
 
     /// Distinct users joined.
     async fn participants(&self, room: &str) -> StoreResult<Vec<User>>;
+
+    /// At most `limit` participants, reading nothing proportional to the
+    /// room's size: every participant, sorted as `participants`, when there
+    /// are at most `limit`; otherwise the most recently joined ones, newest
+    /// first (every participant has a live connection, so all are online).
+    async fn roster(&self, room: &str, limit: usize) -> StoreResult<Vec<User>>;
+
+    /// A page of at most `limit` members ordered by user id, starting after
+    /// the user id `after`. Every user who is a member throughout a walk
+    /// over the pages is listed exactly once.
+    async fn members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<MemberPage>;
+
+    /// Records `changes` made through this caller in a big room and, unless
+    /// the room was told less than `window` ago (by any caller, on any
+    /// node), takes the window and hands back everything waiting, which the
+    /// caller then publishes as one `participants.changed`. Waiting changes
+    /// are capped (the newest few hundred); the count is read exactly.
+    async fn participants_changed(
+        &self,
+        room: &str,
+        changes: &[Change],
+        window: Duration,
+    ) -> StoreResult<Coalesced>;
 
     /// Whether `user` has joined the room on any connection.
     async fn is_participant(&self, room: &str, user: &str) -> StoreResult<bool>;
@@ -436,4 +549,36 @@ pub fn matches_words(m: &Message, words: &[String]) -> bool {
         text.push_str(&a.name.to_lowercase());
     }
     words.iter().all(|w| text.contains(w.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            name: id.into(),
+            image: None,
+        }
+    }
+
+    #[test]
+    fn a_users_last_change_wins_and_lists_keep_the_newest() {
+        let (joined, left) = fold_changes([
+            Change::Joined(user("a")),
+            Change::Joined(user("b")),
+            Change::Left(user("a")),
+            Change::Left(user("c")),
+            Change::Joined(user("c")),
+        ]);
+        let ids = |list: &[User]| list.iter().map(|u| u.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&joined), ["b", "c"]);
+        assert_eq!(ids(&left), ["a"]);
+        let many = (0..CHANGED_LIST_MAX + 7).map(|i| Change::Left(user(&format!("u{i:03}"))));
+        let (joined, left) = fold_changes(many);
+        assert!(joined.is_empty());
+        assert_eq!(left.len(), CHANGED_LIST_MAX);
+        assert_eq!(left[0].id, "u007", "the oldest are dropped");
+    }
 }

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use crate::common::{FAST, guest, ids, s, two_jwt_nodes, two_nodes, user};
 
+mod big;
+
 /// The `kind` of each message, for assertion messages.
 fn kinds(messages: &[Value]) -> Vec<String> {
     messages

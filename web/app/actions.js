@@ -6,7 +6,7 @@
 // and `sendItem` with render.js for the buttons render.js draws.
 
 import { ERROR_TEXT, el, explain, highlighted, icon, narrow, safeUrl, shortTime, toast, ui } from './dom.js';
-import { roomView, state, upsertMessage } from './rooms.js';
+import { PEOPLE_MAX, isBig, roomView, state, upsertMessage } from './rooms.js';
 import {
   bindActions, renderActiveRoom, renderHistoryEdge, renderOutbox, renderPeople, scrollToBottom,
 } from './render.js';
@@ -26,8 +26,26 @@ export function openRoom(id, { focus = true } = {}) {
   setSidebar(false);
   renderActiveRoom();
   if (rv.room.code) history.replaceState(null, '', `${location.pathname}${location.search}#${encodeURIComponent(rv.room.code)}`);
-  refreshPresence(rv);
+  loadMembers(rv);
   if (focus) ui.input.focus();
+}
+
+/**
+ * Loads the first page of the room's members (`room.members`), or with
+ * `more` the next one, into the people list. Small rooms then refresh who
+ * is online; in a big room every listed participant counts as online.
+ */
+export async function loadMembers(rv, more = false) {
+  if (!rv || !state.client || (more && !rv.membersCursor)) return;
+  try {
+    const page = await state.client.members(rv.room.id, { cursor: more ? rv.membersCursor : null, limit: 100 });
+    if (!more) rv.participants = new Map();
+    for (const u of page.members) if (rv.participants.size < PEOPLE_MAX) rv.participants.set(u.id, u);
+    rv.membersCursor = rv.participants.size < PEOPLE_MAX ? page.cursor : null;
+    if (isBig(rv)) rv.online = new Set(rv.participants.keys());
+    if (rv.room.id === state.active) renderPeople(rv);
+  } catch { /* the join reply's participants stay listed */ }
+  refreshPresence(rv);
 }
 
 export function adoptJoin(data) {
@@ -181,6 +199,12 @@ export function refreshPresence(rv, delay = 0) {
   if (!rv) return;
   clearTimeout(rv.presenceTimer);
   rv.presenceTimer = setTimeout(async () => {
+    if (isBig(rv)) {
+      // Presence lists every online user: not worth it for a big room.
+      rv.online = new Set(rv.participants.keys());
+      if (rv.room.id === state.active) renderPeople(rv);
+      return;
+    }
     try {
       const online = await state.client.presence(rv.room.id);
       rv.online = new Set(online.map((u) => u.id));
@@ -254,4 +278,4 @@ export function closeSearch() {
   ui.searchResults.replaceChildren();
 }
 
-bindActions({ openRoom, sendItem });
+bindActions({ openRoom, sendItem, moreMembers: (rv) => loadMembers(rv, true) });

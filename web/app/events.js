@@ -5,9 +5,9 @@
 // session's business (session.js).
 
 import { avatar, explain, toast, ui } from './dom.js';
-import { isMine, roomView, state, upsertMessage } from './rooms.js';
+import { PEOPLE_MAX, isMine, roomView, state, upsertMessage } from './rooms.js';
 import { renderActiveRoom, renderOutbox, renderPeople, renderRoomHead, renderRoomList, renderTyping } from './render.js';
-import { refreshPresence, refreshPublic, setSidebar } from './actions.js';
+import { loadMembers, refreshPresence, refreshPublic, setSidebar } from './actions.js';
 
 const TYPING_LAPSE_MS = 6000;
 
@@ -67,10 +67,28 @@ function onMessage({ room, event, message }) {
 
 function onParticipant({ room, event, user }) {
   const rv = roomView(room);
+  const had = rv.participants.has(user.id);
   if (event === 'participant.joined') { rv.participants.set(user.id, user); rv.online.add(user.id); }
   else { rv.participants.delete(user.id); rv.online.delete(user.id); }
-  if (room === state.active) renderPeople(rv);
+  if (had !== rv.participants.has(user.id) && rv.room.participant_count != null) {
+    rv.room = { ...rv.room, participant_count: rv.room.participant_count + (had ? -1 : 1) };
+  }
+  if (room === state.active) { renderRoomHead(rv); renderPeople(rv); }
   refreshPresence(rv, 300);
+}
+
+/** A big room's coalesced joins and leaves: the exact count, and who. */
+function onParticipants({ room, count, joined, left }) {
+  const rv = roomView(room);
+  rv.room = { ...rv.room, participant_count: count };
+  for (const u of left) { rv.participants.delete(u.id); rv.online.delete(u.id); }
+  for (const u of joined) {
+    if (rv.participants.size >= PEOPLE_MAX) break;
+    rv.participants.set(u.id, u);
+    rv.online.add(u.id);
+  }
+  if (room === state.active) { renderRoomHead(rv); renderPeople(rv); }
+  renderRoomList();
 }
 
 function onTyping({ room, user, active }) {
@@ -102,8 +120,9 @@ function onResumed({ room, participants }) {
   rv.online = new Set(rv.participants.keys());
   for (const t of rv.typing.values()) clearTimeout(t.timer);
   rv.typing.clear();
+  rv.membersCursor = null;
   if (room === state.active) { renderPeople(rv); renderTyping(rv); }
-  refreshPresence(rv, 200);
+  loadMembers(rv);
 }
 
 function onReset({ room, messages, has_more: hasMore }) {
@@ -144,6 +163,7 @@ export function subscribe(client) {
   client.on('session', onSession);
   client.on('message', onMessage);
   client.on('participant', onParticipant);
+  client.on('participants', onParticipants);
   client.on('typing', onTyping);
   client.on('room', onRoom);
   client.on('resumed', onResumed);

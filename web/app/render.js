@@ -17,6 +17,8 @@ const handlers = {
   openRoom: () => {},
   /** @type {(roomId: string, item: any) => void} */
   sendItem: () => {},
+  /** @type {(rv: any) => void} loads the next page of a room's members */
+  moreMembers: () => {},
 };
 
 /** Registers the user actions a view's buttons start (see `handlers`). */
@@ -255,7 +257,7 @@ export function renderRoomHead(rv) {
   ui.roomTitle.title = rv.room.name;
   ui.roomCode.textContent = rv.room.code;
   ui.roomPrivate.hidden = !rv.room.private;
-  ui.peopleCount.textContent = String(rv.participants.size || rv.room.participant_count || '');
+  ui.peopleCount.textContent = String(peopleCount(rv) || '');
 }
 
 export function renderPeople(rv) {
@@ -273,7 +275,25 @@ export function renderPeople(rv) {
     if (u.id === rv.room.created_by) li.append(el('span', { class: 'tag', text: 'owner' }));
     ui.peopleList.append(li);
   }
-  ui.peopleCount.textContent = String(rv.participants.size);
+  const count = peopleCount(rv);
+  if (rv.membersCursor || count > rv.participants.size) {
+    const more = el('li', { class: 'people-more' });
+    if (rv.membersCursor) {
+      const btn = el('button', { type: 'button', class: 'ghost small', id: 'people-more' },
+        `Show more (${count - rv.participants.size} not listed)`);
+      btn.addEventListener('click', () => handlers.moreMembers(rv));
+      more.append(btn);
+    } else {
+      more.append(el('span', { class: 'meta', text: `and ${count - rv.participants.size} more` }));
+    }
+    ui.peopleList.append(more);
+  }
+  ui.peopleCount.textContent = String(count);
+}
+
+/** The room's participant count: the server's exact one when known. */
+function peopleCount(rv) {
+  return Math.max(rv.room.participant_count ?? 0, rv.participants.size);
 }
 
 export function renderTyping(rv) {

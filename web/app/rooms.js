@@ -10,13 +10,24 @@
  * @property {any} room                          latest room object
  * @property {Map<string, any>} messages         id → message
  * @property {{id: string, seq: number}[]} sorted ids by creation seq
- * @property {Map<string, any>} participants     id → user
+ * @property {Map<string, any>} participants     id → user (in a big room: the pages loaded so far)
+ * @property {string|null} membersCursor         where the next page of room.members starts (null: none)
  * @property {Set<string>} online                user ids online
  * @property {Map<string, {user: any, timer: any}>} typing
  * @property {boolean|null} hasMore              older history exists (null: unknown)
  * @property {number} unread
  * @property {Map<string, any>} outbox           local id → pending send
  */
+
+/** Above this many participants a room is big: paged member list, counts, no presence polling. */
+export const BIG_ROOM = 100;
+/** Users kept in a room's people list at most (more are paged in on demand). */
+export const PEOPLE_MAX = 500;
+
+/** Whether a room is big (protocol 1.1 "Big rooms"). */
+export function isBig(rv) {
+  return (rv.room.participant_count || 0) > BIG_ROOM;
+}
 
 export const state = {
   /** @type {import('../huddle-client.js').HuddleClient|null} */
@@ -63,6 +74,7 @@ export function roomView(roomOrId) {
       room: typeof roomOrId === 'string' ? { id, name: '…', code: '' } : roomOrId,
       messages: new Map(), sorted: [], participants: new Map(), online: new Set(),
       typing: new Map(), hasMore: null, unread: 0, outbox: new Map(),
+      membersCursor: null,
     };
     state.rooms.set(id, rv);
     watchers.roomAdded();

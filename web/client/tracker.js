@@ -96,6 +96,13 @@ export class RoomTracker {
     if (!room) return;
     if (name === 'participant.joined' || name === 'participant.left') {
       this._host.emit('participant', { room: frame.room, event: name, user: frame.user });
+    } else if (name === 'participants.changed') {
+      this._host.emit('participants', {
+        room: frame.room,
+        count: frame.participant_count,
+        joined: frame.joined || [],
+        left: frame.left || [],
+      });
     } else if (name === 'typing') {
       this._host.emit('typing', { room: frame.room, user: frame.user, active: !!frame.active });
     } else if (name === 'room.updated' && frame.room && typeof frame.room === 'object') {

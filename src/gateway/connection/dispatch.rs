@@ -15,8 +15,8 @@ use crate::error::{ApiError, ErrorCode, ServiceError, close};
 use crate::metrics::TypeLabel;
 use crate::model::now_ms;
 use crate::protocol::replies::{
-    HelloData, HistoryData, MessageData, PingData, PresenceData, RoomWithParticipants, RoomsData,
-    SearchData, data,
+    HelloData, HistoryData, MembersData, MessageData, PingData, PresenceData, RoomWithParticipants,
+    RoomsData, SearchData, data,
 };
 use crate::protocol::{self, Request, RequestId};
 
@@ -226,6 +226,20 @@ impl Connection {
                     participants: &p,
                 }))
             }),
+            Request::RoomMembers {
+                room,
+                cursor,
+                limit,
+            } => app
+                .rooms()
+                .members(&user, &room, cursor.as_deref(), limit)
+                .await
+                .map(|page| {
+                    Some(data(&MembersData {
+                        members: &page.users,
+                        cursor: page.next.as_deref(),
+                    }))
+                }),
             Request::RoomList { limit } => app
                 .rooms()
                 .list(limit)

@@ -28,6 +28,7 @@
 //! | `scripts` (+ `lua/`) | the scripts, typed arguments, parsed replies |
 //! | `parse` | replies → model types; error constructors |
 //! | `rooms`, `messages`, `sessions`, `cache` | one trait impl each |
+//! | `crowd` | big rooms: the bounded roster, member pages, the `participants.changed` gate |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ use crate::metrics::Metrics;
 mod cache;
 mod clock;
 mod conn;
+mod crowd;
 mod messages;
 mod parse;
 mod pool;

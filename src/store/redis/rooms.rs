@@ -18,7 +18,9 @@ use super::scripts::{
 use crate::error::StoreResult;
 use crate::layout::Keys;
 use crate::model::{Message, Room, User, now_ms};
-use crate::store::{CreateOutcome, JoinOutcome, LeaveOutcome, RoomStore};
+use crate::store::{
+    Change, Coalesced, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, RoomStore,
+};
 
 impl RedisStore {
     /// The KEYS of the create, join and leave scripts.
@@ -37,6 +39,7 @@ impl RedisStore {
             presence: k.presence(room),
             messages: k.room_messages(room),
             message: k.message(room, note),
+            member_ids: k.member_ids(room),
         }
     }
 
@@ -329,6 +332,7 @@ impl RoomStore for RedisStore {
             }
             JoinReply::NoRoom => JoinOutcome::NoRoom,
             JoinReply::Full => JoinOutcome::Full,
+            JoinReply::Quiet(count) => JoinOutcome::JoinedQuietly { count },
         })
     }
 
@@ -363,6 +367,7 @@ impl RoomStore for RedisStore {
                 LeaveOutcome::Left { last }
             }
             LeaveReply::NotJoined => LeaveOutcome::NotJoined,
+            LeaveReply::Quiet(count) => LeaveOutcome::LeftQuietly { count },
         })
     }
 
@@ -375,6 +380,32 @@ impl RoomStore for RedisStore {
             parse_users(raw.iter())
         })
         .await
+    }
+
+    async fn roster(&self, room: &str, limit: usize) -> StoreResult<Vec<User>> {
+        self.idempotent(|| self.read_roster(room, limit)).await
+    }
+
+    async fn members(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<MemberPage> {
+        // The script may rebuild the index, which is idempotent too, so a
+        // retry is safe.
+        self.idempotent(|| self.read_members(room, after, limit))
+            .await
+    }
+
+    async fn participants_changed(
+        &self,
+        room: &str,
+        changes: &[Change],
+        window: Duration,
+    ) -> StoreResult<Coalesced> {
+        // Never retried: a retry would append the changes twice.
+        self.coalesce_changes(room, changes, window).await
     }
 
     async fn is_participant(&self, room: &str, user: &str) -> StoreResult<bool> {
@@ -524,6 +555,9 @@ impl RoomStore for RedisStore {
                 messages: k.room_messages(room),
                 events: k.room_events(room),
                 presence: k.presence(room),
+                member_ids: k.member_ids(room),
+                changes: k.changes(room),
+                changes_gate: k.changes_gate(room),
                 member_conns_prefix: k.member_conns_prefix(room),
                 before_ms,
             };

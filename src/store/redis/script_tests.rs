@@ -137,6 +137,7 @@ async fn create(conn: &mut MultiplexedConnection, scripts: &Scripts, k: &Keys, n
             presence: k.presence(ROOM),
             messages: k.room_messages(ROOM),
             message: k.message(ROOM, "note"),
+            member_ids: k.member_ids(ROOM),
         },
         room: &room,
         user_id: "ann",

@@ -151,8 +151,10 @@ fn appended(o: AppendOutcome) -> Message {
     }
 }
 
+mod big_rooms;
 mod cases;
 
+use self::big_rooms::*;
 use self::cases::*;
 
 // ---------------------------------------------------------------------------
@@ -376,6 +378,10 @@ conformance! {
     message_expiry(1000, Duration::from_secs(1));
     limit_counters(1000, HOUR);
     private_rooms_do_not_starve_the_listing(1000, HOUR);
+    big_room_threshold(1000, HOUR);
+    bounded_roster(1000, HOUR);
+    member_pages(1000, HOUR);
+    participants_changed_gate(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log
@@ -659,6 +665,59 @@ async fn redis_public_index_is_filled_after_an_upgrade() {
         .await
         .expect("exists");
     assert!(ready, "filled once, then marked");
+}
+
+/// A room written by a version without `member_ids:{R}` (or whose index
+/// is otherwise out of step) gets it rebuilt on its first member page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_member_index_is_rebuilt_for_an_old_room() {
+    let redis = RedisServer::start().await;
+    let store = redis_store(&redis, "mi:", 1000, Duration::from_secs(3600));
+    let ann = user("ann");
+    create(
+        store.as_ref(),
+        &room("r-mi", "MID222", 50, false),
+        &ann,
+        "a1",
+    )
+    .await;
+    for name in ["bob", "cat", "dan"] {
+        store
+            .join("r-mi", &user(name), name, &note("r-mi", "joined"))
+            .await
+            .expect("join");
+    }
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut r = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    // What an older node left: no index, then one join that added to it.
+    let _: () = redis::cmd("DEL")
+        .arg("mi:member_ids:{r-mi}")
+        .query_async(&mut r)
+        .await
+        .expect("del");
+    store
+        .join("r-mi", &user("eve"), "eve", &note("r-mi", "joined"))
+        .await
+        .expect("join");
+    let page = store.members("r-mi", None, 3).await.expect("page");
+    let ids: Vec<String> = page.users.iter().map(|u| u.id.clone()).collect();
+    assert_eq!(ids, ["u-ann", "u-bob", "u-cat"]);
+    let rest = store
+        .members("r-mi", page.next.as_deref(), 3)
+        .await
+        .expect("page");
+    let ids: Vec<String> = rest.users.iter().map(|u| u.id.clone()).collect();
+    assert_eq!(ids, ["u-dan", "u-eve"]);
+    assert_eq!(rest.next, None);
+    let indexed: u64 = redis::cmd("ZCARD")
+        .arg("mi:member_ids:{r-mi}")
+        .query_async(&mut r)
+        .await
+        .expect("zcard");
+    assert_eq!(indexed, 5, "rebuilt from room_members");
 }
 
 /// A Redis that is down is `Unavailable`, not a hang and not a panic.

@@ -1,20 +1,32 @@
 -- Adds a connection to a room; the user's first one checks capacity and
--- writes the system message. Order owned by `scripts::Join`.
--- KEYS: room, members, member_conns, presence, messages, events, message
+-- writes the system message, unless the room is big (more than BIG_ROOM
+-- participants with this user: then nothing proportional to the room is
+-- written, and the caller coalesces the change). Order owned by
+-- `scripts::Join`.
+-- KEYS: room, members, member_conns, presence, messages, events, message,
+--       member_ids
 -- ARGV: user_id, user_json, conn, presence_member, now, msg_id, tail, ttl_ms,
 --       log_len, channel, deadline
 -- Replies: {'no_room'} | {'full'} | {'ok', 1, seq of the system message} |
---          {'ok', 0}
+--          {'ok', 0} | {'quiet', participant count}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
 local first = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
+local count = 0
 if first then
   local max = tonumber(redis.call('HGET', KEYS[1], 'max_participants'))
-  if redis.call('HLEN', KEYS[2]) >= max then return {'full'} end
+  count = redis.call('HLEN', KEYS[2])
+  if count >= max then return {'full'} end
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('ZADD', KEYS[8], 0, ARGV[1])
+  count = count + 1
 end
 redis.call('SADD', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 if first then
+  if count > BIG_ROOM then
+    redis.call('HSET', KEYS[1], 'last_activity', ARGV[5])
+    return {'quiet', count}
+  end
   local seq, env = append_event(KEYS[1], KEYS[6], ARGV[10], ARGV[7], ARGV[9], ARGV[5])
   write_message(KEYS[7], KEYS[5], ARGV[6], seq, env, ARGV[8])
   return {'ok', 1, seq}

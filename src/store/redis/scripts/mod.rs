@@ -14,14 +14,24 @@
 //! the member connection sets `close.lua` deletes: both are built from a
 //! room prefix (`message:{R}:`, `member_conns:{R}:`) and so share the room's
 //! hash tag, the slot of the declared KEYS (`crate::layout`).
+//!
+//! The arguments and replies of the counter scripts (typing, abuse limits)
+//! live in `counters`, those of the big-room scripts (roster, member pages,
+//! `participants.changed`) in `crowd`; the rest are here.
 
 use redis::{Cmd, Script, ToRedisArgs, Value};
 
 use super::parse::{corrupt, status};
-use crate::error::{StoreError, StoreResult};
 
-const GUARD: &str = include_str!("lua/guard.lua");
-const COMMON: &str = include_str!("lua/common.lua");
+mod counters;
+mod crowd;
+
+use crate::error::{StoreError, StoreResult};
+pub(super) use counters::{Limit, LimitReply, Tell, Typing};
+pub(super) use crowd::{Changes, ChangesReply, Members, MembersReply, Roster, RosterReply};
+
+const GUARD: &str = include_str!("../lua/guard.lua");
+const COMMON: &str = include_str!("../lua/common.lua");
 
 /// How the scripts publish a durable event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +51,12 @@ impl Publish {
     }
 
     /// The Lua header that sets `PUBLISH_VERB`, `RELEASE_VERB` and
-    /// `DEFERRED` for `common.lua`.
+    /// `DEFERRED` for `common.lua`, and `BIG_ROOM` (`crate::store::BIG_ROOM`)
+    /// for the membership scripts.
     fn header(self, deferred: bool) -> String {
         let verb = self.verb();
-        if deferred {
+        let big = format!("local BIG_ROOM = {}\n", crate::store::BIG_ROOM);
+        big + &if deferred {
             format!(
                 "local PUBLISH_VERB = false\nlocal RELEASE_VERB = '{verb}'\nlocal DEFERRED = true\n"
             )
@@ -71,6 +83,9 @@ pub(super) struct Scripts {
     pub(super) release_code: Script,
     pub(super) limit: Script,
     pub(super) typing: Script,
+    pub(super) roster: Script,
+    pub(super) members: Script,
+    pub(super) changes: Script,
 }
 
 impl Scripts {
@@ -81,18 +96,21 @@ impl Scripts {
         let with_common = |body: &str| Script::new(&format!("{header}{COMMON}\n{body}"));
         let guarded = |body: &str| Script::new(&format!("{GUARD}\n{header}{COMMON}\n{body}"));
         Scripts {
-            release: with_common(include_str!("lua/publish.lua")),
-            send: guarded(include_str!("lua/send.lua")),
-            create: guarded(include_str!("lua/create.lua")),
-            join: guarded(include_str!("lua/join.lua")),
-            leave: guarded(include_str!("lua/leave.lua")),
-            since: with_common(include_str!("lua/since.lua")),
-            trim: with_common(include_str!("lua/trim.lua")),
-            replace: guarded(include_str!("lua/replace.lua")),
-            close: Script::new(include_str!("lua/close.lua")),
-            release_code: Script::new(include_str!("lua/release_code.lua")),
-            limit: Script::new(include_str!("lua/limit.lua")),
-            typing: Script::new(include_str!("lua/typing.lua")),
+            release: with_common(include_str!("../lua/publish.lua")),
+            send: guarded(include_str!("../lua/send.lua")),
+            create: guarded(include_str!("../lua/create.lua")),
+            join: guarded(include_str!("../lua/join.lua")),
+            leave: guarded(include_str!("../lua/leave.lua")),
+            since: with_common(include_str!("../lua/since.lua")),
+            trim: with_common(include_str!("../lua/trim.lua")),
+            replace: guarded(include_str!("../lua/replace.lua")),
+            close: Script::new(include_str!("../lua/close.lua")),
+            release_code: Script::new(include_str!("../lua/release_code.lua")),
+            limit: Script::new(include_str!("../lua/limit.lua")),
+            typing: Script::new(include_str!("../lua/typing.lua")),
+            roster: Script::new(include_str!("../lua/roster.lua")),
+            members: Script::new(include_str!("../lua/members.lua")),
+            changes: Script::new(include_str!("../lua/changes.lua")),
         }
     }
 }
@@ -281,6 +299,8 @@ pub(super) struct MemberKeys<'a> {
     pub(super) messages: String,
     /// `message:{R}:M` of the system message.
     pub(super) message: String,
+    /// `member_ids:{R}`.
+    pub(super) member_ids: String,
 }
 
 impl MemberKeys<'_> {
@@ -291,7 +311,8 @@ impl MemberKeys<'_> {
             .key(&self.presence)
             .key(&self.messages)
             .key(&self.event.events)
-            .key(&self.message);
+            .key(&self.message)
+            .key(&self.member_ids);
     }
 
     /// The ARGV `join.lua` and `leave.lua` end with: now, the system
@@ -432,6 +453,9 @@ pub(super) enum JoinReply {
     NoRoom,
     /// The room is full.
     Full,
+    /// The user's first connection joined a big room (no system message);
+    /// the participant count now.
+    Quiet(u32),
 }
 
 impl ScriptReply for JoinReply {
@@ -444,6 +468,7 @@ impl ScriptReply for JoinReply {
             }),
             "no_room" => Ok(JoinReply::NoRoom),
             "full" => Ok(JoinReply::Full),
+            "quiet" => Ok(JoinReply::Quiet(item(&data, "join")?)),
             other => Err(corrupt(format!("join script said {other}"))),
         }
     }
@@ -490,6 +515,9 @@ pub(super) enum LeaveReply {
     },
     /// The connection had not joined.
     NotJoined,
+    /// The user's last connection left a big room (no system message); the
+    /// participant count now.
+    Quiet(u32),
 }
 
 impl ScriptReply for LeaveReply {
@@ -501,6 +529,7 @@ impl ScriptReply for LeaveReply {
                 seq: second(&data, "leave")?,
             }),
             "not_joined" => Ok(LeaveReply::NotJoined),
+            "quiet" => Ok(LeaveReply::Quiet(item(&data, "leave")?)),
             other => Err(corrupt(format!("leave script said {other}"))),
         }
     }
@@ -645,6 +674,12 @@ pub(super) struct Close {
     pub(super) events: String,
     /// `presence:{R}`.
     pub(super) presence: String,
+    /// `member_ids:{R}`.
+    pub(super) member_ids: String,
+    /// `changes:{R}`.
+    pub(super) changes: String,
+    /// `changes_gate:{R}`.
+    pub(super) changes_gate: String,
     /// `member_conns:{R}:`, for the sets the script finds.
     pub(super) member_conns_prefix: String,
     /// Only a room idle since before this (Unix ms) is closed.
@@ -658,6 +693,9 @@ impl ScriptArgs for Close {
             .key(&self.messages)
             .key(&self.events)
             .key(&self.presence)
+            .key(&self.member_ids)
+            .key(&self.changes)
+            .key(&self.changes_gate)
             .arg(&self.member_conns_prefix)
             .arg(self.before_ms);
     }
@@ -712,76 +750,6 @@ impl ScriptReply for Released {
         redis::from_redis_value::<i64>(value)
             .map(|n| Released(n > 0))
             .map_err(corrupt)
-    }
-}
-
-/// `typing.lua`: set or clear a typing indicator.
-pub(super) struct Typing {
-    /// `typing:{R}:USER`.
-    pub(super) key: String,
-    /// Set (true) or clear.
-    pub(super) active: bool,
-    /// How long a set indicator lives, ms.
-    pub(super) ttl_ms: u64,
-    /// How long after telling the room a set only extends it, ms.
-    pub(super) repeat_ms: u64,
-}
-
-impl ScriptArgs for Typing {
-    fn bind(&self, inv: &mut Bound) {
-        inv.key(&self.key)
-            .arg(if self.active { "1" } else { "0" })
-            .arg(self.ttl_ms.max(1))
-            .arg(self.repeat_ms);
-    }
-}
-
-/// Whether `typing.lua` says to tell the room.
-#[derive(Debug, PartialEq)]
-pub(super) struct Tell(pub(super) bool);
-
-impl ScriptReply for Tell {
-    fn parse(value: Value) -> StoreResult<Self> {
-        redis::from_redis_value::<i64>(value)
-            .map(|n| Tell(n > 0))
-            .map_err(corrupt)
-    }
-}
-
-/// `limit.lua`: count one more, or read, a fixed-window counter.
-pub(super) struct Limit {
-    /// `limit:NAME`.
-    pub(super) key: String,
-    /// Count one more (a window starts with the first), or only read.
-    pub(super) count: bool,
-    /// The window, ms.
-    pub(super) window_ms: u64,
-}
-
-impl ScriptArgs for Limit {
-    fn bind(&self, inv: &mut Bound) {
-        inv.key(&self.key)
-            .arg(if self.count { "count" } else { "peek" })
-            .arg(self.window_ms.max(1));
-    }
-}
-
-/// What `limit.lua` read: the window's count and the ms until it ends.
-#[derive(Debug, PartialEq)]
-pub(super) struct LimitReply {
-    /// Counted in the window.
-    pub(super) count: u64,
-    /// Until the window ends, ms.
-    pub(super) resets_in_ms: u64,
-}
-
-impl ScriptReply for LimitReply {
-    fn parse(value: Value) -> StoreResult<Self> {
-        let (count, resets_in_ms): (u64, u64) = redis::from_redis_value(value).map_err(corrupt)?;
-        Ok(LimitReply {
-            count,
-            resets_in_ms,
-        })
     }
 }
 

@@ -1,0 +1,29 @@
+-- At most `limit` participants, reading nothing proportional to the room.
+-- Order owned by `scripts::Roster`.
+-- KEYS: members, presence
+-- ARGV: limit
+-- A room of at most `limit` participants answers all of them (HVALS of at
+-- most `limit` fields). A bigger one answers the users of the newest
+-- presence entries (`USER:CONN` by join time), reading at most 4 × limit
+-- entries, so a user with many connections cannot make it read more.
+-- Replies: {0, {user_json…}} (everyone) | {1, {user_json or false…}}
+--          (newest first)
+local limit = tonumber(ARGV[1])
+if redis.call('HLEN', KEYS[1]) <= limit then
+  return {0, redis.call('HVALS', KEYS[1])}
+end
+local ids, seen, start = {}, {}, 0
+while #ids < limit and start < 4 * limit do
+  local batch = redis.call('ZREVRANGE', KEYS[2], start, start + limit - 1)
+  if #batch == 0 then break end
+  for _, entry in ipairs(batch) do
+    local user = string.match(entry, '^(.*):[^:]*$')
+    if user and not seen[user] and #ids < limit then
+      seen[user] = true
+      ids[#ids + 1] = user
+    end
+  end
+  start = start + limit
+end
+if #ids == 0 then return {1, {}} end
+return {1, redis.call('HMGET', KEYS[1], unpack(ids))}
