@@ -138,7 +138,10 @@ pub fn cluster_client(
     let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
         .connection_timeout(timeout)
         .response_timeout(timeout)
-        .retries(2)
+        // Redirects during a slot move or a failover, and TRYAGAIN while a
+        // room's keys move, take a few tries; the store timeout bounds
+        // them all.
+        .retries(5)
         .min_retry_wait(25)
         .max_retry_wait(timeout.as_millis().min(500) as u64);
     if let Some(push) = push {

@@ -60,12 +60,29 @@ impl Backend {
         }
     }
 
-    /// Starts a node `id` on this backend with `extra` flags.
+    /// Starts a node `id` on this backend with `extra` flags. On the
+    /// cluster it also waits (10 s at most) until the node is ready, as a
+    /// balancer would: its cluster connections find the topology first.
     pub(crate) async fn node(&self, id: &str, extra: &[&str]) -> Node {
         let mut args = self.args();
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Node::start(None, id, &args).await
+        let node = Node::start(None, id, &args).await;
+        if matches!(self, Backend::Cluster { .. }) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let (status, body) = node.http_get("/readyz").await;
+                if status == 200 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node {id} on the cluster not ready within 10 s: {status} {body}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        node
     }
 }
 
