@@ -111,47 +111,77 @@ impl RedisBus {
 #[async_trait]
 impl EventBus for RedisBus {
     async fn publish(&self, room: &str, event: &Event) -> StoreResult<()> {
-        let payload = codec::encode(0, event, now_us());
         let mut conn = self.publisher.clone();
-        let channel = self.keys.channel(room);
-        match tokio::time::timeout(
+        publish_on(
+            &mut conn,
+            "PUBLISH",
+            &self.keys.channel(room),
+            event,
             self.timeout,
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn),
         )
         .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::backend(e)),
-            Err(_) => Err(unavailable("PUBLISH timed out")),
-        }
     }
 
     async fn subscribe(&self, room: &str) -> StoreResult<()> {
-        if !self.healthy() {
-            return Err(unavailable("pub/sub is not connected"));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Subscribe(room.to_owned(), tx))
-            .await
-            .map_err(|_| unavailable("the subscriber has stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("the subscriber has stopped"))?
+        request_hold(&self.commands, self.healthy(), room).await
     }
 
     async fn unsubscribe(&self, room: &str) {
-        let _ = self
-            .commands
-            .send(Command::Unsubscribe(room.to_owned()))
-            .await;
+        release_hold(&self.commands, room).await;
     }
 
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+}
+
+/// Publishes an ephemeral event on `channel` with `verb` (`PUBLISH`, or
+/// `SPUBLISH` on a cluster), within `timeout`.
+pub(super) async fn publish_on(
+    conn: &mut impl redis::aio::ConnectionLike,
+    verb: &str,
+    channel: &str,
+    event: &Event,
+    timeout: Duration,
+) -> StoreResult<()> {
+    let payload = codec::encode(0, event, now_us());
+    match tokio::time::timeout(
+        timeout,
+        redis::cmd(verb)
+            .arg(channel)
+            .arg(payload)
+            .query_async::<i64>(conn),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::backend(e)),
+        Err(_) => Err(unavailable(format!("{verb} timed out"))),
+    }
+}
+
+/// Asks a subscriber task for a hold on `room`; answered once the node
+/// receives the room's events. `healthy`: whether its connection is up.
+pub(super) async fn request_hold(
+    commands: &mpsc::Sender<Command>,
+    healthy: bool,
+    room: &str,
+) -> StoreResult<()> {
+    if !healthy {
+        return Err(unavailable("pub/sub is not connected"));
+    }
+    let (tx, rx) = oneshot::channel();
+    commands
+        .send(Command::Subscribe(room.to_owned(), tx))
+        .await
+        .map_err(|_| unavailable("the subscriber has stopped"))?;
+    rx.await
+        .map_err(|_| unavailable("the subscriber has stopped"))?
+}
+
+/// Tells a subscriber task to release one hold on `room`.
+pub(super) async fn release_hold(commands: &mpsc::Sender<Command>, room: &str) {
+    let _ = commands.send(Command::Unsubscribe(room.to_owned())).await;
 }
 
 /// The first wait before reconnecting pub/sub; doubled each time.

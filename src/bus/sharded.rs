@@ -34,19 +34,20 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::EventBus;
-use super::redis::{Command, RECONNECT_MAX, reconnect_backoff, unavailable};
+use super::redis::{
+    Command, RECONNECT_MAX, publish_on, reconnect_backoff, release_hold, request_hold, unavailable,
+};
 use super::table::RoomTable;
-use crate::codec;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::events::{EventLog, EventSink};
 use crate::layout::Keys;
 use crate::metrics::Metrics;
-use crate::model::{Event, now_us};
+use crate::model::Event;
 
 /// Channels subscribed again at once while healing.
 const RESUBSCRIBE_CONCURRENCY: usize = 64;
@@ -122,41 +123,23 @@ impl ShardedBus {
 #[async_trait]
 impl EventBus for ShardedBus {
     async fn publish(&self, room: &str, event: &Event) -> StoreResult<()> {
-        let payload = codec::encode(0, event, now_us());
         let mut conn = self.publisher.clone();
-        match tokio::time::timeout(
+        publish_on(
+            &mut conn,
+            "SPUBLISH",
+            &self.keys.channel(room),
+            event,
             self.timeout,
-            redis::cmd("SPUBLISH")
-                .arg(self.keys.channel(room))
-                .arg(payload)
-                .query_async::<i64>(&mut conn),
         )
         .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::backend(e)),
-            Err(_) => Err(unavailable("SPUBLISH timed out")),
-        }
     }
 
     async fn subscribe(&self, room: &str) -> StoreResult<()> {
-        if !self.healthy() {
-            return Err(unavailable("pub/sub is not connected"));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Subscribe(room.to_owned(), tx))
-            .await
-            .map_err(|_| unavailable("the subscriber has stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("the subscriber has stopped"))?
+        request_hold(&self.commands, self.healthy(), room).await
     }
 
     async fn unsubscribe(&self, room: &str) {
-        let _ = self
-            .commands
-            .send(Command::Unsubscribe(room.to_owned()))
-            .await;
+        release_hold(&self.commands, room).await;
     }
 
     fn healthy(&self) -> bool {
