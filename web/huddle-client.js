@@ -103,6 +103,7 @@ const DEFAULTS = Object.freeze({
   backoffInitialMs: 500,
   backoffMaxMs: 15_000,
   backoffFactor: 2,
+  reconnectSpreadMs: 2_000,
   abuseCooldownMs: 30_000,
   maxRateRetries: 6,
   maxRetryAfterMs: 60_000,
@@ -130,6 +131,9 @@ const DEFAULTS = Object.freeze({
  * @property {number} [backoffInitialMs=500]
  * @property {number} [backoffMaxMs=15000]
  * @property {number} [backoffFactor=2]
+ * @property {number} [reconnectSpreadMs=2000] the first try after an open
+ *   connection dropped (its node died: all its clients come back at once)
+ *   waits a uniformly random time up to this long
  * @property {number} [abuseCooldownMs=30000] minimum wait after close 4008
  * @property {number} [maxRateRetries=6] `rate_limited` retries per request
  * @property {number} [maxFrameBytes=65536] larger requests fail locally with
@@ -455,6 +459,13 @@ export class HuddleClient {
       // routes new connections elsewhere, so go now.
       delay = 0;
       this._attempt = 0;
+    } else if (opened && this._attempt === 0) {
+      // Every client of a node that died drops at the same moment: spread
+      // the first try evenly over `reconnectSpreadMs` ("full jitter"), not
+      // over the backoff's narrow first step, so they do not all arrive
+      // at the other nodes in the same quarter second.
+      delay = Math.round(this._random() * this.options.reconnectSpreadMs);
+      this._attempt++;
     } else {
       delay = this._backoff(this._attempt);
       this._attempt++;

@@ -100,7 +100,7 @@ class FakeServer {
 function makeClient(server, opts = {}) {
   return new HuddleClient({
     url: 'ws://test/ws', name: 'Ann', WebSocket: server.WebSocket,
-    backoffInitialMs: 20, backoffMaxMs: 100, requestTimeoutMs: 500, random: () => 0.5,
+    backoffInitialMs: 20, backoffMaxMs: 100, reconnectSpreadMs: 40, requestTimeoutMs: 500, random: () => 0.5,
     heartbeatMs: 0, ...opts,
   });
 }
@@ -222,16 +222,17 @@ describe('huddle-client.js', () => {
     c.close();
   });
 
-  test('a dropped connection: jittered exponential backoff, then resume with since', async () => {
+  test('a dropped connection: a spread first try, jittered exponential backoff, then resume with since', async () => {
     const server = new FakeServer();
-    const { c, seen } = await joined(server, 7);
+    const { c, seen } = await joined(server, 7, { reconnectSpreadMs: 40 });
     const delays = [];
     c.on('state', (s) => { if (s.state === 'reconnecting') delays.push(s.delayMs); });
     server.refuse = 4;
     server.last.drop();
     await until(() => c.state === 'online' && delays.length === 5, 3000, 'reconnect');
-    // random() = 0.5 → delay = cap × 0.75, cap = min(100, 20 × 2^n)
-    assert.deepEqual(delays, [15, 30, 60, 75, 75]);
+    // The first try: random() × reconnectSpreadMs = 20; then, with
+    // random() = 0.5, cap × 0.75 where cap = min(100, 20 × 2^n), n from 1.
+    assert.deepEqual(delays, [20, 30, 60, 75, 75]);
     const resume = server.sentOf('room.join').at(-1);
     assert.equal(resume.room, ROOM);
     assert.equal(resume.since, 7);
