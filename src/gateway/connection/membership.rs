@@ -288,11 +288,16 @@ impl JoinedRooms {
         self.position(room).ok().map(|at| &self.0[at])
     }
 
-    /// Holds a new subscription (its room is not held yet).
+    /// Holds a new subscription (its room is not held yet). Grows by one:
+    /// most connections hold one room or a few, and every idle connection
+    /// would otherwise carry room for four.
     fn insert(&mut self, subscription: RoomSubscription) {
         match self.position(subscription.room()) {
             Ok(at) => self.0[at] = subscription,
-            Err(at) => self.0.insert(at, subscription),
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, subscription)
+            }
         }
     }
 

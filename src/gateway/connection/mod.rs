@@ -126,7 +126,9 @@ pub async fn run(
             ping: config.ping_interval,
             hello: config.hello_timeout,
         };
-        let code = conn.serve(&mut socket, &mut writer, timers, drain).await;
+        // Boxed: the serving future has a heap cell of its own, sized for it,
+        // instead of being copied into this one (rustc keeps room for both).
+        let code = Box::pin(conn.serve(&mut socket, &mut writer, timers, drain)).await;
         // From here the hub's pushes fail quietly (no slow-consumer count).
         kill.kill(if code == close::NONE {
             close::NORMAL

@@ -9,7 +9,6 @@
 //! does not keep up is cut off: when the hub finds its queue full, or when it
 //! takes nothing for the idle timeout (close 1013).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +56,40 @@ enum RoomState {
     Live(u64),
 }
 
+/// The per-room delivery states of a connection, sorted by room. A vector
+/// grown one at a time rather than a map: a connection holds one room or a
+/// few, and a map would keep room for several on every idle connection.
+#[derive(Default)]
+struct RoomStates(Vec<(Arc<str>, RoomState)>);
+
+impl RoomStates {
+    fn position(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(r, _)| (**r).cmp(room))
+    }
+
+    fn get(&self, room: &str) -> Option<&RoomState> {
+        self.position(room).ok().map(|at| &self.0[at].1)
+    }
+
+    fn get_mut(&mut self, room: &str) -> Option<&mut RoomState> {
+        self.position(room).ok().map(|at| &mut self.0[at].1)
+    }
+
+    fn insert(&mut self, room: Arc<str>, state: RoomState) {
+        match self.position(&room) {
+            Ok(at) => self.0[at].1 = state,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (room, state));
+            }
+        }
+    }
+
+    fn remove(&mut self, room: &str) -> Option<RoomState> {
+        self.position(room).ok().map(|at| self.0.remove(at).1)
+    }
+}
+
 /// The sending side of a connection: its queue, the per-room delivery
 /// state, and the frames gathered for the next write.
 pub(super) struct Writer {
@@ -65,7 +98,7 @@ pub(super) struct Writer {
     /// Cuts the connection off (slow consumer) or tells a failed write.
     kill: Arc<Kill>,
     /// Per-room delivery state.
-    rooms: HashMap<Arc<str>, RoomState>,
+    rooms: RoomStates,
     /// Events held for one joining room before the connection is too slow.
     hold_limit: usize,
     /// Frames gathered for the next write.
@@ -106,7 +139,7 @@ impl Writer {
         Writer {
             rx,
             kill,
-            rooms: HashMap::new(),
+            rooms: RoomStates::default(),
             hold_limit: app.config().outbound_queue,
             outbox: Outbox::default(),
             closed: None,
@@ -243,7 +276,7 @@ impl Writer {
                 self.rooms.insert(room, RoomState::Live(floor));
             }
             Outbound::Left(room) => {
-                self.rooms.remove(&*room);
+                self.rooms.remove(&room);
             }
             Outbound::Close(code) => self.closed = Some(code),
         }
