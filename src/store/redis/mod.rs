@@ -57,6 +57,7 @@ mod clock;
 mod conn;
 mod crowd;
 mod messages;
+mod moderation;
 mod parse;
 mod pool;
 mod rooms;
