@@ -684,6 +684,50 @@ mod tests {
     }
 
     #[test]
+    fn renders_moderation_events_as_the_contract_shows_them() {
+        let user = |id: &str| User {
+            id: id.into(),
+            name: id.to_uppercase(),
+            image: None,
+        };
+        let frame = |e: &Event| -> serde_json::Value {
+            serde_json::from_str(&event_frame("r", 0, e)).expect("json")
+        };
+        let removed = frame(&Event::MemberRemoved {
+            user: user("u3"),
+            by: user("u2"),
+            reason: None,
+            banned_until: None,
+        });
+        assert_eq!(
+            removed,
+            serde_json::json!({"type": "event", "room": "r", "event": "member.removed",
+                "user": {"id": "u3", "name": "U3", "image": null},
+                "by": {"id": "u2", "name": "U2", "image": null},
+                "reason": null, "banned_until": null})
+        );
+        let updated = frame(&Event::MemberUpdated {
+            user: user("u3"),
+            role: crate::model::Role::Moderator,
+            muted_until: Some(5),
+        });
+        assert_eq!(updated["event"], "member.updated");
+        assert_eq!(updated["user"]["role"], "moderator");
+        assert_eq!(updated["user"]["muted_until"], 5);
+        assert_eq!(updated["user"]["id"], "u3");
+        let unmuted = frame(&Event::MemberUpdated {
+            user: user("u3"),
+            role: crate::model::Role::Member,
+            muted_until: None,
+        });
+        assert!(unmuted["user"].get("muted_until").is_none(), "{unmuted}");
+        let closed = frame(&Event::RoomClosed { by: user("u1") });
+        assert_eq!(closed["event"], "room.closed");
+        assert_eq!(closed["by"]["id"], "u1");
+        assert!(closed.get("seq").is_none());
+    }
+
+    #[test]
     fn renders_replies_and_errors() {
         let id: RequestId = 7.into();
         assert_eq!(

@@ -325,7 +325,7 @@ impl Listener for HubListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::User;
+    use crate::model::{Event, User};
     use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
@@ -432,6 +432,51 @@ mod tests {
             hub.rooms.read().expect("lock").is_empty(),
             "empty rooms are dropped"
         );
+    }
+
+    #[test]
+    fn a_removal_detaches_the_removed_users_connections_only() {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let room: Arc<str> = Arc::from("r1");
+        let (a, mut ra) = sub(1, 8);
+        let (b, mut rb) = sub(2, 8);
+        let _ = a.user.set("bob".into());
+        let _ = b.user.set("ann".into());
+        hub.attach(&room, a);
+        hub.attach(&room, b);
+        let removed = Event::MemberRemoved {
+            user: User {
+                id: "bob".into(),
+                name: "Bob".into(),
+                image: None,
+            },
+            by: user(),
+            reason: None,
+            banned_until: None,
+        };
+        hub.deliver("r1", &codec::encode(0, &removed, 1));
+        assert!(
+            matches!(ra.try_recv(), Ok(Outbound::Event(_))),
+            "the frame first"
+        );
+        assert!(matches!(ra.try_recv(), Ok(Outbound::Removed(r)) if *r == room));
+        assert!(
+            matches!(rb.try_recv(), Ok(Outbound::Event(_))),
+            "the room sees it"
+        );
+        assert!(rb.try_recv().is_err(), "ann stays");
+        assert_eq!(hub.local_count("r1"), 1);
+        hub.deliver("r1", &codec::encode(0, &Event::ParticipantLeft(user()), 1));
+        assert!(ra.try_recv().is_err(), "nothing more for bob");
+        assert!(rb.try_recv().is_ok());
+        // A close cuts everyone off.
+        hub.deliver(
+            "r1",
+            &codec::encode(0, &Event::RoomClosed { by: user() }, 1),
+        );
+        assert!(matches!(rb.try_recv(), Ok(Outbound::Event(_))));
+        assert!(matches!(rb.try_recv(), Ok(Outbound::Removed(_))));
+        assert_eq!(hub.local_count("r1"), 0);
     }
 
     #[test]
