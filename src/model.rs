@@ -306,3 +306,24 @@ impl Event {
         }
     }
 }
+
+/// A ban (protocol 1.1) as the store keeps it (JSON) and `room.bans`
+/// lists it. JSON only: it never travels in an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// Who is banned (a user never seen in the room is shown by id).
+    pub user: User,
+    /// When the ban ends (ms), or -1 for no end.
+    pub until: i64,
+    /// Who banned them.
+    pub by: User,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+impl BanRecord {
+    /// Whether the ban holds at `now` (ms).
+    pub fn holds(&self, now: u64) -> bool {
+        self.until < 0 || self.until as u64 > now
+    }
+}

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::model::{AttachmentInput, Event, Message, Participant, Room, User};
+use crate::model::{AttachmentInput, Event, Message, Room, User};
 
+mod moderation;
 pub mod replies;
 
 /// A request id as the client sent it (an integer), echoed in the reply.
@@ -490,7 +491,7 @@ pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
             frame.left = Some(left);
         }
         Event::MemberUpdated { .. } | Event::MemberRemoved { .. } | Event::RoomClosed { .. } => {
-            return moderation_frame(room, event);
+            return moderation::frame(room, event);
         }
         Event::RoomUpdated(r) => {
             // The protocol shows both `"room":"<id>"` and `"room":{…}` here;
@@ -500,78 +501,6 @@ pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
         }
     }
     to_json(&frame)
-}
-
-/// The 1.1 moderation events: `member.updated` `{user}` (with `role` and
-/// `muted_until`), `member.removed` `{user, by, reason, banned_until}` (the
-/// last two always present, `null` when none), `room.closed` `{by}`.
-fn moderation_frame(room: &str, event: &Event) -> String {
-    #[derive(Serialize)]
-    struct Frame<'a, T: Serialize> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        room: &'a str,
-        event: &'static str,
-        #[serde(flatten)]
-        body: T,
-    }
-    #[derive(Serialize)]
-    struct Updated {
-        user: Participant,
-    }
-    #[derive(Serialize)]
-    struct Removed<'a> {
-        user: &'a User,
-        by: &'a User,
-        reason: Option<&'a str>,
-        banned_until: Option<i64>,
-    }
-    #[derive(Serialize)]
-    struct Closed<'a> {
-        by: &'a User,
-    }
-    let name = event.name();
-    match event {
-        Event::MemberUpdated {
-            user,
-            role,
-            muted_until,
-        } => to_json(&Frame {
-            kind: "event",
-            room,
-            event: name,
-            body: Updated {
-                user: Participant {
-                    user: user.clone(),
-                    role: *role,
-                    muted_until: *muted_until,
-                },
-            },
-        }),
-        Event::MemberRemoved {
-            user,
-            by,
-            reason,
-            banned_until,
-        } => to_json(&Frame {
-            kind: "event",
-            room,
-            event: name,
-            body: Removed {
-                user,
-                by,
-                reason: reason.as_deref(),
-                banned_until: *banned_until,
-            },
-        }),
-        Event::RoomClosed { by } => to_json(&Frame {
-            kind: "event",
-            room,
-            event: name,
-            body: Closed { by },
-        }),
-        other => event_frame(room, 0, other),
-    }
 }
 
 fn room_updated_frame(room: &Room) -> String {
@@ -681,50 +610,6 @@ mod tests {
             event_frame("r", 0, &event),
             r#"{"type":"event","room":"r","event":"participants.changed","participant_count":101,"joined":[{"id":"u1","name":"Ann","image":null}],"left":[]}"#
         );
-    }
-
-    #[test]
-    fn renders_moderation_events_as_the_contract_shows_them() {
-        let user = |id: &str| User {
-            id: id.into(),
-            name: id.to_uppercase(),
-            image: None,
-        };
-        let frame = |e: &Event| -> serde_json::Value {
-            serde_json::from_str(&event_frame("r", 0, e)).expect("json")
-        };
-        let removed = frame(&Event::MemberRemoved {
-            user: user("u3"),
-            by: user("u2"),
-            reason: None,
-            banned_until: None,
-        });
-        assert_eq!(
-            removed,
-            serde_json::json!({"type": "event", "room": "r", "event": "member.removed",
-                "user": {"id": "u3", "name": "U3", "image": null},
-                "by": {"id": "u2", "name": "U2", "image": null},
-                "reason": null, "banned_until": null})
-        );
-        let updated = frame(&Event::MemberUpdated {
-            user: user("u3"),
-            role: crate::model::Role::Moderator,
-            muted_until: Some(5),
-        });
-        assert_eq!(updated["event"], "member.updated");
-        assert_eq!(updated["user"]["role"], "moderator");
-        assert_eq!(updated["user"]["muted_until"], 5);
-        assert_eq!(updated["user"]["id"], "u3");
-        let unmuted = frame(&Event::MemberUpdated {
-            user: user("u3"),
-            role: crate::model::Role::Member,
-            muted_until: None,
-        });
-        assert!(unmuted["user"].get("muted_until").is_none(), "{unmuted}");
-        let closed = frame(&Event::RoomClosed { by: user("u1") });
-        assert_eq!(closed["event"], "room.closed");
-        assert_eq!(closed["by"]["id"], "u1");
-        assert!(closed.get("seq").is_none());
     }
 
     #[test]

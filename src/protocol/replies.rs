@@ -4,8 +4,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::model::{Message, Participant, Room, User};
-use crate::store::BanRecord;
+use crate::model::{BanRecord, Message, Participant, Room, User};
 
 /// Serializes a reply's data once, to embed in the reply frame.
 pub fn data<T: Serialize>(value: &T) -> Box<RawValue> {

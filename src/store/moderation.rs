@@ -14,11 +14,10 @@
 //! and mutes are ignored when read and removed lazily. All of it is deleted
 //! with the room.
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-
 use super::StoreResult;
+pub use crate::model::BanRecord;
 use crate::model::{Event, Message, Role, Room, User};
+use async_trait::async_trait;
 
 /// What a moderation request does, for the permission table and the audit
 /// log (`huddle_moderation_actions_total{action}`).
@@ -149,26 +148,6 @@ impl Default for Standing {
             role: Role::Member,
             muted_until: None,
         }
-    }
-}
-
-/// A ban as stored (`bans:{R}` value, JSON) and as `room.bans` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BanRecord {
-    /// Who is banned (a user never seen in the room is shown by id).
-    pub user: User,
-    /// When the ban ends (ms), or -1 for no end.
-    pub until: i64,
-    /// Who banned them.
-    pub by: User,
-    /// Why, if they said.
-    pub reason: Option<String>,
-}
-
-impl BanRecord {
-    /// Whether the ban holds at `now` (ms).
-    pub fn holds(&self, now: u64) -> bool {
-        self.until < 0 || self.until as u64 > now
     }
 }
 
