@@ -194,10 +194,13 @@ impl Connection {
         let Some(key) = self.rooms.get(room).map(|s| s.room().clone()) else {
             return Err(ServiceError::Forbidden("join the room before typing in it".into()).into());
         };
-        if active {
-            self.app.moderation().check_not_muted(user, &key).await?;
-        }
         if self.typing.set(&key, active, tokio::time::Instant::now()) {
+            // A muted user may not type (1.1). Checked only when the room
+            // would be told: repeats in between cost no round trip.
+            if active && let Err(e) = self.app.moderation().check_not_muted(user, &key).await {
+                self.typing.clear(&key);
+                return Err(e.into());
+            }
             self.app.rooms().typing(user, &key, active).await?;
         }
         Ok(Some(data(&Empty {})))
