@@ -389,6 +389,7 @@ conformance! {
     mutes_in_the_send_path(1000, HOUR);
     room_updates(1000, HOUR);
     owner_close_deletes_everything(1000, HOUR);
+    idle_close_forgets_moderation(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log

@@ -459,3 +459,39 @@ pub(super) async fn owner_close_deletes_everything(t: &Engine) {
     );
     appended(send(store, "r-close", &bob, "not muted", None).await);
 }
+
+pub(super) async fn idle_close_forgets_moderation(t: &Engine) {
+    let store = t.store.as_ref();
+    let (ann, bob, zed) = (user("ann"), user("bob"), user("zed"));
+    let r = room("r-idle-mod", "IDM222", 50, false);
+    create(store, &r, &ann, "a1").await;
+    join_ok(store, "r-idle-mod", &bob, "b1").await;
+    store
+        .set_role("r-idle-mod", &ann.id, &bob.id, Role::Moderator)
+        .await
+        .expect("role");
+    remove(store, "r-idle-mod", &ann, &zed, Some(-1)).await;
+    store
+        .mute("r-idle-mod", &ann.id, &bob.id, Some(t.now() + 600_000))
+        .await
+        .expect("mute");
+    for (who, conn) in [(&ann, "a1"), (&bob, "b1")] {
+        store
+            .leave("r-idle-mod", who, conn, &note("r-idle-mod", "left"))
+            .await
+            .expect("leave");
+    }
+    assert!(
+        store
+            .close_room("r-idle-mod", t.now() + 10_000)
+            .await
+            .expect("close"),
+        "the idle sweep closes the empty room"
+    );
+    // Made again under the same id: no role, ban or mute of the old one.
+    create(store, &r, &ann, "a2").await;
+    join_ok(store, "r-idle-mod", &zed, "z1").await;
+    join_ok(store, "r-idle-mod", &bob, "b2").await;
+    assert_eq!(roles_of(store, "r-idle-mod", &[&bob]).await, [Role::Member]);
+    appended(send(store, "r-idle-mod", &bob, "not muted", None).await);
+}
