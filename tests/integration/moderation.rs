@@ -158,6 +158,16 @@ async fn a_ban_across_nodes_removes_the_user_at_once_and_holds_across_a_restart(
     bystander
         .expect_err(json!({"type": "room.bans", "room": room}), "forbidden")
         .await;
+    // Audited: counted by action on the node that carried it out.
+    let (_, metrics) = a.http_get("/metrics").await;
+    assert!(
+        metrics.contains("huddle_moderation_actions_total{action=\"ban\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("huddle_moderation_actions_total{action=\"role\"} 1"),
+        "{metrics}"
+    );
     // The banned connection closing does not make the user leave twice.
     drop(target);
     let seen = bystander.drain_events(QUIET).await;

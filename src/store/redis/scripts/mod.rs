@@ -17,7 +17,10 @@
 //!
 //! The arguments and replies of the counter scripts (typing, abuse limits)
 //! live in `counters`, those of the big-room scripts (roster, member pages,
-//! `participants.changed`) in `crowd`; the rest are here.
+//! `participants.changed`) in `crowd`, those of the moderation verbs (1.1)
+//! in `moderation`; the rest are here. `mod_close.lua` also derives keys
+//! from room prefixes (`member_conns:{R}:`, `typing:{R}:`), like
+//! `close.lua`.
 
 use redis::{Cmd, Script, ToRedisArgs, Value};
 
