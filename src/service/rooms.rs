@@ -471,13 +471,6 @@ impl RoomService {
         }
     }
 
-    /// A connection was removed from a room by a kick, ban or close: the
-    /// store removed it already; only the session's record of its rooms is
-    /// brought up to date.
-    pub async fn forget(&self, conn: &str, room: &str) {
-        self.track(conn, room, false).await;
-    }
-
     /// Records which rooms a session joined, for the janitor. Losing this
     /// record costs only a slower cleanup after a crash, so it is logged.
     async fn track(&self, conn: &str, room: &str, joined: bool) {

@@ -226,14 +226,24 @@ impl Connection {
 
     /// Forgets rooms this connection was removed from (kicked, banned, or
     /// closed): the store has removed it already and the hub has detached
-    /// it, so the subscription is released without a leave, and a later
-    /// close does not leave those rooms again.
+    /// it, so the subscription is released, and a later close does not
+    /// leave those rooms again. The store's leave still runs for this
+    /// connection: it finds nothing to do, unless a join of this connection
+    /// sent before the client saw the removal was applied after it; then it
+    /// undoes that join, so the store and the connection agree. (A join the
+    /// client sends after seeing the removal is read only after this ran.)
     pub(super) async fn forget(&mut self, rooms: Vec<Arc<str>>) {
         for room in rooms {
             self.typing.clear(&room);
             if let Some(subscription) = self.rooms.remove(&room) {
                 subscription.release().await;
-                self.app.rooms().forget(&self.conn_id, &room).await;
+            }
+            let Some(user) = self.user.clone() else {
+                continue;
+            };
+            // A closed room is gone: `not_found` is the expected answer.
+            if let Err(e) = self.app.rooms().leave(&user, &self.conn_id, &room).await {
+                tracing::debug!(room = %room, error = %e, "leave after a removal");
             }
         }
     }
