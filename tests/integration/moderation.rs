@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Client, EVENT_TIMEOUT, JWT_SECRET, s, two_jwt_nodes, user};
+use crate::common::{Client, EVENT_TIMEOUT, JWT_SECRET, guest, s, solo, two_jwt_nodes, user};
 
 /// How long "nothing more arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(600);
@@ -446,5 +446,34 @@ async fn room_update_and_close_reach_both_nodes() {
             json!({"type": "message.history", "room": room}),
             "not_found",
         )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_engine_removes_and_bans_the_same_way() {
+    let node = solo(&[]).await;
+    let mut owner = guest(&node, "Owen").await;
+    let room = owner.create_room("solo", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let mut target = guest(&node, "Tim").await;
+    target.join(&rid).await;
+    let tid = target.user_id();
+    owner
+        .ok(json!({"type": "member.ban", "room": rid, "user": tid, "duration_ms": 60_000}))
+        .await;
+    let removed = event(&mut target, &rid, "member.removed").await;
+    let until = removed["banned_until"].as_i64().expect("a timed ban");
+    assert!(until > 0, "{removed}");
+    event(&mut owner, &rid, "participant.left").await;
+    owner.send_message(&rid, "after").await;
+    target.expect_no_event(QUIET).await;
+    let err = target
+        .expect_err(json!({"type": "room.join", "room": rid}), "forbidden")
+        .await;
+    assert!(s(&err, "message").contains(&until.to_string()), "{err}");
+    owner.ok(json!({"type": "room.close", "room": rid})).await;
+    event(&mut owner, &rid, "room.closed").await;
+    owner
+        .expect_err(json!({"type": "room.get", "room": rid}), "not_found")
         .await;
 }
