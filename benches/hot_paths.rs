@@ -74,6 +74,7 @@ fn fanout_benches(c: &mut Criterion) {
                     id: id as u64,
                     tx,
                     kill: Arc::new(Kill::default()),
+                    user: Default::default(),
                 },
             );
             receivers.push(rx);

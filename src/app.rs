@@ -24,8 +24,8 @@ use crate::events::EventSink;
 use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{
-    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, RoomService, RoomSettings,
-    SessionService,
+    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, ModerationService,
+    RoomService, RoomSettings, SessionService,
 };
 use crate::store::breaker::BreakerState;
 use crate::store::redis::{ConnMode, RedisOptions, cluster_client};
@@ -46,6 +46,8 @@ struct Inner {
     bus: Arc<dyn EventBus>,
     rooms: RoomService,
     messages: MessageService,
+    /// Roles and moderation (protocol 1.1).
+    moderation: ModerationService,
     sessions: SessionService,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -227,7 +229,14 @@ impl App {
                 typing_repeat: config.typing_repeat,
             },
         );
-        let messages = MessageService::new(store.clone(), store.clone(), config.edit_window);
+        let messages = MessageService::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            config.edit_window,
+        );
+        let moderation =
+            ModerationService::new(store.clone(), bus.clone(), rooms.clone(), metrics.clone());
         let sessions = SessionService::new(
             store.clone(),
             config.jwt_secret.clone(),
@@ -261,6 +270,7 @@ impl App {
                 bus,
                 rooms,
                 messages,
+                moderation,
                 sessions,
                 metrics,
                 draining: AtomicBool::new(false),
@@ -285,6 +295,11 @@ impl App {
     /// Message rules.
     pub(crate) fn messages(&self) -> &MessageService {
         &self.inner.messages
+    }
+
+    /// Moderation rules.
+    pub(crate) fn moderation(&self) -> &ModerationService {
+        &self.inner.moderation
     }
     /// Session rules.
     pub(crate) fn sessions(&self) -> &SessionService {

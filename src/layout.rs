@@ -9,13 +9,16 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `room:{R}` | hash | room fields, `seq`, `last_activity` |
+//! | `room:{R}` | hash | room fields, `owner` (1.1), `seq`, `last_activity` |
 //! | `room_code:CODE` | string | room id |
 //! | `room_members:{R}` | hash | user id → user (JSON) |
 //! | `member_conns:{R}:USER` | set | connection ids of that user in the room |
 //! | `member_ids:{R}` | sorted set | the ids of `room_members`, all scored 0: the lexical index `room.members` pages through |
 //! | `changes:{R}` | list | membership changes of a big room waiting for its next `participants.changed` (`j`/`l` + user JSON); capped, expires |
 //! | `changes_gate:{R}` | string | set for 1 s (`SET NX PX`) by whoever publishes the room's `participants.changed`: at most one per room per second, across nodes |
+//! | `roles:{R}` | hash | user id → `moderator` (1.1; members are absent; the owner is the `owner` field of `room:{R}`, absent: `created_by`) |
+//! | `bans:{R}` | hash | user id → ban record JSON `{user, until (ms, -1 none), by, reason}`; expired entries are ignored and removed lazily |
+//! | `mutes:{R}` | hash | user id → muted until (ms); expired = not muted |
 //! | `room_messages:{R}` | sorted set | message id by seq |
 //! | `message:{R}:M` | string | envelope of the message's latest event; expires with `message_ttl` |
 //! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
@@ -127,6 +130,22 @@ impl Keys {
     /// `changes_gate:{R}`.
     pub fn changes_gate(&self, room: &str) -> String {
         format!("{}changes_gate:{{{room}}}", self.prefix)
+    }
+    /// `roles:{R}`.
+    pub fn roles(&self, room: &str) -> String {
+        format!("{}roles:{{{room}}}", self.prefix)
+    }
+    /// `bans:{R}`.
+    pub fn bans(&self, room: &str) -> String {
+        format!("{}bans:{{{room}}}", self.prefix)
+    }
+    /// `mutes:{R}`.
+    pub fn mutes(&self, room: &str) -> String {
+        format!("{}mutes:{{{room}}}", self.prefix)
+    }
+    /// The prefix of a room's typing keys (`typing:{R}:`), for scripts.
+    pub fn typing_prefix(&self, room: &str) -> String {
+        format!("{}typing:{{{room}}}:", self.prefix)
     }
     /// `room_messages:{R}`.
     pub fn room_messages(&self, room: &str) -> String {
@@ -283,6 +302,9 @@ mod tests {
             k.dedupe(r, "u1", "weird{}id"),
             k.presence(r),
             k.typing(r, "u1"),
+            k.roles(r),
+            k.bans(r),
+            k.mutes(r),
             k.channel(r),
         ] {
             assert!(key.starts_with("huddle:"), "{key}");

@@ -191,6 +191,83 @@ pub enum Event {
         /// Users who left since the last one (at most 50).
         left: Vec<User>,
     },
+    /// Ephemeral (1.1): a user's role or mute changed. Appended after
+    /// `ParticipantsChanged`, like every variant after it, so earlier tags
+    /// keep their values.
+    MemberUpdated {
+        /// Who.
+        user: User,
+        /// Their role now.
+        role: Role,
+        /// Until when (ms) they are muted, while muted.
+        muted_until: Option<u64>,
+    },
+    /// Ephemeral (1.1): a user was kicked or banned. Every node detaches the
+    /// user's local connections from the room on receiving it.
+    MemberRemoved {
+        /// Who was removed.
+        user: User,
+        /// Who removed them.
+        by: User,
+        /// Why, if they said.
+        reason: Option<String>,
+        /// `None` for a kick; for a ban its end (ms), or -1 for none.
+        banned_until: Option<i64>,
+    },
+    /// Ephemeral (1.1): the owner closed the room; it is gone. Every node
+    /// detaches its connections from the room.
+    RoomClosed {
+        /// The owner who closed it.
+        by: User,
+    },
+}
+
+/// A participant's role in a room (protocol 1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The creator, or whom they handed the room to: exactly one per room.
+    Owner,
+    /// Appointed by the owner.
+    Moderator,
+    /// Everyone else.
+    Member,
+}
+
+impl Role {
+    /// The protocol name of the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Moderator => "moderator",
+            Role::Member => "member",
+        }
+    }
+
+    /// The role a protocol name means.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "owner" => Some(Role::Owner),
+            "moderator" => Some(Role::Moderator),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A user as participant lists and `member.updated` show them: the user's
+/// fields plus `role`, and `muted_until` while muted. Reply-only JSON (never
+/// in an envelope: `User` keeps its bincode shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Participant {
+    /// The user.
+    #[serde(flatten)]
+    pub user: User,
+    /// Their role in the room.
+    pub role: Role,
+    /// Until when (ms) they are muted; absent when not muted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
 }
 
 impl Event {
@@ -205,6 +282,9 @@ impl Event {
             Event::Typing { .. } => "typing",
             Event::RoomUpdated(_) => "room.updated",
             Event::ParticipantsChanged { .. } => "participants.changed",
+            Event::MemberUpdated { .. } => "member.updated",
+            Event::MemberRemoved { .. } => "member.removed",
+            Event::RoomClosed { .. } => "room.closed",
         }
     }
 
@@ -224,5 +304,26 @@ impl Event {
             }
             _ => None,
         }
+    }
+}
+
+/// A ban (protocol 1.1) as the store keeps it (JSON) and `room.bans`
+/// lists it. JSON only: it never travels in an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// Who is banned (a user never seen in the room is shown by id).
+    pub user: User,
+    /// When the ban ends (ms), or -1 for no end.
+    pub until: i64,
+    /// Who banned them.
+    pub by: User,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+impl BanRecord {
+    /// Whether the ban holds at `now` (ms).
+    pub fn holds(&self, now: u64) -> bool {
+        self.until < 0 || self.until as u64 > now
     }
 }

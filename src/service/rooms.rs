@@ -26,8 +26,8 @@ use crate::bus::EventBus;
 use crate::error::ServiceError;
 use crate::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms, system_user};
 use crate::store::{
-    BIG_ROOM, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, MessageStore, RoomStore,
-    SessionStore,
+    BIG_ROOM, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, MessageStore, Removal,
+    RoomStore, SessionStore,
 };
 
 /// Join codes use an alphabet without look-alikes (no 0/O, 1/I/L, U/V).
@@ -298,6 +298,12 @@ impl RoomService {
             JoinOutcome::Full => {
                 return Err(ServiceError::Conflict("the room is full".into()));
             }
+            JoinOutcome::Banned { until } => {
+                return Err(ServiceError::Forbidden(format!(
+                    "you are banned from this room {}",
+                    super::moderation::ban_text(until)
+                )));
+            }
             JoinOutcome::Joined { first } => {
                 self.track(conn, room_id, true).await;
                 if first {
@@ -449,6 +455,20 @@ impl RoomService {
             )
             .await?;
         Ok(())
+    }
+
+    /// Tells the room that a kick or ban removed `user` (the store wrote
+    /// the system message): `participant.left`, or the coalesced
+    /// `participants.changed` of a big room, as a leave does.
+    pub(crate) async fn removed(&self, room: &str, user: &User, removal: &Removal) {
+        match removal {
+            Removal::Left => {
+                self.announce(room, Event::ParticipantLeft(user.clone()))
+                    .await
+            }
+            Removal::LeftQuietly(_) => self.crowd.left(room, user),
+            Removal::Absent => {}
+        }
     }
 
     /// Records which rooms a session joined, for the janitor. Losing this

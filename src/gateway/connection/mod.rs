@@ -91,12 +91,14 @@ pub async fn run(
         let (tx, rx) = mpsc::channel(config.outbound_queue);
         let kill = Arc::new(Kill::default());
         let mut writer = Writer::new(rx, kill.clone(), &app);
+        let user_slot = Arc::new(std::sync::OnceLock::new());
         let listener = Arc::new(HubListener::new(
             gateway.hub().clone(),
             Subscriber {
                 id,
                 tx: tx.clone(),
                 kill: kill.clone(),
+                user: user_slot.clone(),
             },
         ));
         let mut conn = Connection {
@@ -104,6 +106,7 @@ pub async fn run(
             conn_id,
             address,
             user: None,
+            user_slot,
             rooms: JoinedRooms::default(),
             listener,
             tx,
@@ -221,6 +224,9 @@ struct Connection {
     address: IpAddr,
     /// Who, once `hello` succeeded.
     user: Option<User>,
+    /// The user id as the hub sees it (set by `hello`), so that a
+    /// `member.removed` for this user detaches this connection.
+    user_slot: Arc<std::sync::OnceLock<Box<str>>>,
     /// The rooms joined on this connection, each held by its subscription.
     rooms: JoinedRooms,
     /// This connection's place in the hub, for new subscriptions.
@@ -275,6 +281,13 @@ impl Connection {
         loop {
             if let Some(code) = out.closed {
                 return code;
+            }
+            if out.has_removed() {
+                // Kicked, banned or the room closed: the hub has detached
+                // this connection; forget the rooms without leaving them.
+                let rooms = out.take_removed();
+                pumping(Box::pin(self.forget(rooms)), out, socket.get_ref().tcp()).await;
+                continue;
             }
             if self.kill.is_killed() {
                 return self.kill.code().unwrap_or(close::NORMAL);

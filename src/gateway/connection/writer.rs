@@ -114,6 +114,9 @@ pub(super) struct Writer {
     replies_out: Counter,
     /// `huddle_slow_consumers_total`.
     slow_consumers: Counter,
+    /// Rooms this connection was removed from (`Outbound::Removed`), for
+    /// the connection to forget.
+    removed: Vec<Arc<str>>,
 }
 
 /// Frames gathered in one go that make a connection "busy".
@@ -147,6 +150,7 @@ impl Writer {
             events_out: frames("event"),
             replies_out: frames("reply"),
             slow_consumers: metrics.slow_consumers.clone(),
+            removed: Vec::new(),
         }
     }
 
@@ -179,6 +183,17 @@ impl Writer {
             }
             self.take_ready();
         }
+    }
+
+    /// Whether the connection was removed from a room it has not forgotten
+    /// yet.
+    pub(super) fn has_removed(&self) -> bool {
+        !self.removed.is_empty()
+    }
+
+    /// The rooms the connection was removed from, to forget.
+    pub(super) fn take_removed(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.removed)
     }
 
     /// Frames are waiting for the socket.
@@ -277,6 +292,19 @@ impl Writer {
             }
             Outbound::Left(room) => {
                 self.rooms.remove(&room);
+            }
+            Outbound::Removed(room) => {
+                // A join in flight held the room's events, the removal's
+                // own frame among them: they go out, nothing after them.
+                if let Some(RoomState::Holding(floor, held)) = self.rooms.remove(&*room) {
+                    for event in held {
+                        if event.seq == 0 || event.seq > floor {
+                            self.events_out.inc();
+                            self.outbox.push(event.frame.clone());
+                        }
+                    }
+                }
+                self.removed.push(*room);
             }
             Outbound::Close(code) => self.closed = Some(code),
         }

@@ -128,6 +128,7 @@ impl RedisStore {
                 messages: k.room_messages(room),
                 message: k.message(room, &message.id),
                 dedupe: &dedupe_key,
+                mutes: k.mutes(room),
                 user: &message.user.id,
                 msg_id: &message.id,
                 tail: &tail,
@@ -184,6 +185,7 @@ impl RedisStore {
             return match SendReply::parse(reply)? {
                 SendReply::NoRoom => Ok(AppendOutcome::NoRoom),
                 SendReply::NotMember => Ok(AppendOutcome::NotMember),
+                SendReply::Muted(until) => Ok(AppendOutcome::Muted(until)),
                 SendReply::Sent(seq) => {
                     self.confirm(&mut c, room, seq, acks).await?;
                     stored.seq = seq;
@@ -331,6 +333,11 @@ impl MessageStore for RedisStore {
             tail: &tail,
             log_len: self.inner.settings.event_log_len,
             now: now_ms(),
+            mutes: self.k().mutes(room),
+            muted_user: match event {
+                Event::MessageUpdated(edited) => &edited.user.id,
+                _ => "",
+            },
             deadline: self.deadline(),
         };
         let (reply, acks) = self
@@ -348,6 +355,7 @@ impl MessageStore for RedisStore {
             }
             ReplaceReply::Changed => ReplaceOutcome::Changed,
             ReplaceReply::Gone => ReplaceOutcome::Gone,
+            ReplaceReply::Muted(until) => ReplaceOutcome::Muted(until),
         })
     }
 

@@ -29,6 +29,7 @@
 //! | `parse` | replies → model types; error constructors |
 //! | `rooms`, `messages`, `sessions`, `cache` | one trait impl each |
 //! | `crowd` | big rooms: the bounded roster, member pages, the `participants.changed` gate |
+//! | `moderation` | roles, bans, mutes and the moderation verbs (1.1), one script each |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ mod clock;
 mod conn;
 mod crowd;
 mod messages;
+mod moderation;
 mod parse;
 mod pool;
 mod rooms;

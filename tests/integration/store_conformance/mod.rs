@@ -153,9 +153,11 @@ fn appended(o: AppendOutcome) -> Message {
 
 mod big_rooms;
 mod cases;
+mod moderation;
 
 use self::big_rooms::*;
 use self::cases::*;
+use self::moderation::*;
 
 // ---------------------------------------------------------------------------
 // Engines: every case runs on its own store, once per engine, as its own test
@@ -382,6 +384,12 @@ conformance! {
     bounded_roster(1000, HOUR);
     member_pages(1000, HOUR);
     participants_changed_gate(1000, HOUR);
+    roles_and_handover(1000, HOUR);
+    kicks_and_bans(1000, HOUR);
+    mutes_in_the_send_path(1000, HOUR);
+    room_updates(1000, HOUR);
+    owner_close_deletes_everything(1000, HOUR);
+    idle_close_forgets_moderation(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log

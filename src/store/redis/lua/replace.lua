@@ -1,11 +1,17 @@
 -- Compare-and-set of a message's state, appending its event.
 -- Order owned by `scripts::Replace`.
--- KEYS: room, events, message
--- ARGV: expected, tail, log_len, now, channel, deadline
--- Replies: {'gone'} | {'changed'} | {'ok', seq}
+-- An edit names its author (`muted_user`): muted in the room (`mutes:{R}`,
+-- 1.1, until > now), the edit is refused. A deletion names nobody ('').
+-- KEYS: room, events, message, mutes
+-- ARGV: expected, tail, log_len, now, channel, muted_user, deadline
+-- Replies: {'gone'} | {'changed'} | {'muted', until} | {'ok', seq}
 local cur = redis.call('GET', KEYS[3])
 if not cur then return {'gone'} end
 if cur ~= ARGV[1] then return {'changed'} end
+if ARGV[6] ~= '' then
+  local muted = tonumber(redis.call('HGET', KEYS[4], ARGV[6]) or '0')
+  if muted > tonumber(ARGV[4]) then return {'muted', muted} end
+end
 local seq, env = append_event(KEYS[1], KEYS[2], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
 redis.call('SET', KEYS[3], env, 'KEEPTTL')
 return {'ok', seq}

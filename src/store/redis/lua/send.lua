@@ -1,11 +1,15 @@
 -- Appends a message. Order owned by `scripts::Send`.
--- KEYS: room, members, messages, events, message, dedupe
+-- A muted author (`mutes:{R}`, 1.1, until > now) is refused before
+-- anything is written.
+-- KEYS: room, members, messages, events, message, dedupe, mutes
 -- ARGV: user, msg_id, tail, ttl_ms, log_len, now, channel, dedupe_mode,
 --       dedupe_ttl_ms, deadline
 -- dedupe_mode: 0 none, 1 check then remember, 2 remember (the original expired)
--- Replies: {'no_room'} | {'not_member'} | {'duplicate', prior_id} | {'ok', seq}
+-- Replies: {'no_room'} | {'not_member'} | {'muted', until} | {'duplicate', prior_id} | {'ok', seq}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'not_member'} end
+local muted = tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0')
+if muted > tonumber(ARGV[6]) then return {'muted', muted} end
 if ARGV[8] == '1' then
   local prior = redis.call('GET', KEYS[6])
   if prior then
