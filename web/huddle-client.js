@@ -23,7 +23,8 @@
  * {@link chooseServer}, and the re-exported {@link CloseCode} and
  * {@link HuddleError}. Behind it:
  *
- * - `client/transport.js`: the WebSocket, its generations and the backoff;
+ * - `client/transport.js`: the WebSocket and its generations;
+ * - `client/reconnect.js`: when to try again (backoff, jitter, spread);
  * - `client/rpc.js`: requests and replies, timeouts, the rate gate;
  * - `client/tracker.js`: tracked rooms, seq order, gaps and resumes.
  *
@@ -35,7 +36,8 @@
  * @module huddle-client
  */
 
-import { CloseCode, Transport, backoffDelay } from './client/transport.js';
+import { CloseCode, Transport } from './client/transport.js';
+import { backoffDelay, reconnectDelay } from './client/reconnect.js';
 import { HuddleError, Rpc } from './client/rpc.js';
 import { RoomTracker } from './client/tracker.js';
 
@@ -453,26 +455,11 @@ export class HuddleClient {
       this._authFailed(new HuddleError('auth_failed', reason || 'the server refused the token', { closeCode: code }));
       return;
     }
-    let delay;
-    if (code === CloseCode.RESTART && opened) {
-      // The node is shutting down on purpose: the load balancer already
-      // routes new connections elsewhere, so go now.
-      delay = 0;
-      this._attempt = 0;
-    } else if (opened && this._attempt === 0) {
-      // Every client of a node that died drops at the same moment: spread
-      // the first try evenly over `reconnectSpreadMs` ("full jitter"), not
-      // over the backoff's narrow first step, so they do not all arrive
-      // at the other nodes in the same quarter second.
-      delay = Math.round(this._random() * this.options.reconnectSpreadMs);
-      this._attempt++;
-    } else {
-      delay = this._backoff(this._attempt);
-      this._attempt++;
-    }
+    const next = reconnectDelay({ code, opened, attempt: this._attempt }, this.options, this._random);
+    const delay = next.delay;
+    this._attempt = next.attempt;
     if (code === CloseCode.ABUSE) {
       this._emit('error', new HuddleError('abuse', 'closed for sending too fast (4008)', { closeCode: code }));
-      delay = Math.max(delay, this.options.abuseCooldownMs);
     } else if (code === CloseCode.TOO_BIG) {
       this._emit('error', new HuddleError('too_large', 'a frame was too large (1009)', { closeCode: code }));
     } else if (code === CloseCode.TRY_AGAIN_LATER) {

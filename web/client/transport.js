@@ -3,10 +3,11 @@
  *
  * It owns the socket itself: opening it with a connect timeout, the
  * connection generation that makes a dead socket's late callbacks
- * harmless, closing and forgetting it, and the reconnect backoff curve.
+ * harmless, and closing and forgetting it.
  * What a close means (reconnect now, later, or stop) is the client's
- * decision (huddle-client.js); this module only reports opens, frames and
- * closes to the handlers it was given.
+ * decision (huddle-client.js, with the policy in reconnect.js); this
+ * module only reports opens, frames and closes to the handlers it was
+ * given.
  *
  * @module huddle-client/transport
  */
@@ -23,20 +24,6 @@ export const CloseCode = Object.freeze({
   BAD_TOKEN: 4001,
   ABUSE: 4008,
 });
-
-/**
- * Jittered exponential backoff ("equal jitter"): the wait before reconnect
- * attempt `attempt`, between half and all of
- * `min(backoffMaxMs, backoffInitialMs × backoffFactor^attempt)`.
- * @param {number} attempt
- * @param {{backoffInitialMs: number, backoffMaxMs: number, backoffFactor: number}} options
- * @param {() => number} random
- * @returns {number}
- */
-export function backoffDelay(attempt, { backoffInitialMs, backoffMaxMs, backoffFactor }, random) {
-  const cap = Math.min(backoffMaxMs, backoffInitialMs * backoffFactor ** Math.min(attempt, 30));
-  return Math.round(cap / 2 + random() * cap / 2);
-}
 
 /**
  * @typedef {object} TransportHandlers
