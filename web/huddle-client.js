@@ -19,14 +19,17 @@
  *   (after a cool-down for 4008).
  *
  * This file is the module's facade: {@link HuddleClient} (the public API,
- * the connection's life cycle and its events), {@link defaultUrl} and
- * {@link chooseServer}, and the re-exported {@link CloseCode} and
+ * the connection's life cycle and its events), and the re-exported
+ * {@link defaultUrl}, {@link chooseServer}, {@link CloseCode} and
  * {@link HuddleError}. Behind it:
  *
  * - `client/transport.js`: the WebSocket and its generations;
  * - `client/reconnect.js`: when to try again (backoff, jitter, spread);
  * - `client/rpc.js`: requests and replies, timeouts, the rate gate;
- * - `client/tracker.js`: tracked rooms, seq order, gaps and resumes.
+ * - `client/tracker.js`: tracked rooms, seq order, gaps and resumes;
+ * - `client/servers.js`: which WebSocket URL a page may use;
+ * - `client/verbs.js`: the 1.1 moderation and read-state verbs and events
+ *   (installed on {@link HuddleClient}).
  *
  * It is an ES module with no dependencies and no DOM access: it needs only a
  * WebSocket constructor (the browser's, or any object with the same
@@ -40,8 +43,10 @@ import { CloseCode, Transport } from './client/transport.js';
 import { backoffDelay, reconnectDelay } from './client/reconnect.js';
 import { HuddleError, Rpc } from './client/rpc.js';
 import { RoomTracker } from './client/tracker.js';
+import { handleEvent, installVerbs } from './client/verbs.js';
+import { chooseServer, defaultUrl } from './client/servers.js';
 
-export { CloseCode, HuddleError };
+export { CloseCode, HuddleError, chooseServer, defaultUrl };
 
 
 /**
@@ -144,56 +149,6 @@ const DEFAULTS = Object.freeze({
  * @property {() => number} [random] for tests
  */
 
-/**
- * The WebSocket URL of the node that served the page: the page's own host,
- * `/ws`, `wss:` under https. It ignores `?server=`; see {@link chooseServer}.
- * @param {{protocol: string, host: string}} loc `location`
- * @returns {string}
- */
-export function defaultUrl(loc) {
-  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${loc.host}/ws`;
-}
-
-/**
- * The WebSocket URL a page should connect to: {@link defaultUrl}, unless
- * the page URL's `?server=` names another. That one is used only when it is
- * the page's own `/ws` or one of `allowed` (the serving node's
- * `--web-servers`, compared after `new URL()` normalises both); anything
- * else throws a `HuddleError` with code `server_not_allowed` and the
- * refused URL as `server`, because connecting would hand that server the
- * user's name and token.
- * @param {{protocol: string, host: string, search?: string}} loc `location`
- * @param {string[]} [allowed] other servers the page may use
- * @returns {string}
- */
-export function chooseServer(loc, allowed = []) {
-  const own = defaultUrl(loc);
-  const asked = new URLSearchParams(loc.search || '').get('server');
-  if (asked === null) return own;
-  const wanted = plainSocketUrl(asked);
-  if (wanted !== null && (wanted === plainSocketUrl(own) || allowed.some((a) => plainSocketUrl(a) === wanted))) {
-    return wanted;
-  }
-  const error = new HuddleError('server_not_allowed', `the page may not connect to ${asked || 'an empty server'}`);
-  error.server = asked;
-  throw error;
-}
-
-/**
- * `text` normalised by `new URL()` when it is a `ws:`/`wss:` URL without
- * user info, query or fragment (what `--web-servers` accepts); else null.
- * @param {string} text
- * @returns {string|null}
- */
-function plainSocketUrl(text) {
-  let u;
-  try { u = new URL(text); } catch { return null; }
-  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') return null;
-  if (u.username || u.password || u.search || u.hash || text.includes('#')) return null;
-  return u.href;
-}
-
 /** A random id for `client_msg_id` (≤ 64 characters). */
 function randomId() {
   const c = globalThis.crypto;
@@ -221,6 +176,7 @@ function randomId() {
  * - `room_lost` `{room, error}`: a tracked room could not be resumed
  * - `auth_failed` `{error}`: the token or name was refused; the client stopped
  * - `error` `HuddleError`: an `error` frame or a connection-level problem
+ * - `member`, `removed`, `closed`, `read`: the 1.1 events (client/verbs.js)
  */
 export class HuddleClient {
   /** @param {HuddleClientOptions} options */
@@ -589,7 +545,7 @@ export class HuddleClient {
       }
       this._emit('error', new HuddleError(e.code || 'internal', e.message || 'error', { retryAfterMs: e.retry_after_ms }));
     } else if (frame.type === 'event') {
-      this._tracker.onEvent(frame);
+      if (!handleEvent(this, frame)) this._tracker.onEvent(frame);
     }
   }
 
@@ -808,3 +764,5 @@ export class HuddleClient {
     return Date.now() + this.clockOffsetMs;
   }
 }
+
+installVerbs(HuddleClient);

@@ -77,7 +77,9 @@ export class RoomTracker {
 
   /** An `event` frame from the server. */
   onEvent(frame) {
-    const room = this.rooms.get(frame.room);
+    // `room.updated` carries the room object as `room` (docs/protocol.md).
+    const roomId = frame.room && typeof frame.room === 'object' ? frame.room.id : frame.room;
+    const room = this.rooms.get(roomId);
     const name = frame.event;
     if (typeof name === 'string' && name.startsWith('message.')) {
       if (typeof frame.seq !== 'number') return;
@@ -95,7 +97,7 @@ export class RoomTracker {
     }
     if (!room) return;
     if (name === 'participant.joined' || name === 'participant.left') {
-      this._host.emit('participant', { room: frame.room, event: name, user: frame.user });
+      this._host.emit('participant', { room: roomId, event: name, user: frame.user });
     } else if (name === 'participants.changed') {
       this._host.emit('participants', {
         room: frame.room,
