@@ -53,6 +53,16 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/app/session.js"),
     ),
     (
+        "/app/moderation.js",
+        JS,
+        include_bytes!("../../web/app/moderation.js"),
+    ),
+    (
+        "/app/reads.js",
+        JS,
+        include_bytes!("../../web/app/reads.js"),
+    ),
+    (
         "/huddle-client.js",
         JS,
         include_bytes!("../../web/huddle-client.js"),
@@ -71,6 +81,21 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "/client/tracker.js",
         JS,
         include_bytes!("../../web/client/tracker.js"),
+    ),
+    (
+        "/client/reconnect.js",
+        JS,
+        include_bytes!("../../web/client/reconnect.js"),
+    ),
+    (
+        "/client/servers.js",
+        JS,
+        include_bytes!("../../web/client/servers.js"),
+    ),
+    (
+        "/client/verbs.js",
+        JS,
+        include_bytes!("../../web/client/verbs.js"),
     ),
     (
         "/style.css",

@@ -6,9 +6,9 @@
 // and `sendItem` with render.js for the buttons render.js draws.
 
 import { ERROR_TEXT, el, explain, highlighted, icon, narrow, safeUrl, shortTime, toast, ui } from './dom.js';
-import { PEOPLE_MAX, isBig, roomView, state, upsertMessage } from './rooms.js';
+import { PEOPLE_MAX, isBig, roomOpened, roomView, state, upsertMessage } from './rooms.js';
 import {
-  bindActions, renderActiveRoom, renderHistoryEdge, renderOutbox, renderPeople, scrollToBottom,
+  bindActions, renderActiveRoom, renderHistoryEdge, renderOutbox, renderPeople, renderRoomHead, scrollToBottom,
 } from './render.js';
 
 const PAGE = 50;
@@ -21,12 +21,14 @@ export function openRoom(id, { focus = true } = {}) {
   state.active = id;
   const rv = state.rooms.get(id);
   rv.unread = 0;
+  ui.removedNote.hidden = true;
   closeSearch();
   ui.searchInput.value = '';
   setSidebar(false);
   renderActiveRoom();
   if (rv.room.code) history.replaceState(null, '', `${location.pathname}${location.search}#${encodeURIComponent(rv.room.code)}`);
   loadMembers(rv);
+  roomOpened(rv);
   if (focus) ui.input.focus();
 }
 
@@ -118,6 +120,13 @@ export function sendItem(roomId, item) {
     if (roomId === state.active) renderOutbox();
   }, (e) => {
     item.failed = ERROR_TEXT[e.code] || e.message;
+    // A mute (1.1) is `forbidden` with its end in the message: say so.
+    const muted = e.code === 'forbidden' && /muted .*until (\d+)/.exec(e.message || '');
+    if (muted) {
+      rv.mutedUntil = Number(muted[1]);
+      item.failed = `you are muted in this room until ${shortTime(rv.mutedUntil)}`;
+      if (roomId === state.active) renderRoomHead(rv);
+    }
     if (roomId === state.active) renderOutbox();
   });
 }

@@ -24,6 +24,8 @@ export const ui = {
   roomTitle: $('room-title'), roomCode: $('room-code'), roomPrivate: $('room-private'),
   copyCode: $('copy-code'), peopleToggle: $('people-toggle'), peopleCount: $('people-count'),
   leaveRoom: $('leave-room'),
+  roomAdmin: $('room-admin'), renameForm: $('rename-form'), renameInput: $('rename-input'),
+  closeRoom: $('close-room'), mutedNote: $('muted-note'), removedNote: $('removed-note'),
   searchForm: $('search-form'), searchInput: $('search-input'), searchPanel: $('search-panel'),
   searchClose: $('search-close'), searchSummary: $('search-summary'), searchResults: $('search-results'),
   roomBody: document.querySelector('.room-body'), timeline: $('timeline'),

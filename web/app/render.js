@@ -9,7 +9,7 @@
 import {
   avatar, dateTimeFmt, el, explain, formatSize, icon, linkified, safeUrl, shortTime, toast, ui,
 } from './dom.js';
-import { isMine, roomView, state, upsertMessage, watchRooms } from './rooms.js';
+import { isMine, mutedUntil, roleOf, roomView, state, upsertMessage, watchRooms } from './rooms.js';
 
 /** The user actions a view's buttons start (registered by actions.js). */
 const handlers = {
@@ -19,6 +19,10 @@ const handlers = {
   sendItem: () => {},
   /** @type {(rv: any) => void} loads the next page of a room's members */
   moreMembers: () => {},
+  /** @type {(rv: any, user: any) => Node|null} a member's moderation menu (moderation.js) */
+  memberMenu: () => null,
+  /** @type {(rv: any) => void} shows the room's manage controls and mute note (moderation.js) */
+  roomControls: () => {},
 };
 
 /** Registers the user actions a view's buttons start (see `handlers`). */
@@ -117,7 +121,8 @@ function snippet(m) {
 function messageActions(rv, m) {
   if (m.deleted || m.kind === 'system' || !state.me) return null;
   const own = m.user.id === state.me.id;
-  const owner = rv.room.created_by === state.me.id;
+  // The owner and moderators delete any message (1.1).
+  const owner = roleOf(rv, state.me.id) !== 'member';
   if (!own && !owner) return null;
   const box = el('span', { class: 'msg-actions' });
   if (own) {
@@ -258,6 +263,7 @@ export function renderRoomHead(rv) {
   ui.roomCode.textContent = rv.room.code;
   ui.roomPrivate.hidden = !rv.room.private;
   ui.peopleCount.textContent = String(peopleCount(rv) || '');
+  handlers.roomControls(rv);
 }
 
 export function renderPeople(rv) {
@@ -272,7 +278,12 @@ export function renderPeople(rv) {
       el('span', { class: 'visually-hidden', text: on ? ', online' : ', offline' }));
     li.title = on ? 'online' : 'offline';
     if (state.me && u.id === state.me.id) li.append(el('span', { class: 'tag', text: 'you' }));
-    if (u.id === rv.room.created_by) li.append(el('span', { class: 'tag', text: 'owner' }));
+    const role = roleOf(rv, u.id);
+    if (role !== 'member') li.append(el('span', { class: `tag role-${role}`, text: role }));
+    const muted = mutedUntil(rv, u.id);
+    if (muted) li.append(el('span', { class: 'tag muted-mark', text: 'muted', title: `muted until ${shortTime(muted)}` }));
+    const menu = handlers.memberMenu(rv, u);
+    if (menu) { li.classList.add('has-menu'); li.append(menu); }
     ui.peopleList.append(li);
   }
   const count = peopleCount(rv);

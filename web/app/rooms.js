@@ -53,7 +53,14 @@ const watchers = {
   roomAdded: () => {},
   /** @type {(rv: RoomView, m: any, had: any, at: number|undefined) => void} a message was stored */
   messageStored: () => {},
+  /** @type {(rv: RoomView) => void} a room was opened (reads.js marks it read) */
+  roomOpened: () => {},
 };
+
+/** Tells the watchers a room was opened. */
+export function roomOpened(rv) {
+  watchers.roomOpened(rv);
+}
 
 /** Registers the page's reactions to model changes (see `watchers`). */
 export function watchRooms(w) {
@@ -109,4 +116,41 @@ export function upsertMessage(rv, m) {
     rv.sorted.splice(at, 0, { id: m.id, seq: m.seq });
   }
   watchers.messageStored(rv, m, had, at);
+}
+
+// ------------------------------------------------------------ roles (1.1)
+
+/**
+ * A user's role in a room: from the participant lists (`role`, 1.1), else
+ * `owner` for the creator and `member` for anyone else (a 1.0 server).
+ * @returns {"owner"|"moderator"|"member"}
+ */
+export function roleOf(rv, userId) {
+  const u = rv.participants.get(userId);
+  if (u && u.role) return u.role;
+  if (state.me && userId === state.me.id && rv.role) return rv.role;
+  return userId === rv.room.created_by ? 'owner' : 'member';
+}
+
+/** This tab's role in a room. */
+export function myRole(rv) {
+  return state.me ? roleOf(rv, state.me.id) : 'member';
+}
+
+/**
+ * Whether `actor` may kick, ban, mute, unban or unmute `target` (the
+ * server's rule, docs/protocol.md "Roles and moderation"): nobody acts on
+ * the owner, the owner on everyone else, a moderator on members only.
+ */
+export function mayModerate(actor, target) {
+  if (target === 'owner') return false;
+  if (actor === 'owner') return true;
+  return actor === 'moderator' && target === 'member';
+}
+
+/** When a user's mute in a room ends (ms), or 0 when not muted now. */
+export function mutedUntil(rv, userId) {
+  const u = rv.participants.get(userId);
+  const until = (u && u.muted_until) || (state.me && userId === state.me.id ? rv.mutedUntil || 0 : 0);
+  return until > Date.now() ? until : 0;
 }

@@ -13,6 +13,8 @@ import { state } from './rooms.js';
 import { renderActiveRoom } from './render.js';
 import { joinRoom, refreshPublic, setPeople, setSidebar } from './actions.js';
 import { STATE_TEXT, subscribe } from './events.js';
+import { subscribeModeration } from './moderation.js';
+import { subscribeReads } from './reads.js';
 
 export async function signIn() {
   const name = ui.signinName.value.trim();
@@ -52,6 +54,8 @@ export async function signIn() {
   });
   state.client = client;
   subscribe(client);
+  subscribeModeration(client);
+  subscribeReads(client);
   client.on('auth_failed', onAuthFailed);
 
   ui.signinSubmit.disabled = true;
