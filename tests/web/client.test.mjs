@@ -442,3 +442,97 @@ describe('huddle-client.js', () => {
     await assert.rejects(p, { code: 'stopped' });
   });
 });
+
+describe('huddle-client.js: the 1.1 verbs and events', () => {
+  test('each verb sends its protocol fields and resolves with the reply\'s part', async () => {
+    const server = new FakeServer();
+    server.handlers['room.update'] = (f) => ({ room: roomObj(2, { name: f.name }) });
+    server.handlers['room.bans'] = () => ({ bans: [{ user: { id: 'u9' }, until: -1, by: { id: 'u1' }, reason: null }] });
+    server.handlers['room.read'] = (f) => ({ read_seq: f.seq - 1 });
+    server.handlers['room.mine'] = () => ({ rooms: [roomObj(5, { read_seq: 3, unread: 2, role: 'owner' })] });
+    server.handlers['room.receipts'] = () => ({ reads: [{ user: { id: 'u1' }, read_seq: 4 }] });
+    const { c } = await joined(server);
+    assert.equal((await c.updateRoom(ROOM, { name: 'New', maxParticipants: 9 })).name, 'New');
+    await c.setRole(ROOM, 'u2', 'moderator');
+    await c.kick(ROOM, 'u2', { reason: 'why' });
+    await c.ban(ROOM, 'u3', { durationMs: 60_000 });
+    await c.unban(ROOM, 'u3');
+    await c.mute(ROOM, 'u4', 5000);
+    await c.unmute(ROOM, 'u4');
+    assert.equal((await c.bans(ROOM))[0].until, -1);
+    assert.equal(await c.markRead(ROOM, 7), 6);
+    assert.equal((await c.myRooms({ limit: 10 }))[0].unread, 2);
+    assert.equal((await c.receipts(ROOM))[0].read_seq, 4);
+    const strip = (f) => { const { id, ...rest } = f; return rest; };
+    const sent = server.frames.filter((f) => !['hello', 'room.join'].includes(f.type)).map(strip);
+    assert.deepEqual(sent, [
+      { type: 'room.update', room: ROOM, name: 'New', max_participants: 9 },
+      { type: 'member.role', room: ROOM, user: 'u2', role: 'moderator' },
+      { type: 'member.kick', room: ROOM, user: 'u2', reason: 'why' },
+      { type: 'member.ban', room: ROOM, user: 'u3', duration_ms: 60_000 },
+      { type: 'member.unban', room: ROOM, user: 'u3' },
+      { type: 'member.mute', room: ROOM, user: 'u4', duration_ms: 5000 },
+      { type: 'member.unmute', room: ROOM, user: 'u4' },
+      { type: 'room.bans', room: ROOM },
+      { type: 'room.read', room: ROOM, seq: 7 },
+      { type: 'room.mine', limit: 10 },
+      { type: 'room.receipts', room: ROOM },
+    ]);
+    c.close();
+  });
+
+  test('room.updated (the room as an object) reaches the page as a room event', async () => {
+    const server = new FakeServer();
+    const { c } = await joined(server);
+    const rooms = [];
+    c.on('room', ({ room }) => rooms.push(room.name));
+    server.last.push({ type: 'event', room: roomObj(2, { name: 'Renamed' }), event: 'room.updated' });
+    await until(() => rooms.length === 1, 500, 'the room event');
+    assert.deepEqual(rooms, ['Renamed']);
+    c.close();
+  });
+
+  test('member.updated, read, and a removal of someone else are reported; the room stays tracked', async () => {
+    const server = new FakeServer();
+    const { c } = await joined(server);
+    const seen = [];
+    for (const t of ['member', 'removed', 'read']) c.on(t, (p) => seen.push([t, p]));
+    const other = { id: 'u7', name: 'Bob', image: null };
+    server.last.push({ type: 'event', room: ROOM, event: 'member.updated', user: { ...other, role: 'member', muted_until: 99 } });
+    server.last.push({ type: 'event', room: ROOM, event: 'read', read_seq: 2 });
+    server.last.push({ type: 'event', room: ROOM, event: 'member.removed', user: other, by: c.user, reason: null, banned_until: null });
+    await until(() => seen.length === 3, 500, 'three events');
+    assert.equal(seen[0][1].user.muted_until, 99);
+    assert.deepEqual(seen[1], ['read', { room: ROOM, readSeq: 2 }]);
+    assert.equal(seen[2][1].self, false);
+    assert.deepEqual(c.trackedRooms(), [ROOM]);
+    c.close();
+  });
+
+  test('removed or closed: the room is no longer tracked, so a reconnect does not rejoin it', async () => {
+    const server = new FakeServer();
+    const { c } = await joined(server);
+    const removed = [];
+    c.on('removed', (p) => removed.push(p));
+    const by = { id: 'u9', name: 'Mod', image: null };
+    server.last.push({ type: 'event', room: ROOM, event: 'member.removed', user: c.user, by, reason: 'spam', banned_until: -1 });
+    await until(() => removed.length === 1, 500, 'the removal');
+    assert.deepEqual(removed[0], { room: ROOM, user: c.user, by, reason: 'spam', bannedUntil: -1, self: true });
+    assert.deepEqual(c.trackedRooms(), []);
+    const joins = server.sentOf('room.join').length;
+    server.last.drop();
+    await until(() => c.state === 'online' && server.sockets.length === 2, 2000, 'the reconnect');
+    await sleep(20);
+    assert.equal(server.sentOf('room.join').length, joins, 'no resume of a room the user was removed from');
+
+    // A closed room likewise.
+    await c.joinRoom({ room: ROOM });
+    const closed = [];
+    c.on('closed', (p) => closed.push(p));
+    server.last.push({ type: 'event', room: ROOM, event: 'room.closed', by });
+    await until(() => closed.length === 1, 500, 'the close');
+    assert.deepEqual(closed[0], { room: ROOM, by });
+    assert.deepEqual(c.trackedRooms(), []);
+    c.close();
+  });
+});
