@@ -126,6 +126,23 @@ describe('moderation', { timeout: 90_000 }, () => {
     assert.deepEqual(await roomNames(ann), ['Ops (renamed)']);
   });
 
+  test('the owner hands the room over and gets it back', async () => {
+    const hand = async (from, to) => {
+      const button = (await menuOf(from, to)).locator('button[data-action="owner"]');
+      await button.click();
+      await button.click(); // the second click confirms
+    };
+    await hand(ann, 'Cat');
+    await person(ann, 'Ann').locator('.tag.role-moderator').waitFor();
+    await person(ann, 'Cat').locator('.tag.role-owner').waitFor();
+    await cat.waitForSelector('#close-room:not([hidden])', { state: 'attached' });
+    assert.equal(await ann.locator('#close-room').isHidden(), true, 'the old owner no longer closes');
+    assert.equal(await person(ann, 'Cat').locator('details.member-menu').count(), 0, 'nor acts on the new owner');
+    await hand(cat, 'Ann');
+    await person(cat, 'Ann').locator('.tag.role-owner').waitFor();
+    await ann.waitForSelector('#close-room:not([hidden])', { state: 'attached' });
+  });
+
   test('the owner closes the room: the other page leaves it and says who', async () => {
     await ann.click('#room-admin > summary');
     await ann.click('#close-room');
@@ -134,6 +151,7 @@ describe('moderation', { timeout: 90_000 }, () => {
     assert.match(await cat.textContent('#removed-note'), /Ann closed Ops \(renamed\); its messages are gone\./);
     assert.equal(await cat.isVisible('#room'), false);
     await ann.waitForSelector('#room', { state: 'hidden' });
+    assert.match(await ann.textContent('#removed-note'), /You closed Ops \(renamed\)/);
     await screenshot(cat, 'closed');
   });
 });

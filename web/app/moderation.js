@@ -196,7 +196,8 @@ function onRemoved({ room, user, by, reason, bannedUntil, self }) {
 function onClosed({ room, by }) {
   const rv = state.rooms.get(room);
   if (!rv) return;
-  dropRoom(room, `${by ? by.name : 'The owner'} closed ${rv.room.name}; its messages are gone.`);
+  const who = by && state.me && by.id === state.me.id ? 'You' : by ? by.name : 'The owner';
+  dropRoom(room, `${who} closed ${rv.room.name}; its messages are gone.`);
 }
 
 function wire() {
