@@ -92,6 +92,16 @@ describe('moderation', { timeout: 90_000 }, () => {
     await bob.waitForFunction(() => [...document.querySelectorAll('#toasts *')].some((t) => /banned/.test(t.textContent)));
     assert.equal(await bob.isVisible('#room'), false, 'a banned user cannot open the room');
     await screenshot(bob, 'banned');
+    // The owner lists the bans and lifts Bob's; he joins again.
+    await ann.click('#room-admin > summary');
+    await ann.click('#bans-load');
+    const entry = ann.locator('#bans-list li').filter({ hasText: 'Bob' });
+    assert.match(await entry.textContent(), /until .+ by Ann: spam/);
+    await entry.locator('button[data-action="unban"]').click();
+    await ann.waitForSelector('#bans-list li:text("Nobody is banned.")');
+    await ann.click('#room-admin > summary');
+    await joinByCode(bob, code);
+    await person(ann, 'Bob').waitFor();
   });
 
   test('a muted user is told why the send is refused; unmuted, it goes through', async () => {

@@ -134,6 +134,7 @@ function roomControls(rv) {
   const mine = myRole(rv);
   ui.roomAdmin.hidden = mine === 'member';
   ui.closeRoom.hidden = mine !== 'owner';
+  if (ui.bansList.dataset.room !== rv.room.id) { ui.bansList.replaceChildren(); ui.bansList.dataset.room = rv.room.id; }
   const until = state.me ? mutedUntil(rv, state.me.id) : 0;
   ui.mutedNote.hidden = !until;
   ui.mutedNote.textContent = until ? `You are muted in this room until ${shortTime(until)}: you can read, but not send.` : '';
@@ -200,7 +201,35 @@ function onClosed({ room, by }) {
   dropRoom(room, `${who} closed ${rv.room.name}; its messages are gone.`);
 }
 
+/** Lists the room's bans in force (`room.bans`), each with Unban. */
+async function showBans() {
+  const rv = state.active && state.rooms.get(state.active);
+  if (!rv || !state.client) return;
+  let bans;
+  try {
+    bans = await state.client.bans(rv.room.id);
+  } catch (e) {
+    toast(explain(e, 'Could not list the bans'), { error: true });
+    return;
+  }
+  ui.bansList.replaceChildren();
+  if (!bans.length) ui.bansList.append(el('li', { class: 'muted small', text: 'Nobody is banned.' }));
+  for (const b of bans) {
+    const until = b.until === -1 ? 'until unbanned' : `until ${dateTimeFmt.format(new Date(b.until))}`;
+    const by = b.by ? ` by ${b.by.name}` : '';
+    ui.bansList.append(el('li', { dataset: { user: b.user.id } },
+      el('span', { class: 'pname', text: b.user.name }),
+      el('span', { class: 'muted small', text: `${until}${by}${b.reason ? `: ${b.reason}` : ''}` }),
+      el('button', { type: 'button', class: 'small', dataset: { action: 'unban' }, text: 'Unban',
+        onclick: () => act(`Unban ${b.user.name}`, async () => {
+          await state.client.unban(rv.room.id, b.user.id);
+          await showBans();
+        }) })));
+  }
+}
+
 function wire() {
+  ui.bansLoad.addEventListener('click', showBans);
   ui.renameForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     const rv = state.active && state.rooms.get(state.active);
