@@ -73,6 +73,7 @@ describe('moderation', { timeout: 90_000 }, () => {
     assert.deepEqual(await roomNames(bob), [], 'and gone from the room list');
     await screenshot(bob, 'kicked');
     await person(ann, 'Bob').waitFor({ state: 'detached' });
+    assert.equal(await ann.textContent('#people-count'), '2', 'the count follows the removal');
     // A kick is not a ban: Bob joins again, and is listed again.
     await joinByCode(bob, code);
     await person(ann, 'Bob').waitFor();
@@ -102,6 +103,7 @@ describe('moderation', { timeout: 90_000 }, () => {
     await ann.click('#room-admin > summary');
     await joinByCode(bob, code);
     await person(ann, 'Bob').waitFor();
+    assert.equal(await ann.textContent('#people-count'), '3', 'removed twice and back: three people');
   });
 
   test('a muted user is told why the send is refused; unmuted, it goes through', async () => {

@@ -188,10 +188,8 @@ function onRemoved({ room, user, by, reason, bannedUntil, self }) {
     dropRoom(room, why);
     return;
   }
-  if (!rv) return;
-  rv.participants.delete(user.id);
-  rv.online.delete(user.id);
-  if (room === state.active) renderPeople(rv);
+  // Someone else: the room also gets `participant.left` (or a big room's
+  // `participants.changed`), which updates the list and the count.
 }
 
 function onClosed({ room, by }) {
