@@ -90,7 +90,9 @@ describe('moderation', { timeout: 90_000 }, () => {
     assert.equal(await bob.isVisible('#room'), false);
     await bob.fill('#join-code', code);
     await bob.press('#join-code', 'Enter');
-    await bob.waitForFunction(() => [...document.querySelectorAll('#toasts *')].some((t) => /banned/.test(t.textContent)));
+    await bob.waitForFunction(() => [...document.querySelectorAll('#toasts *')].some((t) => /you are banned from this room until/.test(t.textContent)));
+    const refusal = await bob.$$eval('#toasts *', (ts) => ts.map((t) => t.textContent).find((x) => /banned from/.test(x)));
+    assert.doesNotMatch(refusal, /Unix ms/, 'the end of the ban is shown as a date');
     assert.equal(await bob.isVisible('#room'), false, 'a banned user cannot open the room');
     await screenshot(bob, 'banned');
     // The owner lists the bans and lifts Bob's; he joins again.

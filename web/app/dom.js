@@ -196,6 +196,8 @@ export const ERROR_TEXT = {
 
 /** An error for a toast: the server's message, or the code's words. */
 export function explain(err, what) {
-  const reason = (err && err.message) || ERROR_TEXT[err && err.code] || 'Something went wrong.';
+  let reason = (err && err.message) || ERROR_TEXT[err && err.code] || 'Something went wrong.';
+  // Mutes and bans (1.1) name their end as "until N (Unix ms)": show a date.
+  reason = reason.replace(/until (\d{10,}) \(Unix ms\)/, (_, ms) => `until ${dateTimeFmt.format(new Date(Number(ms)))}`);
   return what ? `${what}: ${reason}` : reason;
 }
