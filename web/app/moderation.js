@@ -151,9 +151,10 @@ function dropRoom(room, why) {
     state.active = null;
     history.replaceState(null, '', `${location.pathname}${location.search}`);
     setSidebar(false);
+    // Shown where the room was, until another room opens.
+    ui.removedNote.textContent = why;
+    ui.removedNote.hidden = false;
   }
-  ui.removedNote.textContent = why;
-  ui.removedNote.hidden = false;
   toast(why, { error: true });
   renderActiveRoom();
   refreshPublic();
