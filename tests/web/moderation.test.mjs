@@ -63,6 +63,7 @@ describe('moderation', { timeout: 90_000 }, () => {
 
   test('a kick on node A removes Bob on node B: the page says who and why, and Bob may come back', async () => {
     const menu = await menuOf(ann, 'Bob');
+    await screenshot(ann, 'member-menu');
     await menu.locator('.member-reason').fill('off topic');
     await menu.locator('button[data-action="kick"]').click();
     await bob.waitForSelector('#removed-note:not([hidden])');

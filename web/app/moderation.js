@@ -79,7 +79,7 @@ function memberMenu(rv, user) {
             onclick: () => act(`Mute ${user.name}`, () => client.mute(room, user.id, Number(muteFor.value)), rv) })));
   }
   if (roles) {
-    const row = el('div', { class: 'row' });
+    const row = el('div', { class: 'row roles' });
     if (theirs === 'member') {
       row.append(el('button', { type: 'button', class: 'small', dataset: { action: 'moderator' }, text: 'Make moderator',
         onclick: () => act(`Make ${user.name} a moderator`, () => client.setRole(room, user.id, 'moderator'), rv) }));
@@ -139,7 +139,12 @@ function roomControls(rv) {
   ui.mutedNote.hidden = !until;
   ui.mutedNote.textContent = until ? `You are muted in this room until ${shortTime(until)}: you can read, but not send.` : '';
   clearTimeout(rv.muteTimer);
-  if (until) rv.muteTimer = setTimeout(() => { if (rv.room.id === state.active) roomControls(rv); }, Math.min(until - Date.now() + 50, 2 ** 31 - 1));
+  // When the mute lapses by itself: the note goes, and the people list's mark.
+  if (until) {
+    rv.muteTimer = setTimeout(() => {
+      if (rv.room.id === state.active) { roomControls(rv); renderPeople(rv); }
+    }, Math.min(until - Date.now() + 50, 2 ** 31 - 1));
+  }
 }
 
 /** Leaves a room this user can no longer see, and says why on the page. */
