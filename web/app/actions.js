@@ -229,7 +229,8 @@ export async function refreshPublic() {
     const rooms = await state.client.listRooms(30);
     ui.publicList.replaceChildren();
     for (const r of rooms) {
-      const joined = state.rooms.has(r.id);
+      // Listed is not joined: a room from room.mine (reads.js) may not be tracked by this tab.
+      const joined = state.rooms.has(r.id) && state.client.trackedRooms().includes(r.id);
       const btn = el('button', {
         type: 'button',
         'aria-label': `${joined ? 'Open' : 'Join'} ${r.name}, ${r.participant_count} ${r.participant_count === 1 ? 'person' : 'people'}`,

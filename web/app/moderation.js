@@ -98,6 +98,13 @@ function memberMenu(rv, user) {
   // the open menu stays open.
   const menu = el('details', { class: 'member-menu', dataset: { menuFor: user.id }, open: rv.openMenu === user.id },
     el('summary', { 'aria-label': `Actions for ${user.name}`, title: `Actions for ${user.name}`, text: '⋯' }), body);
+  menu.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape' || !menu.open) return;
+    e.preventDefault();
+    e.stopPropagation();
+    menu.open = false;
+    menu.querySelector('summary').focus();
+  });
   menu.addEventListener('toggle', () => {
     if (menu.open) {
       if (rv.openMenu !== user.id) rv.menuReason = '';
