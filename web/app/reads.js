@@ -3,7 +3,8 @@
 // `room.mine` (every room the user participates in, with its `unread`
 // count and `role`, so rooms joined on another device or tab show up),
 // the open room is marked read (`room.read`) while its messages are on a
-// visible page, and a `read` event (the same user read a room on another
+// visible page, the list is re-read every 30 s (rooms not joined here send
+// no events), and a `read` event (the same user read a room on another
 // tab or device) clears or recounts that room's badge. Against a server
 // without read state (a `bad_request` for the verb) it turns itself off
 // and the page counts unread messages locally as before.
@@ -17,6 +18,12 @@ import { explain, toast } from './dom.js';
 const READ_DEBOUNCE_MS = 250;
 /** Wait before re-reading `room.mine` after `read` events. */
 const MINE_DEBOUNCE_MS = 300;
+/**
+ * How often a visible page re-reads `room.mine`: rooms this tab has not
+ * joined (joined on another device) send it no events, so their counts
+ * are refreshed by polling.
+ */
+const MINE_POLL_MS = 30_000;
 
 /** Whether the server has read state (false after a `bad_request`). */
 let supported = true;
@@ -106,3 +113,4 @@ export function subscribeReads(client) {
 bindActions({ openRoom: openListed });
 watchRooms({ roomOpened: () => markRead() });
 document.addEventListener('visibilitychange', () => { if (!document.hidden) markRead(); });
+setInterval(() => { if (!document.hidden) refreshMine(); }, MINE_POLL_MS);
