@@ -210,6 +210,46 @@ async fn send_loop(
     stats
 }
 
+/// Each room's last seq, read from a survivor once the senders stopped
+/// (one connection; a refused read is tried again, 5 times at most).
+async fn last_seqs(
+    url: &str,
+    secret: &str,
+    rooms: &[String],
+) -> Result<BTreeMap<String, u64>, String> {
+    let mut ws = connect(url).await?;
+    let sub = "storm-checker";
+    let token = token(secret, sub)?;
+    call(
+        &mut ws,
+        1,
+        json!({"type": "hello", "token": token, "name": sub}),
+    )
+    .await?;
+    let mut last = BTreeMap::new();
+    let mut id = 2;
+    for room in rooms {
+        let mut tries = 0;
+        let data = loop {
+            id += 1;
+            match call(&mut ws, id, json!({"type": "room.get", "room": room})).await {
+                Ok(data) => break data,
+                Err(e) if tries < 5 && !e.contains("closed") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(format!("room.get {room}: {e}")),
+            }
+        };
+        let seq = data["room"]["last_seq"]
+            .as_u64()
+            .ok_or("room.get without last_seq")?;
+        last.insert(room.clone(), seq);
+    }
+    let _ = ws.close(None).await;
+    Ok(last)
+}
+
 /// One worker process and its pipes.
 struct Worker {
     child: Child,
@@ -338,26 +378,22 @@ pub(super) async fn storm(args: &BenchArgs) -> Result<StormReport, String> {
         .await?;
         workers.push(w);
     }
-    let mut joined = 0;
-    let mut join_failures = BTreeMap::new();
+    let (mut joined, mut failed) = (0, 0);
     for w in &mut workers {
         match w.hear().await? {
             FromWorker::Ready {
                 joined: j,
-                failures,
+                failed: f,
             } => {
                 joined += j;
-                for (k, v) in failures {
-                    *join_failures.entry(k).or_insert(0u64) += v;
-                }
+                failed += f;
             }
             other => return Err(format!("worker {}: {other:?} before ready", w.number)),
         }
     }
     let join_seconds = began.elapsed().as_secs_f64();
     eprintln!(
-        "bench storm: {joined} joined in {join_seconds:.1} s ({} failed); quiet for {:?}",
-        s.clients - joined,
+        "bench storm: {joined} joined in {join_seconds:.1} s ({failed} failed); quiet for {:?}",
         args.quiet
     );
     tokio::time::sleep(args.quiet).await;
@@ -388,13 +424,17 @@ pub(super) async fn storm(args: &BenchArgs) -> Result<StormReport, String> {
     // The end: senders stop, the last messages arrive, every client checks.
     let _ = sending.send(Sending::Off);
     tokio::time::sleep(DRAIN).await;
+    let last_seqs = last_seqs(&s.survivors[0], &s.secret, &rooms).await?;
     for w in &mut workers {
-        w.tell(&ToWorker::Verify).await?;
+        w.tell(&ToWorker::Verify {
+            last_seqs: last_seqs.clone(),
+        })
+        .await?;
     }
     let mut stats = Stats::default();
     for w in &mut workers {
         match w.hear().await? {
-            FromWorker::Stats(st) => stats.merge(st),
+            FromWorker::Stats(st) => stats.merge(*st),
             other => return Err(format!("worker {}: {other:?} instead of stats", w.number)),
         }
     }
@@ -430,7 +470,6 @@ pub(super) async fn storm(args: &BenchArgs) -> Result<StormReport, String> {
         rooms: s.rooms,
         workers: s.workers,
         clients: s.clients,
-        join_failures,
         join_seconds,
         seconds_after_kill,
         server_cpu_by_pid: cpu,

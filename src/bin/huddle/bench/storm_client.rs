@@ -11,8 +11,8 @@
 //! `tests/integration/bench_storm.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,7 +20,7 @@ use huddle::service::sessions::{Claims, sign};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::client::{Ws, connect};
@@ -31,8 +31,12 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// defaults (`backoffInitialMs`, `backoffMaxMs`; factor 2).
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Tries of the first join (a node may be slow while thousands join).
+const JOIN_TRIES: u32 = 4;
 /// Users named in announcements that a worker reports, at most.
 const NAMED_USERS_MAX: usize = 1000;
+/// Announcement frames kept as examples, at most.
+const EXAMPLES_MAX: usize = 5;
 
 /// The durable seqs one client got in its room after its first join.
 #[derive(Debug, Clone)]
@@ -110,6 +114,9 @@ pub(super) struct Announcements {
     pub(super) system_messages: u64,
     /// The user ids named by any of them (at most 1000).
     pub(super) users: BTreeSet<String>,
+    /// The first few such frames, as received, with the ms since the kill
+    /// (`"ms_after_kill"`), to see what was announced.
+    pub(super) examples: Vec<Value>,
 }
 
 impl Announcements {
@@ -130,6 +137,8 @@ impl Announcements {
                 self.users.insert(u);
             }
         }
+        let room = EXAMPLES_MAX.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
     }
 
     fn name(&mut self, user: &Value) {
@@ -140,8 +149,19 @@ impl Announcements {
         }
     }
 
-    /// Counts `frame` if it announces a join or a leave.
-    fn observe(&mut self, frame: &Value) {
+    /// Counts `frame` if it announces a join or a leave; `ms_after_kill`
+    /// goes with the example.
+    fn observe(&mut self, frame: &Value, ms_after_kill: u64) {
+        let before = self.total();
+        self.count(frame);
+        if self.total() > before && self.examples.len() < EXAMPLES_MAX {
+            let mut example = frame.clone();
+            example["ms_after_kill"] = json!(ms_after_kill);
+            self.examples.push(example);
+        }
+    }
+
+    fn count(&mut self, frame: &Value) {
         match frame["event"].as_str() {
             Some("participant.joined") => {
                 self.participant_joined += 1;
@@ -199,8 +219,11 @@ pub(super) struct Shared {
     /// When the victim was killed, Unix µs (0 until the parent says so):
     /// announcements count from then.
     pub(super) killed_at_us: AtomicU64,
-    /// Clients that have made their final check.
-    pub(super) checked: AtomicUsize,
+    /// Set at `Verify`: from then on clients close, and the leaves that
+    /// announces are the bench's own doing, not counted.
+    pub(super) closing: AtomicBool,
+    /// Each room's last seq once the senders stopped (set at `Verify`).
+    pub(super) last_seqs: OnceLock<BTreeMap<String, u64>>,
 }
 
 /// The run's phase, as the parent announces it.
@@ -215,10 +238,14 @@ pub(super) enum Phase {
 }
 
 /// What one client did, for the worker's totals.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Outcome {
     /// It started on the victim.
     pub(super) victim: bool,
+    /// Its first join succeeded (within `JOIN_TRIES` tries).
+    pub(super) joined: bool,
+    /// Failed tries of the first join, by reason.
+    pub(super) join_failures: BTreeMap<String, u64>,
     /// When it was connected and resumed again after its connection
     /// dropped (Unix µs), if it was.
     pub(super) resumed_at_us: Option<u64>,
@@ -306,9 +333,10 @@ impl Client {
         if let Some(seq) = frame["seq"].as_u64() {
             self.log.record(seq);
         }
-        let armed = self.shared.killed_at_us.load(Ordering::Relaxed) != 0;
-        if armed && !self.plan.victim {
-            self.outcome.announcements.observe(frame);
+        let killed = self.shared.killed_at_us.load(Ordering::Relaxed);
+        if killed != 0 && !self.plan.victim && !self.shared.closing.load(Ordering::Relaxed) {
+            let ms = now_us().saturating_sub(killed) / 1000;
+            self.outcome.announcements.observe(frame, ms);
         }
     }
 
@@ -448,27 +476,31 @@ impl Client {
         }
     }
 
-    /// The final check: every seq of the room up to its last one.
-    async fn verify(&mut self, ws: &mut Ws) {
-        let req = json!({"type": "room.get", "room": self.plan.room});
-        match self.request(ws, req).await {
-            Ok(data) => match data["room"]["last_seq"].as_u64() {
-                Some(last) => self.outcome.missing = Some(self.log.missing(last)),
-                None => self.outcome.verify_error = Some("room.get without last_seq".into()),
-            },
-            Err(e) => self.outcome.verify_error = Some(reason(&e)),
+    /// The final check: every seq of the room up to its last one (as the
+    /// parent read it once the senders had stopped).
+    fn verify(&mut self) {
+        match self
+            .shared
+            .last_seqs
+            .get()
+            .and_then(|l| l.get(&self.plan.room))
+        {
+            Some(last) => self.outcome.missing = Some(self.log.missing(*last)),
+            None => self.outcome.verify_error = Some("the room's last seq is unknown".into()),
         }
     }
 }
 
 /// Joins, then reads (reconnecting when dropped) until the parent says the
-/// run is over. The first join's result goes to `joined`.
+/// run is over. The first join's success goes to `joined`; the outcome goes
+/// to `done` at the final check (or when the client ends before it).
 pub(super) async fn run(
     plan: ClientPlan,
     shared: Arc<Shared>,
-    joined: tokio::sync::mpsc::Sender<Result<(), String>>,
+    joined: mpsc::Sender<bool>,
+    done: mpsc::Sender<Outcome>,
     mut phase: watch::Receiver<Phase>,
-) -> Outcome {
+) {
     let victim = plan.victim;
     let url = plan.url.clone();
     let mut client = Client {
@@ -481,29 +513,37 @@ pub(super) async fn run(
             ..Outcome::default()
         },
     };
-    let mut ws = match client.open(&url, None).await {
-        Ok((ws, data)) => {
-            client.log = SeqLog::new(data["room"]["last_seq"].as_u64().unwrap_or(0));
-            let _ = joined.send(Ok(())).await;
-            Some(ws)
+    let mut current = None;
+    for attempt in 0..JOIN_TRIES {
+        if attempt > 0 {
+            let delay = reconnect_delay(attempt, Duration::ZERO, rand::rng().random());
+            tokio::time::sleep(delay).await;
         }
-        Err(e) => {
-            let _ = joined.send(Err(reason(&e))).await;
-            None
+        match client.open(&url, None).await {
+            Ok((ws, data)) => {
+                client.log = SeqLog::new(data["room"]["last_seq"].as_u64().unwrap_or(0));
+                current = Some(ws);
+                break;
+            }
+            Err(e) => *client.outcome.join_failures.entry(reason(&e)).or_default() += 1,
         }
+    }
+    client.outcome.joined = current.is_some();
+    let _ = joined.send(client.outcome.joined).await;
+    let Some(mut current) = current else {
+        let _ = done.send(client.snapshot()).await;
+        return;
     };
-    let Some(mut current) = ws.take() else {
-        return client.outcome;
-    };
-    let mut verified = false;
+    let mut reported = false;
     loop {
-        if *phase.borrow() == Phase::Exit {
+        let now = *phase.borrow();
+        if now == Phase::Exit {
             break;
         }
-        if *phase.borrow() == Phase::Verify && !verified {
-            verified = true;
-            client.verify(&mut current).await;
-            client.shared.checked.fetch_add(1, Ordering::Relaxed);
+        if now == Phase::Verify && !reported {
+            reported = true;
+            client.verify();
+            let _ = done.send(client.snapshot()).await;
             continue;
         }
         tokio::select! {
@@ -518,11 +558,18 @@ pub(super) async fn run(
                     Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => true,
                     Some(Ok(_)) => false,
                 };
+                if dropped && reported {
+                    // After the check a drop changes nothing.
+                    return;
+                }
                 if dropped {
                     client.outcome.dropped = true;
                     match client.reconnect(&mut phase).await {
                         Some(ws) => current = ws,
-                        None => return finish(client),
+                        None => {
+                            let _ = done.send(client.snapshot()).await;
+                            return;
+                        }
                     }
                 }
             }
@@ -534,12 +581,15 @@ pub(super) async fn run(
         }
     }
     let _ = current.close(None).await;
-    finish(client)
 }
 
-fn finish(mut client: Client) -> Outcome {
-    client.outcome.duplicates = client.log.duplicates;
-    client.outcome
+impl Client {
+    /// The outcome so far.
+    fn snapshot(&self) -> Outcome {
+        let mut outcome = self.outcome.clone();
+        outcome.duplicates = self.log.duplicates;
+        outcome
+    }
 }
 
 #[cfg(test)]
@@ -581,19 +631,20 @@ mod tests {
     fn only_announcements_of_joins_and_leaves_count() {
         let mut a = Announcements::default();
         let user = json!({"id": "u1", "name": "storm-1"});
-        a.observe(&json!({"type": "event", "event": "participant.left", "user": user}));
-        a.observe(&json!({"type": "event", "event": "participants.changed",
-            "participant_count": 3, "joined": [], "left": []}));
-        a.observe(&json!({"type": "event", "event": "participants.changed",
-            "participant_count": 3, "joined": [{"id": "u2"}], "left": [{"id": "u1"}]}));
-        a.observe(
-            &json!({"type": "event", "seq": 4, "event": "message.created",
-            "message": {"kind": "text", "user": user}}),
-        );
-        a.observe(
-            &json!({"type": "event", "seq": 5, "event": "message.created",
-            "message": {"kind": "system", "user": {"id": "u3"}}}),
-        );
+        let frames = [
+            json!({"type": "event", "event": "participant.left", "user": user}),
+            json!({"type": "event", "event": "participants.changed",
+                "participant_count": 3, "joined": [], "left": []}),
+            json!({"type": "event", "event": "participants.changed",
+                "participant_count": 3, "joined": [{"id": "u2"}], "left": [{"id": "u1"}]}),
+            json!({"type": "event", "seq": 4, "event": "message.created",
+                "message": {"kind": "text", "user": user}}),
+            json!({"type": "event", "seq": 5, "event": "message.created",
+                "message": {"kind": "system", "user": {"id": "u3"}}}),
+        ];
+        for (ms, frame) in (1..).zip(&frames) {
+            a.observe(frame, ms);
+        }
         assert_eq!(
             (
                 a.participant_left,
@@ -605,6 +656,12 @@ mod tests {
         );
         let users: Vec<&str> = a.users.iter().map(String::as_str).collect();
         assert_eq!(users, ["u1", "u2", "u3"]);
+        let when: Vec<u64> = a
+            .examples
+            .iter()
+            .filter_map(|e| e["ms_after_kill"].as_u64())
+            .collect();
+        assert_eq!(when, [1, 3, 5], "the counted frames are the examples");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! parent → worker   {"plan": …}            clients to join, survivors, secret
 //! worker → parent   {"ready": …}           every client has joined (or failed)
 //! parent → worker   {"killed": {"at_us"}}  the victim is dead since then
-//! parent → worker   "verify"               senders stopped: check the seqs
+//! parent → worker   {"verify": …}          senders stopped: the rooms' last seqs
 //! worker → parent   {"stats": …}           what the clients saw
 //! parent → worker   (stdin closed)         close everything and exit
 //! ```
@@ -53,8 +53,9 @@ pub(super) enum ToWorker {
     Plan(Plan),
     /// The victim was killed at this Unix time, µs.
     Killed { at_us: u64 },
-    /// The senders have stopped: check the rooms' seqs and report.
-    Verify,
+    /// The senders have stopped: check every seq up to the rooms' last
+    /// seqs (room id → seq) and report.
+    Verify { last_seqs: BTreeMap<String, u64> },
 }
 
 /// A line to the parent.
@@ -65,11 +66,11 @@ pub(super) enum FromWorker {
     Ready {
         /// Clients joined.
         joined: usize,
-        /// Failed joins, by reason.
-        failures: BTreeMap<String, u64>,
+        /// Clients that could not join.
+        failed: usize,
     },
     /// What the clients saw.
-    Stats(Stats),
+    Stats(Box<Stats>),
 }
 
 /// A worker's totals.
@@ -77,6 +78,9 @@ pub(super) enum FromWorker {
 pub(super) struct Stats {
     /// Clients that joined.
     pub(super) clients: usize,
+    /// Failed tries of first joins, by reason (the client may have joined
+    /// at a later try).
+    pub(super) join_failures: BTreeMap<String, u64>,
     /// Of those, on the victim.
     pub(super) victims: usize,
     /// Per client that was dropped and came back: ms from the kill until
@@ -111,6 +115,12 @@ pub(super) struct Stats {
 impl Stats {
     /// Adds one client's outcome; `killed_at_us` is when the victim died.
     pub(super) fn add(&mut self, o: Outcome, killed_at_us: u64) {
+        for (k, v) in o.join_failures {
+            *self.join_failures.entry(k).or_default() += v;
+        }
+        if !o.joined {
+            return;
+        }
         self.clients += 1;
         self.victims += usize::from(o.victim);
         if o.dropped {
@@ -143,6 +153,9 @@ impl Stats {
     /// Adds another worker's totals.
     pub(super) fn merge(&mut self, other: Stats) {
         self.clients += other.clients;
+        for (k, v) in other.join_failures {
+            *self.join_failures.entry(k).or_default() += v;
+        }
         self.victims += other.victims;
         self.resume_ms.extend(other.resume_ms);
         self.not_resumed += other.not_resumed;
@@ -195,11 +208,13 @@ pub(super) async fn run() -> Result<(), String> {
         secret: plan.secret.clone(),
         spread: Duration::from_millis(plan.spread_ms),
         killed_at_us: Default::default(),
-        checked: Default::default(),
+        closing: Default::default(),
+        last_seqs: Default::default(),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Run);
     let total = plan.clients.len();
     let (joined_tx, mut joined_rx) = mpsc::channel(total.max(1));
+    let (done_tx, mut done_rx) = mpsc::channel(total.max(1));
     let sem = Arc::new(Semaphore::new(JOINS_IN_FLIGHT));
     let mut pace = plan
         .join_rate
@@ -225,19 +240,23 @@ pub(super) async fn run() -> Result<(), String> {
             drop(permit);
         });
         tasks.push(tokio::spawn(storm_client::run(
-            client, shared, inner_tx, phase,
+            client,
+            shared,
+            inner_tx,
+            done_tx.clone(),
+            phase,
         )));
     }
     drop(joined_tx);
-    let mut joined = 0;
-    let mut failures = BTreeMap::new();
-    while let Some(r) = joined_rx.recv().await {
-        match r {
-            Ok(()) => joined += 1,
-            Err(reason) => *failures.entry(reason).or_insert(0u64) += 1,
+    let (mut joined, mut failed) = (0, 0);
+    while let Some(ok) = joined_rx.recv().await {
+        if ok {
+            joined += 1;
+        } else {
+            failed += 1;
         }
     }
-    say(&mut out, &FromWorker::Ready { joined, failures }).await?;
+    say(&mut out, &FromWorker::Ready { joined, failed }).await?;
 
     let mut killed_at_us = 0;
     while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
@@ -247,41 +266,42 @@ pub(super) async fn run() -> Result<(), String> {
                 killed_at_us = at_us;
                 shared.killed_at_us.store(at_us, Ordering::Relaxed);
             }
-            ToWorker::Verify => {
+            ToWorker::Verify { last_seqs } => {
+                shared.closing.store(true, Ordering::Relaxed);
+                let _ = shared.last_seqs.set(last_seqs);
                 let _ = phase_tx.send(Phase::Verify);
-                let stats = finish(&shared, &phase_tx, &mut tasks, killed_at_us).await;
-                say(&mut out, &FromWorker::Stats(stats)).await?;
+                let stats = collect(&mut done_rx, total, killed_at_us).await;
+                say(&mut out, &FromWorker::Stats(Box::new(stats))).await?;
             }
         }
     }
+    // Stdin closed: the run is over; close every connection.
     let _ = phase_tx.send(Phase::Exit);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     Ok(())
 }
 
-/// Waits for every client's check (a client still reconnecting gives up
-/// at `Verify`), then ends them and adds their outcomes.
-async fn finish(
-    shared: &Shared,
-    phase: &watch::Sender<Phase>,
-    tasks: &mut Vec<tokio::task::JoinHandle<Outcome>>,
-    killed_at_us: u64,
-) -> Stats {
-    // A check is one request (at most 10 s).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while tokio::time::Instant::now() < deadline {
-        let ended = tasks.iter().filter(|t| t.is_finished()).count();
-        if ended + shared.checked.load(Ordering::Relaxed) >= tasks.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = phase.send(Phase::Exit);
+/// Takes in every client's outcome (each sends it at the final check, or
+/// when it ends before), waiting 10 s at most.
+async fn collect(done: &mut mpsc::Receiver<Outcome>, total: usize, killed_at_us: u64) -> Stats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut stats = Stats::default();
-    for t in tasks.drain(..) {
-        match t.await {
-            Ok(o) => stats.add(o, killed_at_us),
-            Err(e) => *stats.verify_failures.entry(e.to_string()).or_default() += 1,
+    let mut got = 0;
+    while got < total {
+        match tokio::time::timeout_at(deadline, done.recv()).await {
+            Ok(Some(o)) => {
+                stats.add(o, killed_at_us);
+                got += 1;
+            }
+            _ => break,
         }
+    }
+    if got < total {
+        stats
+            .verify_failures
+            .insert("no outcome within 10 s".into(), (total - got) as u64);
     }
     stats
 }
