@@ -37,6 +37,7 @@ impl SenderStats {
 /// Percentiles of the resume times, ms.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub(super) struct Percentiles {
+    pub(super) min: u64,
     pub(super) p50: u64,
     pub(super) p90: u64,
     pub(super) p99: u64,
@@ -52,6 +53,7 @@ pub(super) fn percentiles(values: &[u64]) -> Percentiles {
     v.sort_unstable();
     let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
     Percentiles {
+        min: v[0],
         p50: at(0.50),
         p90: at(0.90),
         p99: at(0.99),
@@ -216,8 +218,8 @@ pub(super) fn print_summary(r: &StormReport) {
         r.victim_clients, r.resumed, r.resumed_within_10s, r.not_resumed
     );
     eprintln!(
-        "kill → resumed ms: p50 {}  p90 {}  p99 {}  max {}",
-        l.p50, l.p90, l.p99, l.max
+        "kill → resumed ms: min {}  p50 {}  p90 {}  p99 {}  max {}",
+        l.min, l.p50, l.p90, l.p99, l.max
     );
     eprintln!(
         "reconnection tries {}  failed {:?}  survivors' clients dropped {}",
@@ -281,6 +283,7 @@ mod tests {
         assert_eq!(
             percentiles(&v),
             Percentiles {
+                min: 1,
                 p50: 50,
                 p90: 90,
                 p99: 99,
