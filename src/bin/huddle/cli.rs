@@ -216,6 +216,45 @@ mod tests {
     }
 
     #[test]
+    fn storm_flags_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "huddle",
+            "bench",
+            "storm",
+            "--url",
+            "ws://a/ws",
+            "--url",
+            "ws://b/ws",
+            "--victim-pid",
+            "42",
+            "--jwt-secret",
+            "s",
+        ])
+        .expect("parses");
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(b.mode, BenchMode::Storm);
+        assert_eq!(
+            (b.victim_pid, b.jwt_secret.as_deref()),
+            (Some(42), Some("s"))
+        );
+        assert_eq!(
+            (b.rooms_or(100), b.connections, b.workers),
+            (100, None, None)
+        );
+        assert_eq!((b.victim_share, b.send_rate, b.worker), (0.5, 1.0, false));
+        assert_eq!(
+            (b.reconnect_spread, b.quiet, b.observe),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                Duration::from_secs(30)
+            )
+        );
+    }
+
+    #[test]
     fn other_subcommands_parse() {
         let cli = Cli::try_parse_from([
             "huddle",
