@@ -36,8 +36,9 @@ fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
 }
 
-/// Three nodes whose dead sessions expire `node_timeout` after a kill.
-async fn three_nodes(node_timeout: &str) -> (Backend, Vec<Node>) {
+/// Three nodes whose dead sessions expire `node_timeout` after a kill,
+/// with `extra` flags.
+async fn three_nodes(node_timeout: &str, extra: &[&str]) -> (Backend, Vec<Node>) {
     let backend = Backend::start().await;
     let mut args = FAST.to_vec();
     args.extend([
@@ -50,6 +51,7 @@ async fn three_nodes(node_timeout: &str) -> (Backend, Vec<Node>) {
         "--janitor-interval",
         "200ms",
     ]);
+    args.extend(extra);
     let mut nodes = Vec::new();
     for id in ["victim", "s1", "s2"] {
         nodes.push(backend.node(id, &args).await);
@@ -57,8 +59,9 @@ async fn three_nodes(node_timeout: &str) -> (Backend, Vec<Node>) {
     (backend, nodes)
 }
 
-/// The storm's flags against `nodes` (the first is the victim).
-fn storm_args(nodes: &[Node], pid: &str) -> Vec<String> {
+/// The storm's flags against `nodes` (the first is the victim), each room
+/// getting `send_rate` messages a second.
+fn storm_args(nodes: &[Node], pid: &str, send_rate: &str) -> Vec<String> {
     let mut args = Vec::new();
     for node in nodes {
         args.extend(["--url".to_owned(), node.ws_url()]);
@@ -76,7 +79,7 @@ fn storm_args(nodes: &[Node], pid: &str) -> Vec<String> {
             "--workers",
             "2",
             "--send-rate",
-            "4",
+            send_rate,
             "--quiet",
             "1s",
         ]
@@ -88,9 +91,9 @@ fn storm_args(nodes: &[Node], pid: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tiny_storm_meets_the_target() {
     let _heavy = heavy(module_path!()).await;
-    let (_backend, nodes) = three_nodes("5s").await;
+    let (_backend, nodes) = three_nodes("5s", &[]).await;
     let pid = nodes[0].pid().expect("running").to_string();
-    let mut args = storm_args(&nodes, &pid);
+    let mut args = storm_args(&nodes, &pid, "4");
     // Past the node timeout and the janitor: a leave would be seen.
     args.extend(["--reconnect-spread", "1s", "--observe", "7s"].map(str::to_owned));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -130,9 +133,9 @@ async fn a_tiny_storm_meets_the_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_back_after_their_sessions_expired_are_reported() {
     let _heavy = heavy(module_path!()).await;
-    let (_backend, nodes) = three_nodes("1s").await;
+    let (_backend, nodes) = three_nodes("1s", &[]).await;
     let pid = nodes[0].pid().expect("running").to_string();
-    let mut args = storm_args(&nodes, &pid);
+    let mut args = storm_args(&nodes, &pid, "4");
     // The first try comes after the dead node's sessions expired (1 s):
     // their users are announced as leaving, and some are not back in the
     // 4 s watched.
@@ -154,6 +157,28 @@ async fn clients_back_after_their_sessions_expired_are_reported() {
         30,
         "every victim client is counted once: {r}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_cut_short_are_completed_from_history() {
+    let _heavy = heavy(module_path!()).await;
+    // A resume returns at most 3 events; at 20 messages a second per room
+    // every client that is away for more than a fraction of a second
+    // misses more, and pages the rest with `message.history`.
+    let (_backend, nodes) = three_nodes("5s", &["--resume-max-events", "3"]).await;
+    let pid = nodes[0].pid().expect("running").to_string();
+    let mut args = storm_args(&nodes, &pid, "20");
+    args.extend(["--reconnect-spread", "1500ms", "--observe", "3s"].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, report, stderr) = bench_storm(&args).await;
+    assert!(ok, "{stderr}");
+    let r = report.expect("a JSON line");
+    assert_eq!(n(&r["resumed"]), 30, "{r}");
+    assert!(n(&r["incomplete_resumes"]) > 0, "{r}");
+    assert!(n(&r["history_pages"]) >= n(&r["incomplete_resumes"]), "{r}");
+    assert_eq!(n(&r["verified"]), 60, "{r}");
+    assert_eq!(n(&r["messages_lost"]), 0, "{r}");
+    assert_eq!(n(&r["duplicates"]), 0, "{r}");
 }
 
 #[tokio::test]

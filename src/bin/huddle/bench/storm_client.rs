@@ -11,7 +11,7 @@
 //! `tests/integration/bench_storm.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -222,6 +222,8 @@ pub(super) struct Shared {
     /// Set at `Verify`: from then on clients close, and the leaves that
     /// announces are the bench's own doing, not counted.
     pub(super) closing: AtomicBool,
+    /// Dropped clients back and resumed so far (for progress lines).
+    pub(super) back: AtomicUsize,
     /// Each room's last seq once the senders stopped (set at `Verify`).
     pub(super) last_seqs: OnceLock<BTreeMap<String, u64>>,
 }
@@ -413,21 +415,16 @@ impl Client {
             return Ok(());
         }
         self.outcome.incomplete += 1;
-        let last = data["room"]["last_seq"].as_u64().unwrap_or(0);
-        let mut before = last + 1;
-        while before > since + 1 {
-            // Stop as soon as everything down to `since` is here.
-            if (since + 1..before).all(|s| self.log.has(s)) {
-                break;
+        // From the newest down: the reply's `room.last_seq` may already be
+        // behind the point live delivery resumes from.
+        let mut before: Option<u64> = None;
+        loop {
+            let mut req = json!({"type": "message.history", "room": self.plan.room, "limit": 100});
+            if let Some(before) = before {
+                req["before"] = json!(before);
             }
             self.outcome.history_pages += 1;
-            let page = self
-                .request(
-                    ws,
-                    json!({"type": "message.history", "room": self.plan.room,
-                        "before": before, "limit": 100}),
-                )
-                .await?;
+            let page = self.request(ws, req).await?;
             let messages = page["messages"].as_array().cloned().unwrap_or_default();
             let Some(lowest) = messages.first().and_then(|m| m["seq"].as_u64()) else {
                 break;
@@ -439,10 +436,11 @@ impl Client {
                     self.log.record(seq);
                 }
             }
-            if page["has_more"] != true {
+            // Stop as soon as everything down to `since` is here.
+            if page["has_more"] != true || (since + 1..lowest).all(|s| self.log.has(s)) {
                 break;
             }
-            before = lowest;
+            before = Some(lowest);
         }
         Ok(())
     }
@@ -469,6 +467,7 @@ impl Client {
             match result {
                 Ok(ws) => {
                     self.outcome.resumed_at_us = Some(now_us());
+                    self.shared.back.fetch_add(1, Ordering::Relaxed);
                     return Some(ws);
                 }
                 Err(e) => *self.outcome.failures.entry(reason(&e)).or_default() += 1,

@@ -209,10 +209,12 @@ pub(super) async fn run() -> Result<(), String> {
         spread: Duration::from_millis(plan.spread_ms),
         killed_at_us: Default::default(),
         closing: Default::default(),
+        back: Default::default(),
         last_seqs: Default::default(),
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Run);
     let total = plan.clients.len();
+    let victims = plan.clients.iter().filter(|c| c.victim).count();
     let (joined_tx, mut joined_rx) = mpsc::channel(total.max(1));
     let (done_tx, mut done_rx) = mpsc::channel(total.max(1));
     let sem = Arc::new(Semaphore::new(JOINS_IN_FLIGHT));
@@ -265,6 +267,7 @@ pub(super) async fn run() -> Result<(), String> {
             ToWorker::Killed { at_us } => {
                 killed_at_us = at_us;
                 shared.killed_at_us.store(at_us, Ordering::Relaxed);
+                tokio::spawn(progress(shared.clone(), plan.worker, victims));
             }
             ToWorker::Verify { last_seqs } => {
                 shared.closing.store(true, Ordering::Relaxed);
@@ -281,6 +284,26 @@ pub(super) async fn run() -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     Ok(())
+}
+
+/// Says every 2 s how many dropped clients are back, until all are or the
+/// run ends.
+async fn progress(shared: Arc<Shared>, worker: usize, victims: usize) {
+    let began = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let back = shared.back.load(Ordering::Relaxed);
+        eprintln!(
+            "bench storm: worker {worker}: {back} of {victims} victim clients back after {:.0} s",
+            began.elapsed().as_secs_f64()
+        );
+        if back >= victims {
+            return;
+        }
+    }
 }
 
 /// Takes in every client's outcome (each sends it at the final check, or
