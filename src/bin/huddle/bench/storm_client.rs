@@ -59,6 +59,14 @@ impl SeqLog {
         }
     }
 
+    /// Moves the baseline to `baseline` (the room's last seq at the first
+    /// join), keeping what was received above it (live events may come
+    /// before the join's reply).
+    pub(super) fn rebase(&mut self, baseline: u64) {
+        self.baseline = baseline;
+        self.seen = self.seen.split_off(&(baseline + 1));
+    }
+
     /// Records a durable event's seq.
     pub(super) fn record(&mut self, seq: u64) {
         if seq > self.baseline && !self.seen.insert(seq) {
@@ -520,7 +528,9 @@ pub(super) async fn run(
         }
         match client.open(&url, None).await {
             Ok((ws, data)) => {
-                client.log = SeqLog::new(data["room"]["last_seq"].as_u64().unwrap_or(0));
+                client
+                    .log
+                    .rebase(data["room"]["last_seq"].as_u64().unwrap_or(0));
                 current = Some(ws);
                 break;
             }
@@ -608,6 +618,13 @@ mod tests {
         assert_eq!(log.missing(17), 3, "13, 16, 17");
         assert_eq!(log.missing(12), 0, "nothing owed up to 12 is missing");
         assert!(log.has(3) && log.has(14) && !log.has(13));
+
+        let mut early = SeqLog::new(0);
+        for s in [7, 8] {
+            early.record(s);
+        }
+        early.rebase(7);
+        assert_eq!((early.last(), early.missing(9)), (8, 1), "8 kept, 9 owed");
     }
 
     #[test]
