@@ -1,7 +1,10 @@
 //! `huddle bench storm` at a tiny size against three real nodes started
 //! here: the victim is killed, its clients come back on the others within
-//! the target, nothing is lost or announced; and when they come back too
-//! late (after the dead node's sessions expire) the report says so.
+//! the target, nothing is lost or announced; resumes cut short are
+//! completed from history; when clients come back too late (after the dead
+//! node's sessions expire) the report says so; and runs that cannot work
+//! (no secret, victim or survivor; more sockets a worker than files a
+//! process may open) are refused.
 
 use std::time::Duration;
 
@@ -198,4 +201,29 @@ async fn a_storm_needs_a_secret_a_victim_and_a_survivor() {
     ];
     let (ok, _, stderr) = bench_storm(&two).await;
     assert!(!ok && stderr.contains("--victim-pid"), "{stderr}");
+
+    // More clients a worker than a process may open files.
+    let me = std::process::id().to_string();
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\"", huddle_bin()])
+        .args(["bench", "storm"])
+        .args(two)
+        .args([
+            "--victim-pid",
+            &me,
+            "--connections",
+            "1000",
+            "--workers",
+            "1",
+        ])
+        .env_remove("HUDDLE_JWT_SECRET")
+        .output()
+        .await
+        .expect("run huddle bench storm under ulimit -n 300");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("may open 300 files") && stderr.contains("--workers"),
+        "{stderr}"
+    );
 }

@@ -108,6 +108,15 @@ fn setup(args: &BenchArgs) -> Result<Setup, String> {
         .workers
         .unwrap_or(clients.div_ceil(CLIENTS_PER_WORKER))
         .clamp(1, clients);
+    // A worker inherits this process's open-file limit.
+    if let Some(limit) = open_file_limit()
+        && clients.div_ceil(workers) + FILES_SPARE > limit
+    {
+        return Err(format!(
+            "{} clients a worker, but a process may open {limit} files: give more --workers (or raise ulimit -n)",
+            clients.div_ceil(workers)
+        ));
+    }
     Ok(Setup {
         secret,
         victim_url,
@@ -117,6 +126,16 @@ fn setup(args: &BenchArgs) -> Result<Setup, String> {
         rooms,
         workers,
     })
+}
+
+/// Files a worker needs besides its clients' sockets.
+const FILES_SPARE: usize = 64;
+
+/// This process's soft limit of open files, from `/proc/self/limits`.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// A sender's connection: it created its room and sends to it.
@@ -487,6 +506,12 @@ pub(super) async fn storm(args: &BenchArgs) -> Result<StormReport, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_read() {
+        let limit = open_file_limit().expect("Linux has /proc/self/limits");
+        assert!(limit >= 64, "{limit}");
+    }
 
     #[test]
     fn every_room_gets_its_share_on_the_victim() {
