@@ -33,7 +33,8 @@
 # prints each Redis's INFO commandstats deltas over the run, per
 # acknowledged send, and the cluster-bus messages sent for pub/sub
 # (scripts/bench_commandstats.py). COMMANDSTATS=1 prints the same for one
-# Redis; COMMANDSTATS_JSON=FILE also writes them as JSON.
+# Redis; COMMANDSTATS_JSON=FILE also writes them as JSON. KEEP_LOGS=DIR keeps
+# the nodes' output (node-N.out, node-N.err) there after the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:?usage: scripts/bench.sh fanout|saturate|connections|abuse|storm [flags]}
@@ -46,6 +47,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$state"/node-* "$KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$state"
 }
 trap cleanup EXIT
