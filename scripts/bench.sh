@@ -6,8 +6,17 @@
 #   scripts/bench.sh saturate [flags…]
 #   scripts/bench.sh connections --connections 19000 [flags…]
 #   scripts/bench.sh abuse [--connections 10 --duration 10s …]
+#   scripts/bench.sh storm [--connections 20000 --rooms 100 --join-rate 1000 …]
 #
-# NODES (default 2) sets how many nodes; NODE_FLAGS adds flags to each node,
+# `storm` (issue 13) starts NODES=3 by default with a JWT secret of its own,
+# passes the first node's PID as `--victim-pid` (the bench kills it with
+# SIGKILL once everyone has joined: half the clients are on it, the rest
+# on the others, where they reconnect) and the secret to the bench, which
+# signs its clients' tokens. The clients are split over worker processes
+# (one per 8,000 by default, `--workers`) as one process may open 20,000
+# files at most.
+#
+# NODES (default 2; 3 for storm) sets how many nodes; NODE_FLAGS adds flags to each node,
 # NODE_ENV environment (e.g. TOKIO_WORKER_THREADS=1), and NODE_BIN runs
 # another build as the nodes (A/B against an older commit) while the load
 # generator stays this one.
@@ -24,12 +33,13 @@
 # prints each Redis's INFO commandstats deltas over the run, per
 # acknowledged send, and the cluster-bus messages sent for pub/sub
 # (scripts/bench_commandstats.py). COMMANDSTATS=1 prints the same for one
-# Redis; COMMANDSTATS_JSON=FILE also writes them as JSON.
+# Redis; COMMANDSTATS_JSON=FILE also writes them as JSON. KEEP_LOGS=DIR keeps
+# the nodes' output (node-N.out, node-N.err) there after the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?usage: scripts/bench.sh fanout|saturate|connections|abuse [flags]}
+mode=${1:?usage: scripts/bench.sh fanout|saturate|connections|abuse|storm [flags]}
 shift
-nodes=${NODES:-2}
+if [ "$mode" = storm ]; then nodes=${NODES:-3}; else nodes=${NODES:-2}; fi
 bin=${HUDDLE_BIN:-target/release/huddle}
 [ -x "$bin" ] || cargo build --release --locked
 state=$(mktemp -d)
@@ -37,6 +47,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$state"/node-* "$KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -131,6 +142,12 @@ limits=(--rate-limit 100000 --rate-burst 200000)
 # older NODE_BIN that has no such limits starts all the same).
 limit_env=(HUDDLE_ROOM_CREATE_PER_MIN=0 HUDDLE_CODE_MISS_PER_MIN=0)
 abuse_flags=()
+storm_flags=()
+if [ "$mode" = storm ]; then
+  # Clients come back as the same user: nodes and bench share a secret.
+  HUDDLE_JWT_SECRET="storm-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  export HUDDLE_JWT_SECRET
+fi
 if [ "$mode" = abuse ]; then
   limits=()
   limit_env=()
@@ -144,13 +161,20 @@ for i in $(seq "$nodes"); do
     >"$state/node-$i.out" 2>"$state/node-$i.err" &
   pids+=($!)
   [ "$mode" = abuse ] || server_pids+=(--server-pid "$!")
+  # The first node is the storm's victim; the bench kills it (cleanup's
+  # kill of a dead PID is harmless; disowned, its death is not reported).
+  if [ "$mode" = storm ] && [ "$i" = 1 ]; then
+    storm_flags=(--victim-pid "$!")
+    disown "$!"
+  fi
   for _ in $(seq 100); do grep -q "listening on" "$state/node-$i.out" 2>/dev/null && break; sleep 0.05; done
   addr=$(sed -n 's/^listening on //p' "$state/node-$i.out")
   urls+=(--url "ws://$addr/ws")
 done
 echo "redis pid ${redis_pids[*]}; node pids ${pids[*]:${#redis_pids[@]}}" >&2
 if [ "$stats" = 0 ]; then
-  "$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} "$@"
+  "$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} \
+    ${storm_flags[@]+"${storm_flags[@]}"} "$@"
   exit
 fi
 
@@ -165,7 +189,7 @@ snapshot() {
   done
 }
 snapshot before
-"$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} "$@" \
-  | tee "$state/report.json"
+"$bin" bench "$mode" "${urls[@]}" ${server_pids[@]+"${server_pids[@]}"} ${abuse_flags[@]+"${abuse_flags[@]}"} \
+  ${storm_flags[@]+"${storm_flags[@]}"} "$@" | tee "$state/report.json"
 snapshot after
 python3 scripts/bench_commandstats.py "$state" "${COMMANDSTATS_JSON:-}" "${redis_ports[@]}" >&2

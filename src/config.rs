@@ -164,6 +164,13 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Requests the node runs at once, over all connections; the rest wait
+    /// their turn in order. A reconnection storm then queues at the node
+    /// instead of in the Redis pipeline, where it would run into the store
+    /// timeout and open the circuit breaker.
+    #[arg(long, env = "HUDDLE_MAX_INFLIGHT_REQUESTS", default_value_t = 256)]
+    pub max_inflight_requests: usize,
+
     /// On shutdown, clients are closed (1012) at random moments over this
     /// window, so they do not all reconnect at once.
     #[arg(long, env = "HUDDLE_DRAIN_WINDOW", default_value = "5s", value_parser = parse_duration)]
@@ -324,6 +331,7 @@ impl Config {
         positive("event-log-len", self.event_log_len > 0)?;
         positive("rate-limit", self.rate_limit > 0)?;
         positive("outbound-queue", self.outbound_queue > 0)?;
+        positive("max-inflight-requests", self.max_inflight_requests > 0)?;
         positive("max-connections", self.max_connections > 0)?;
         positive("accept-backlog", self.accept_backlog > 0)?;
         positive("message-ttl", !self.message_ttl.is_zero())?;

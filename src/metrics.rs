@@ -106,6 +106,8 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// 1 while the node drains.
     pub draining: Gauge,
+    /// Requests waiting for their turn (`--max-inflight-requests`).
+    pub requests_waiting: Gauge,
     /// Circuit breaker: 0 closed, 1 open, 2 half-open (set when scraped).
     pub breaker_state: Gauge,
     /// Moderation actions carried out, by action (protocol 1.1).
@@ -143,6 +145,7 @@ impl Metrics {
             limited: Family::default(),
             slow_consumers: Counter::default(),
             draining: Gauge::default(),
+            requests_waiting: Gauge::default(),
             breaker_state: Gauge::default(),
             moderation_actions: Family::default(),
             registry: Registry::default(),
@@ -231,6 +234,11 @@ impl Metrics {
             m.slow_consumers.clone(),
         );
         registry.register("draining", "1 while the node drains", m.draining.clone());
+        registry.register(
+            "requests_waiting",
+            "Requests waiting for their turn (--max-inflight-requests)",
+            m.requests_waiting.clone(),
+        );
         registry.register(
             "breaker_state",
             "Store circuit breaker: 0 closed, 1 open, 2 half-open",

@@ -41,12 +41,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::error::{ApiError, BuildError, ErrorCode};
+use crate::error::BuildError;
 use crate::metrics::Metrics;
-use crate::protocol::replies::HistoryData;
 
 pub mod connection;
 pub mod hub;
+mod rest;
 mod web;
 pub mod wire;
 
@@ -78,6 +78,9 @@ pub struct Gateway {
     app: App,
     /// The local fan-out, which the bus delivers to.
     hub: Arc<Hub>,
+    /// Turns to run a request (`--max-inflight-requests`), shared by every
+    /// connection of the node.
+    admission: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -85,13 +88,23 @@ impl Gateway {
     pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
+        let admission = Arc::new(tokio::sync::Semaphore::new(config.max_inflight_requests));
         let app = App::build(config, metrics, hub.clone()).await?;
-        Ok(Gateway { app, hub })
+        Ok(Gateway {
+            app,
+            hub,
+            admission,
+        })
     }
 
     /// The node's app.
     pub(crate) fn app(&self) -> &App {
         &self.app
+    }
+
+    /// Turns to run a request.
+    pub(crate) fn admission(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.admission
     }
 
     /// This node's id.
@@ -239,7 +252,7 @@ async fn stop_http(shared: &Shared, deadline: tokio::time::Instant) -> bool {
         .is_ok()
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut res = Response::new(Full::new(body.into()));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -249,7 +262,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     res
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).expect(
         "HTTP bodies are plain structs of strings, numbers and lists: they always serialize",
     );
@@ -280,7 +293,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Res
             };
             json(status, &report)
         }
-        p if p.starts_with("/api/rooms/") => rest_history(app, &req).await,
+        p if p.starts_with("/api/rooms/") => rest::rest_history(app, &req).await,
         "/metrics" => {
             let mut res = text(StatusCode::OK, app.render_metrics());
             res.headers_mut().insert(
@@ -296,84 +309,9 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Res
     }
 }
 
-/// `GET /api/rooms/{id}/messages?before=&limit=`: `message.history` over
-/// HTTP. With a JWT secret it needs `Authorization: Bearer <token>` and
-/// participation, like the WebSocket verb; in guest mode it is open for
-/// public rooms.
-async fn rest_history(app: &App, req: &Request<Incoming>) -> Response<Body> {
-    #[derive(Serialize)]
-    struct ErrorBody<'a> {
-        error: &'a ApiError,
-    }
-    let fail = |err: ApiError| {
-        let status = StatusCode::from_u16(err.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        app.metrics().error(err.code);
-        json(status, &ErrorBody { error: &err })
-    };
-    let path = req.uri().path();
-    let Some(room) = path
-        .strip_prefix("/api/rooms/")
-        .and_then(|rest| rest.strip_suffix("/messages"))
-        .filter(|r| !r.is_empty() && !r.contains('/'))
-    else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
-    };
-    let mut before = None;
-    let mut limit = None;
-    for pair in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "before" if !value.is_empty() => match value.parse::<u64>() {
-                Ok(v) => before = Some(v),
-                Err(_) => {
-                    return fail(ApiError::bad_request(
-                        "`before` must be a seq (an unsigned integer)",
-                    ));
-                }
-            },
-            "limit" if !value.is_empty() => match value.parse::<i64>() {
-                Ok(v) => limit = Some(v),
-                Err(_) => return fail(ApiError::bad_request("`limit` must be an integer")),
-            },
-            _ => {}
-        }
-    }
-    let page = if app.sessions().requires_token() {
-        let Some(token) = bearer_token(req) else {
-            return fail(ApiError::new(
-                ErrorCode::Unauthorized,
-                "send Authorization: Bearer <token>",
-            ));
-        };
-        match app.sessions().authenticate(Some(token), None, None) {
-            Ok(user) => app.messages().history(&user, room, before, limit).await,
-            Err(e) => Err(e),
-        }
-    } else {
-        app.messages().history_public(room, before, limit).await
-    };
-    match page {
-        Ok(page) => json(
-            StatusCode::OK,
-            &HistoryData {
-                messages: &page.messages,
-                has_more: page.has_more,
-            },
-        ),
-        Err(e) => fail(e.into()),
-    }
-}
-
 /// The token of an `Authorization: Bearer <token>` header (the scheme is
 /// case-insensitive, RFC 9110 §11.1).
-fn bearer_token<B>(req: &Request<B>) -> Option<&str> {
+pub(super) fn bearer_token<B>(req: &Request<B>) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim_start().split_once(' ')?;
     let token = token.trim();

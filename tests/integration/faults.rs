@@ -501,3 +501,77 @@ async fn frozen_redis_answers_unavailable_then_recovers() {
         .count();
     assert_eq!(count, 1, "retry after unavailable: exactly one message");
 }
+
+/// With one turn (`--max-inflight-requests 1`), a request waits for it
+/// behind another that waits on a frozen Redis: the node counts it in
+/// `huddle_requests_waiting`, and once Redis is back both are answered and
+/// stored. Requests queue at the node; none fails or is lost for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_their_turn_and_none_is_lost() {
+    let _heavy = heavy(module_path!()).await;
+    let redis = RedisServer::start().await;
+    let node = Node::start(
+        Some(&redis.url()),
+        "n",
+        &["--max-inflight-requests", "1", "--redis-timeout-ms", "8000"],
+    )
+    .await;
+    let mut a = Client::connect(&node).await;
+    a.hello("first").await;
+    let room = a.create_room("turns", json!({})).await;
+    let rid = room["id"].as_str().expect("id").to_string();
+    let mut b = Client::connect(&node).await;
+    b.hello("second").await;
+    b.join(&rid).await;
+
+    redis.pause();
+    let send = |mut c: Client, text: &'static str, rid: String| {
+        tokio::spawn(async move {
+            let reply = c
+                .request(json!({"type": "message.send", "room": rid, "content": text}))
+                .await;
+            (c, reply)
+        })
+    };
+    let first = send(a, "one", rid.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = send(b, "two", rid.clone());
+    let waiting = |body: &str| {
+        body.lines()
+            .find(|l| l.starts_with("huddle_requests_waiting "))
+            .map(|l| l.trim_start_matches("huddle_requests_waiting ").to_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, body) = node.http_get("/metrics").await;
+        if waiting(&body).as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second request waits for the turn: {:?}",
+            waiting(&body)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.resume();
+    let (mut a, one) = first.await.expect("first sender");
+    let (_b, two) = second.await.expect("second sender");
+    assert_eq!(one["ok"], true, "{one}");
+    assert_eq!(two["ok"], true, "{two}");
+    let (_, body) = node.http_get("/metrics").await;
+    assert_eq!(
+        waiting(&body).as_deref(),
+        Some("0"),
+        "nobody waits any more"
+    );
+    let page = a.history(&rid, None, None).await;
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["kind"] != "system")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(texts, ["one", "two"], "both stored, in turn order");
+}

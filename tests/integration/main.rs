@@ -13,6 +13,7 @@ mod common;
 
 mod abuse;
 mod bench_abuse;
+mod bench_storm;
 mod closes;
 mod cluster;
 mod faults;

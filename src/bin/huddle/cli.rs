@@ -31,7 +31,7 @@ pub(crate) enum Command {
     /// container health checks; no curl needed).
     Health(HealthArgs),
     /// Generate load against running nodes and report what they carried.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 /// What `huddle bench` does.
@@ -46,6 +46,10 @@ pub(crate) enum BenchMode {
     /// Repeat the abuse probe (room-creation flood, then code guessing)
     /// against nodes on this machine and report what got through.
     Abuse,
+    /// Kill -9 one node (`--victim-pid`) under `--connections` clients
+    /// (default 20,000) and measure how they reconnect and resume on the
+    /// others: time, lost messages, spurious join/leave announcements.
+    Storm,
 }
 
 /// Arguments of `huddle bench`.
@@ -57,9 +61,9 @@ pub(crate) struct BenchArgs {
     /// WebSocket URL of a node (`ws://HOST:PORT/ws`); repeat for several.
     #[arg(long, required = true)]
     pub(crate) url: Vec<String>,
-    /// Rooms.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) rooms: usize,
+    /// Rooms (default 10; `storm`: 100).
+    #[arg(long)]
+    pub(crate) rooms: Option<usize>,
     /// Clients per room (senders included), spread over the URLs.
     #[arg(long, default_value_t = 20)]
     pub(crate) clients: usize,
@@ -72,12 +76,13 @@ pub(crate) struct BenchArgs {
     /// Messages in flight per sender (`saturate`).
     #[arg(long, default_value_t = 16)]
     pub(crate) window: usize,
-    /// Connections to open (`connections`: default 1000), or attacking
-    /// guests per phase (`abuse`: default 10, at most 200).
+    /// Connections to open (`connections`: default 1000), attacking
+    /// guests per phase (`abuse`: default 10, at most 200), or clients in
+    /// all (`storm`: default 20,000, spread over `--rooms`).
     #[arg(long)]
     pub(crate) connections: Option<usize>,
-    /// `connections`: open connections at this rate (per second), as a
-    /// crowd arriving; the report's latency is then each connection's
+    /// `connections`, `storm`: open connections at this rate (per second),
+    /// as a crowd arriving; the report's latency is then each connection's
     /// connect + hello + join time. Default: as fast as 200 at a time go.
     #[arg(long)]
     pub(crate) join_rate: Option<f64>,
@@ -107,6 +112,51 @@ pub(crate) struct BenchArgs {
     /// a new guest when a per-user limit refuses.
     #[arg(long)]
     pub(crate) patient: bool,
+    /// `storm`: the HS256 secret the nodes were started with; the clients
+    /// sign their own tokens so that a reconnecting client is the same user.
+    #[arg(long, env = "HUDDLE_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<String>,
+    /// `storm`: the URL of the node to kill (default: the first `--url`).
+    #[arg(long)]
+    pub(crate) victim_url: Option<String>,
+    /// `storm`: the PID of that node, killed with SIGKILL.
+    #[arg(long)]
+    pub(crate) victim_pid: Option<u32>,
+    /// `storm`: the share of the clients that start on the victim.
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) victim_share: f64,
+    /// `storm`: client processes (each holds its share of the sockets, as
+    /// one process may not open 20,000 files). Default: one per 8,000
+    /// clients.
+    #[arg(long)]
+    pub(crate) workers: Option<usize>,
+    /// `storm`: messages per second per room, sent by one sender per room
+    /// on a surviving node for the whole run.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) send_rate: f64,
+    /// `storm`: a dropped client's first reconnection is spread uniformly
+    /// over this (as the web client does); later ones back off.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) reconnect_spread: Duration,
+    /// `storm`: the pause between "everyone joined" and the kill.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) quiet: Duration,
+    /// `storm`: how long to watch after the kill, for late resumes and for
+    /// leave announcements when the dead node's sessions expire (keep it
+    /// above the nodes' `--node-timeout` plus `--janitor-interval`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) observe: Duration,
+    /// Internal: run as one of `storm`'s client processes, reading its plan
+    /// from stdin.
+    #[arg(long, hide = true)]
+    pub(crate) worker: bool,
+}
+
+impl BenchArgs {
+    /// `--rooms`, or the mode's default.
+    pub(crate) fn rooms_or(&self, default: usize) -> usize {
+        self.rooms.unwrap_or(default)
+    }
 }
 
 /// Arguments of `huddle health`.
@@ -166,6 +216,45 @@ mod tests {
     }
 
     #[test]
+    fn storm_flags_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "huddle",
+            "bench",
+            "storm",
+            "--url",
+            "ws://a/ws",
+            "--url",
+            "ws://b/ws",
+            "--victim-pid",
+            "42",
+            "--jwt-secret",
+            "s",
+        ])
+        .expect("parses");
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(b.mode, BenchMode::Storm);
+        assert_eq!(
+            (b.victim_pid, b.jwt_secret.as_deref()),
+            (Some(42), Some("s"))
+        );
+        assert_eq!(
+            (b.rooms_or(100), b.connections, b.workers),
+            (100, None, None)
+        );
+        assert_eq!((b.victim_share, b.send_rate, b.worker), (0.5, 1.0, false));
+        assert_eq!(
+            (b.reconnect_spread, b.quiet, b.observe),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                Duration::from_secs(30)
+            )
+        );
+    }
+
+    #[test]
     fn other_subcommands_parse() {
         let cli = Cli::try_parse_from([
             "huddle",
@@ -192,7 +281,10 @@ mod tests {
             "a bare number is seconds"
         );
         assert_eq!(b.warmup, Duration::from_millis(500));
-        assert_eq!((b.rooms, b.clients, b.senders, b.rate), (10, 20, 2, 1000));
+        assert_eq!(
+            (b.rooms_or(10), b.clients, b.senders, b.rate),
+            (10, 20, 2, 1000)
+        );
         assert!(
             Cli::try_parse_from(["huddle", "bench", "fanout"]).is_err(),
             "--url"

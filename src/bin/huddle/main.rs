@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Command::Serve(config) => serve(*config),
         Command::Token(args) => token(&args),
         Command::Health(args) => health(&args),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
     }
 }
 

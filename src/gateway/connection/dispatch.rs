@@ -144,6 +144,13 @@ impl Connection {
             return Flow::Continue;
         }
         let verb = frame.request.verb();
+        // Every request but a ping waits for a turn: in a storm, requests
+        // queue here (the connection still sends its events meanwhile)
+        // rather than all at once in the Redis pipeline.
+        let _turn = match frame.request {
+            Request::Ping => None,
+            _ => Some(self.turn().await),
+        };
         let span = tracing::info_span!(
             "request",
             verb,
@@ -173,6 +180,19 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// A turn to run a request (`--max-inflight-requests`); counted in
+    /// `huddle_requests_waiting` while the node has none free.
+    pub(super) async fn turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.admission.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let waiting = &self.app.metrics().requests_waiting;
+        waiting.inc();
+        let permit = self.admission.clone().acquire_owned().await.ok();
+        waiting.dec();
+        permit
     }
 
     /// Runs a request. `Ok(None)` means the reply was queued already (joins).

@@ -254,6 +254,11 @@ impl Connection {
         let Some(user) = self.user.take() else {
             return;
         };
+        // A turn like a request's: when thousands of clients drop at once
+        // (a balancer or a network path failing), their leaves queue here
+        // rather than all at once in the Redis pipeline, where they would
+        // time out and leave participants behind.
+        let _turn = self.turn().await;
         for room in typing {
             self.tell_typing_stopped(&user, &room).await;
         }

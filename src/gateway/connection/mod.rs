@@ -102,6 +102,7 @@ pub async fn run(
             },
         ));
         let mut conn = Connection {
+            admission: gateway.admission().clone(),
             app,
             conn_id,
             address,
@@ -218,6 +219,8 @@ impl Quiet {
 struct Connection {
     /// The node's services, config and metrics.
     app: App,
+    /// Turns to run a request, shared by the node's connections.
+    admission: Arc<tokio::sync::Semaphore>,
     /// The session id (`hello`'s `session`), a UUID.
     conn_id: String,
     /// The client's address, for the per-address limits.

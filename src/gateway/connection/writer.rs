@@ -296,7 +296,7 @@ impl Writer {
             Outbound::Removed(room) => {
                 // A join in flight held the room's events, the removal's
                 // own frame among them: they go out, nothing after them.
-                if let Some(RoomState::Holding(floor, held)) = self.rooms.remove(&*room) {
+                if let Some(RoomState::Holding(floor, held)) = self.rooms.remove(&room) {
                     for event in held {
                         if event.seq == 0 || event.seq > floor {
                             self.events_out.inc();

@@ -148,6 +148,11 @@ impl Node {
         read_tail(&self.dir.path().join(STDERR_LOG), max_lines)
     }
 
+    /// The node's process id while it runs (for tools that signal it).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Asks the node to shut down (SIGTERM); see [`Node::wait_exit`].
     pub(crate) fn terminate(&self) {
         let child = self.child.as_ref().expect("node is running");

@@ -23,7 +23,7 @@ const DEFAULT_CONNECTIONS: usize = 1000;
 
 pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let rss_before = rss_bytes(&args.server_pid);
-    let (_admin, rooms) = create_rooms(&args.url[0], args.rooms.max(1), "idle").await?;
+    let (_admin, rooms) = create_rooms(&args.url[0], args.rooms_or(10).max(1), "idle").await?;
     let began = Instant::now();
     let hold = args.duration;
     let sem = Arc::new(tokio::sync::Semaphore::new(200));

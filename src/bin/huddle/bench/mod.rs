@@ -11,6 +11,9 @@
 //! - `abuse`: the issue-15 abuse probe (a room-creation flood, then join
 //!   code guessing) against nodes on this machine; it reports what got
 //!   through (see `abuse`).
+//! - `storm`: the issue-13 reconnection storm: kill -9 a node under many
+//!   clients (in worker processes) and measure how they come back on the
+//!   others, what they lost and what was announced (see `storm`).
 //!
 //! Latency is measured in one process with one monotonic clock: a message's
 //! content carries its send time. With `--server-pid` (nodes and Redis) the
@@ -24,6 +27,10 @@ mod abuse_report;
 mod client;
 mod connections;
 mod report;
+mod storm;
+mod storm_client;
+mod storm_report;
+mod storm_worker;
 mod system;
 mod traffic;
 
@@ -43,6 +50,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         BenchMode::Connections => {
             let report = connections::connections(&args).await?;
             report::print_summary(&report);
+            print_json(&report)
+        }
+        BenchMode::Storm if args.worker => storm_worker::run().await,
+        BenchMode::Storm => {
+            let report = storm::storm(&args).await?;
+            storm_report::print_summary(&report);
             print_json(&report)
         }
         BenchMode::Abuse => {

@@ -53,7 +53,8 @@ struct Plan {
 pub(super) async fn traffic(args: &BenchArgs) -> Result<Report, String> {
     let saturate = matches!(args.mode, BenchMode::Saturate);
     // One connection creates the rooms.
-    let (_admin, rooms) = create_rooms(&args.url[0], args.rooms, "bench").await?;
+    let room_count = args.rooms_or(10);
+    let (_admin, rooms) = create_rooms(&args.url[0], room_count, "bench").await?;
     let mut plans = Vec::new();
     for (r, room) in rooms.iter().enumerate() {
         for c in 0..args.clients {
@@ -64,7 +65,7 @@ pub(super) async fn traffic(args: &BenchArgs) -> Result<Report, String> {
             });
         }
     }
-    let senders = (args.rooms * args.senders).max(1);
+    let senders = (room_count * args.senders).max(1);
     let period = Duration::from_secs_f64(senders as f64 / args.rate.max(1) as f64);
     let start = Instant::now();
     let ready = Arc::new(tokio::sync::Barrier::new(plans.len() + 1));
@@ -107,7 +108,7 @@ pub(super) async fn traffic(args: &BenchArgs) -> Result<Report, String> {
     Ok(Report {
         mode: if saturate { "saturate" } else { "fanout" },
         nodes: args.url.len(),
-        clients: args.rooms * args.clients,
+        clients: room_count * args.clients,
         seconds,
         sent: total.sent,
         acked: total.acked,
