@@ -139,6 +139,12 @@ describe('moderation', { timeout: 90_000 }, () => {
     await cat.press('#rename-input', 'Enter');
     await ann.waitForFunction(() => document.querySelector('#room-title').textContent === 'Ops (renamed)');
     assert.deepEqual(await roomNames(ann), ['Ops (renamed)']);
+    await cat.click('#room-admin > summary');
+    await cat.check('#private-toggle');
+    await ann.waitForSelector('#room-private:not([hidden])');
+    assert.equal(await ann.isChecked('#private-toggle'), true);
+    await cat.uncheck('#private-toggle');
+    await ann.waitForSelector('#room-private', { state: 'hidden' });
   });
 
   test('the owner hands the room over and gets it back', async () => {

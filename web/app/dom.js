@@ -25,7 +25,7 @@ export const ui = {
   copyCode: $('copy-code'), peopleToggle: $('people-toggle'), peopleCount: $('people-count'),
   leaveRoom: $('leave-room'),
   roomAdmin: $('room-admin'), renameForm: $('rename-form'), renameInput: $('rename-input'),
-  closeRoom: $('close-room'), bansLoad: $('bans-load'), bansList: $('bans-list'), mutedNote: $('muted-note'), removedNote: $('removed-note'),
+  closeRoom: $('close-room'), privateToggle: $('private-toggle'), bansLoad: $('bans-load'), bansList: $('bans-list'), mutedNote: $('muted-note'), removedNote: $('removed-note'),
   searchForm: $('search-form'), searchInput: $('search-input'), searchPanel: $('search-panel'),
   searchClose: $('search-close'), searchSummary: $('search-summary'), searchResults: $('search-results'),
   roomBody: document.querySelector('.room-body'), timeline: $('timeline'),

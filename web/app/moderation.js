@@ -1,8 +1,8 @@
 // moderation.js: roles and moderation on the page (protocol 1.1). It owns
 // the member menu of the people panel (kick, ban with a duration, mute,
 // unmute, make moderator or member, hand the room over), the room's
-// Manage controls (rename for the owner and moderators, close for the
-// owner), the note that tells a muted user why their sends are refused,
+// Manage controls (rename, private or public, and the bans with Unban
+// for the owner and moderators; close for the owner), the note that tells a muted user why their sends are refused,
 // and the page's handlers of `member`, `removed` and `closed`: a user
 // removed from a room, or whose room was closed, leaves it and is told
 // who did it, why, and until when. What is offered follows the server's
@@ -141,6 +141,7 @@ function roomControls(rv) {
   const mine = myRole(rv);
   ui.roomAdmin.hidden = mine === 'member';
   ui.closeRoom.hidden = mine !== 'owner';
+  ui.privateToggle.checked = !!rv.room.private;
   if (ui.bansList.dataset.room !== rv.room.id) { ui.bansList.replaceChildren(); ui.bansList.dataset.room = rv.room.id; }
   const until = state.me ? mutedUntil(rv, state.me.id) : 0;
   ui.mutedNote.hidden = !until;
@@ -254,6 +255,17 @@ function wire() {
       renderRoomHead(rv);
       renderRoomList();
     });
+  });
+  ui.privateToggle.addEventListener('change', async () => {
+    const rv = state.active && state.rooms.get(state.active);
+    if (!rv) return;
+    const want = ui.privateToggle.checked;
+    await act(want ? 'Make the room private' : 'Make the room public', async () => {
+      roomView(await state.client.updateRoom(rv.room.id, { private: want }));
+      renderRoomHead(rv);
+      renderRoomList();
+    });
+    ui.privateToggle.checked = !!rv.room.private; // the server's answer, whatever happened
   });
   ui.closeRoom.addEventListener('click', async () => {
     const rv = state.active && state.rooms.get(state.active);
