@@ -24,8 +24,8 @@ use crate::events::EventSink;
 use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{
-    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, RoomService, RoomSettings,
-    SessionService,
+    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, ReadService, RoomService,
+    RoomSettings, SessionService,
 };
 use crate::store::breaker::BreakerState;
 use crate::store::redis::{ConnMode, RedisOptions, cluster_client};
@@ -46,6 +46,8 @@ struct Inner {
     bus: Arc<dyn EventBus>,
     rooms: RoomService,
     messages: MessageService,
+    /// Read-state rules.
+    reads: ReadService,
     sessions: SessionService,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -216,6 +218,7 @@ impl App {
             },
             metrics.clone(),
         );
+        let reads = ReadService::new(store.clone(), bus.clone());
         let rooms = RoomService::new(
             store.clone(),
             store.clone(),
@@ -226,6 +229,7 @@ impl App {
                 resume_max_events: config.resume_max_events,
                 typing_repeat: config.typing_repeat,
             },
+            reads.clone(),
         );
         let messages = MessageService::new(store.clone(), store.clone(), config.edit_window);
         let sessions = SessionService::new(
@@ -261,6 +265,7 @@ impl App {
                 bus,
                 rooms,
                 messages,
+                reads,
                 sessions,
                 metrics,
                 draining: AtomicBool::new(false),
@@ -285,6 +290,10 @@ impl App {
     /// Message rules.
     pub(crate) fn messages(&self) -> &MessageService {
         &self.inner.messages
+    }
+    /// Read-state rules.
+    pub(crate) fn reads(&self) -> &ReadService {
+        &self.inner.reads
     }
     /// Session rules.
     pub(crate) fn sessions(&self) -> &SessionService {

@@ -20,6 +20,10 @@
 //! | `message:{R}:M` | string | envelope of the message's latest event; expires with `message_ttl` |
 //! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
 //! | `dedupe:{R}:USER:CLIENT_MSG_ID` | string | message id, 24 h |
+//! | `reads:{R}` | hash | user id → read_seq (`room.read`; a send marks its author's); deleted with the room |
+//! | `countable:{R}` | sorted set | message id by seq, for the messages unread counts count (not system; deleted and expired ones removed): unread = `ZCOUNT` after read_seq |
+//! | `roles:{R}` | hash | user id → `moderator` (the owner is the room's `owner` field, else `created_by`); read by `room.mine` |
+//! | `user_rooms:{U}` | sorted set | room ids a user joined, by join time (ms), the newest 1,000: `room.mine`'s candidates, dropped lazily once stale; tagged by user |
 //! | `active_rooms` | sorted set | room id by last activity (ms); one shard of the room index (below) |
 //! | `public_rooms` | sorted set | public room ids by last activity (ms), for `room.list`; same shard |
 //! | `public_rooms_ready` | string | set once `public_rooms` was filled from `active_rooms` |
@@ -143,6 +147,23 @@ impl Keys {
     /// `dedupe:{R}:USER:CLIENT_MSG_ID`.
     pub fn dedupe(&self, room: &str, user: &str, client_msg_id: &str) -> String {
         format!("{}dedupe:{{{room}}}:{user}:{client_msg_id}", self.prefix)
+    }
+    /// `reads:{R}`.
+    pub fn reads(&self, room: &str) -> String {
+        format!("{}reads:{{{room}}}", self.prefix)
+    }
+    /// `countable:{R}`.
+    pub fn countable(&self, room: &str) -> String {
+        format!("{}countable:{{{room}}}", self.prefix)
+    }
+    /// `roles:{R}`.
+    pub fn roles(&self, room: &str) -> String {
+        format!("{}roles:{{{room}}}", self.prefix)
+    }
+    /// `user_rooms:{U}`: hashed by the user, so the index of one user is
+    /// one key in one slot, apart from the rooms' slots.
+    pub fn user_rooms(&self, user: &str) -> String {
+        format!("{}user_rooms:{{{user}}}", self.prefix)
     }
     /// The `active_rooms` shard `shard` (`active_rooms` itself when the
     /// index is not split).
@@ -284,6 +305,9 @@ mod tests {
             k.presence(r),
             k.typing(r, "u1"),
             k.channel(r),
+            k.reads(r),
+            k.countable(r),
+            k.roles(r),
         ] {
             assert!(key.starts_with("huddle:"), "{key}");
             assert_eq!(hash_tag(&key), Some(r), "{key}");
@@ -298,6 +322,7 @@ mod tests {
         );
         assert_eq!(k.public_rooms_of(r), "huddle:public_rooms");
         assert_eq!(hash_tag(&k.session("c1")), None);
+        assert_eq!(hash_tag(&k.user_rooms("u1")), Some("u1"));
     }
 
     #[test]

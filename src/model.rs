@@ -191,6 +191,32 @@ pub enum Event {
         /// Users who left since the last one (at most 50).
         left: Vec<User>,
     },
+    /// Ephemeral: a user read a room up to `read_seq` (protocol 1.1 "Read
+    /// state"). Told only to that user's other connections: every node's
+    /// hub delivers it to the local connections of `user` joined to the
+    /// room, except `conn`, the connection that asked. Last in the enum, so
+    /// the bincode tags of the variants before it do not move.
+    Read {
+        /// Whose read position moved (user id).
+        user: String,
+        /// The connection that sent `room.read` (its session id): it is not
+        /// told.
+        conn: String,
+        /// The read position now.
+        read_seq: u64,
+    },
+}
+
+/// A participant's role in a room (protocol 1.1 "Roles and moderation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The creator, or whoever the room was handed to: exactly one.
+    Owner,
+    /// Named by the owner.
+    Moderator,
+    /// Everyone else.
+    Member,
 }
 
 impl Event {
@@ -205,6 +231,7 @@ impl Event {
             Event::Typing { .. } => "typing",
             Event::RoomUpdated(_) => "room.updated",
             Event::ParticipantsChanged { .. } => "participants.changed",
+            Event::Read { .. } => "read",
         }
     }
 

@@ -104,6 +104,27 @@ pub enum Request {
         #[serde(default)]
         limit: Option<i64>,
     },
+    /// The user has read a room up to `seq`.
+    #[serde(rename = "room.read")]
+    RoomRead {
+        /// Room id.
+        room: String,
+        /// Read up to this seq (capped at the room's last seq).
+        seq: u64,
+    },
+    /// The rooms the user participates in, with read state.
+    #[serde(rename = "room.mine")]
+    RoomMine {
+        /// How many, 1–200 (default 100).
+        #[serde(default)]
+        limit: Option<i64>,
+    },
+    /// Every participant's read position in a room of at most 100.
+    #[serde(rename = "room.receipts")]
+    RoomReceipts {
+        /// Room id.
+        room: String,
+    },
     /// Public rooms, most recently active first.
     #[serde(rename = "room.list")]
     RoomList {
@@ -198,6 +219,9 @@ impl Request {
             Request::RoomGet { .. } => "room.get",
             Request::RoomMembers { .. } => "room.members",
             Request::RoomList { .. } => "room.list",
+            Request::RoomRead { .. } => "room.read",
+            Request::RoomMine { .. } => "room.mine",
+            Request::RoomReceipts { .. } => "room.receipts",
             Request::MessageSend { .. } => "message.send",
             Request::MessageHistory { .. } => "message.history",
             Request::MessageEdit { .. } => "message.edit",
@@ -210,7 +234,7 @@ impl Request {
 }
 
 /// Every verb name, for pre-registering metrics.
-pub const VERBS: [&str; 15] = [
+pub const VERBS: [&str; 18] = [
     "message.edit",
     "message.delete",
     "message.search",
@@ -226,6 +250,9 @@ pub const VERBS: [&str; 15] = [
     "room.list",
     "message.send",
     "message.history",
+    "room.read",
+    "room.mine",
+    "room.receipts",
 ];
 
 /// Parses one text frame.
@@ -347,6 +374,8 @@ struct EventFrame<'a> {
     joined: Option<&'a [User]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     left: Option<&'a [User]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_seq: Option<u64>,
 }
 
 /// Renders a pushed event frame: `event` of `room`, with its `seq` shown
@@ -363,6 +392,7 @@ pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
         participant_count: None,
         joined: None,
         left: None,
+        read_seq: None,
     };
     match event {
         Event::MessageCreated(m) | Event::MessageUpdated(m) | Event::MessageDeleted(m) => {
@@ -382,6 +412,9 @@ pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
             frame.joined = Some(joined);
             frame.left = Some(left);
         }
+        // Who read and from which connection stay on the bus: the frame
+        // goes to that user's own connections only.
+        Event::Read { read_seq, .. } => frame.read_seq = Some(*read_seq),
         Event::RoomUpdated(r) => {
             // The protocol shows both `"room":"<id>"` and `"room":{…}` here;
             // a JSON object cannot hold both, so `room` is the room object,
@@ -577,6 +610,9 @@ mod properties {
         "message.search",
         "typing",
         "presence",
+        "room.read",
+        "room.mine",
+        "room.receipts",
         "nope",
     ];
     const FIELDS: &[&str] = &[
@@ -600,6 +636,7 @@ mod properties {
         "image",
         "url",
         "size",
+        "seq",
     ];
 
     fn scalar() -> impl Strategy<Value = Value> {

@@ -14,6 +14,16 @@
 //! recipients are a vector for the fan-out loop plus each connection's index
 //! in it).
 //!
+//! Read state (protocol 1.1): a `read` event is for one user's own
+//! connections. The bus envelope carries the user and the connection that
+//! sent `room.read`; the hub hands the frame only to that user's local
+//! connections joined to the room, except that one. A `message.created`
+//! marks the room read for its author (the store did so atomically with
+//! the write), so the hub also hands the author's local connections in the
+//! room a `read` event up to the message's seq, right after it: no second
+//! publish per message. (The sending connection gets it too: the envelope
+//! does not say which connection sent the message.)
+//!
 //! A connection reaches the hub through a `HubListener`, the gateway's
 //! implementation of the services' `Listener`: the services' room
 //! subscription attaches and detaches it, so the order "receive the room's
@@ -21,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -32,7 +42,7 @@ use crate::codec;
 use crate::error::close;
 use crate::events::EventSink;
 use crate::metrics::Metrics;
-use crate::model::now_us;
+use crate::model::{Event, MessageKind, now_us};
 use crate::protocol;
 use crate::service::Listener;
 
@@ -128,6 +138,32 @@ pub struct Subscriber {
     pub tx: mpsc::Sender<Outbound>,
     /// Closes it when the queue is full.
     pub kill: Arc<Kill>,
+    /// The connection's session id: a `read` event skips the connection
+    /// that sent `room.read`.
+    pub conn: Arc<str>,
+    /// The user id, once `hello` succeeded: `read` events go to the user's
+    /// own connections only.
+    pub user: Arc<OnceLock<Arc<str>>>,
+}
+
+impl Subscriber {
+    /// Whether this connection is `user`'s.
+    fn is_user(&self, user: &str) -> bool {
+        self.user.get().is_some_and(|u| &**u == user)
+    }
+}
+
+/// Who gets a frame among a room's local recipients.
+enum Audience<'a> {
+    /// Everyone.
+    All,
+    /// `user`'s connections except `except` (a `read` event).
+    Own {
+        /// The user.
+        user: &'a str,
+        /// The connection that asked.
+        except: &'a str,
+    },
 }
 
 /// A room's local recipients.
@@ -224,6 +260,15 @@ impl EventSink for Hub {
                 .observe((now - env.published_us) as f64 / 1e6);
         }
         let frame = wire::text_frame(&protocol::event_frame(room, env.seq, &env.event));
+        let audience = match &env.event {
+            Event::Read { user, conn, .. } => Audience::Own { user, except: conn },
+            _ => Audience::All,
+        };
+        // The author of a message has read the room up to it.
+        let author = match &env.event {
+            Event::MessageCreated(m) if m.kind != MessageKind::System => Some(m.user.id.as_str()),
+            _ => None,
+        };
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
         let Some((key, recipients)) = rooms.get_key_value(room) else {
             return;
@@ -233,20 +278,52 @@ impl EventSink for Hub {
             seq: env.seq,
             frame,
         });
+        let mut read_frame: Option<Arc<RoomFrame>> = None;
         let mut delivered = 0u64;
         for sub in &recipients.subs {
-            match sub.tx.try_send(Outbound::Event(shared.clone())) {
-                Ok(()) => delivered += 1,
-                Err(TrySendError::Full(_)) => {
-                    if sub.kill.kill(close::SLOW) {
-                        self.metrics.slow_consumers.inc();
-                        tracing::info!(conn = sub.id, room, "slow consumer closed");
-                    }
-                }
-                Err(TrySendError::Closed(_)) => {}
+            if let Audience::Own { user, except } = audience
+                && (!sub.is_user(user) || &*sub.conn == except)
+            {
+                continue;
+            }
+            delivered += self.push(sub, room, &shared);
+            if let Some(author) = author
+                && sub.is_user(author)
+            {
+                let read = read_frame.get_or_insert_with(|| {
+                    let event = Event::Read {
+                        user: String::new(),
+                        conn: String::new(),
+                        read_seq: env.seq,
+                    };
+                    Arc::new(RoomFrame {
+                        room: key.clone(),
+                        seq: 0,
+                        frame: wire::text_frame(&protocol::event_frame(room, 0, &event)),
+                    })
+                });
+                delivered += self.push(sub, room, read);
             }
         }
         self.metrics.events_delivered.inc_by(delivered);
+    }
+}
+
+impl Hub {
+    /// Queues `frame` to `sub`; 1 when queued. A full queue closes the
+    /// slow consumer.
+    fn push(&self, sub: &Subscriber, room: &str, frame: &Arc<RoomFrame>) -> u64 {
+        match sub.tx.try_send(Outbound::Event(frame.clone())) {
+            Ok(()) => 1,
+            Err(TrySendError::Full(_)) => {
+                if sub.kill.kill(close::SLOW) {
+                    self.metrics.slow_consumers.inc();
+                    tracing::info!(conn = sub.id, room, "slow consumer closed");
+                }
+                0
+            }
+            Err(TrySendError::Closed(_)) => 0,
+        }
     }
 }
 
@@ -298,6 +375,8 @@ mod tests {
                 id,
                 tx,
                 kill: Arc::new(Kill::default()),
+                conn: Arc::from(format!("c{id}")),
+                user: Arc::new(OnceLock::new()),
             },
             rx,
         )
@@ -385,6 +464,89 @@ mod tests {
             hub.rooms.read().expect("lock").is_empty(),
             "empty rooms are dropped"
         );
+    }
+
+    fn frame_text(out: Outbound) -> String {
+        let Outbound::Event(f) = out else {
+            panic!("an event")
+        };
+        let mut cursor = std::io::Cursor::new(&f.frame[..]);
+        FrameHeader::parse(&mut cursor).unwrap().unwrap();
+        String::from_utf8(f.frame[cursor.position() as usize..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_read_event_goes_to_the_users_other_connections_only() {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let room: Arc<str> = Arc::from("r1");
+        let mut queues = Vec::new();
+        // 0 and 1: Ann (1 sent room.read); 2: Bob; 3: no hello yet.
+        for (id, who) in [
+            (0, Some("ann")),
+            (1, Some("ann")),
+            (2, Some("bob")),
+            (3, None),
+        ] {
+            let (s, rx) = sub(id, 4);
+            if let Some(who) = who {
+                s.user.set(Arc::from(who)).unwrap();
+            }
+            hub.attach(&room, s);
+            queues.push(rx);
+        }
+        let read = Event::Read {
+            user: "ann".into(),
+            conn: "c1".into(),
+            read_seq: 7,
+        };
+        hub.deliver("r1", &codec::encode(0, &read, 1));
+        let text = frame_text(queues[0].try_recv().expect("Ann's other tab"));
+        assert_eq!(
+            text,
+            r#"{"type":"event","room":"r1","event":"read","read_seq":7}"#
+        );
+        for q in &mut queues[1..] {
+            assert!(q.try_recv().is_err(), "not the asking tab, nor anyone else");
+        }
+
+        // A message by Ann: everyone gets it; Ann's tabs then read up to it.
+        let mut m = crate::model::Message {
+            id: "m".into(),
+            room: "r1".into(),
+            seq: 0,
+            user: User {
+                id: "ann".into(),
+                name: "Ann".into(),
+                image: None,
+            },
+            kind: MessageKind::Text,
+            content: "hi".into(),
+            attachment: None,
+            created_at: 1,
+            edited_at: None,
+            deleted: false,
+        };
+        hub.deliver(
+            "r1",
+            &codec::encode(9, &Event::MessageCreated(m.clone()), 1),
+        );
+        for (id, q) in queues.iter_mut().enumerate() {
+            assert!(frame_text(q.try_recv().expect("the message")).contains("message.created"));
+            let then = q.try_recv();
+            if id < 2 {
+                assert!(frame_text(then.expect("a read")).contains(r#""read_seq":9"#));
+            } else {
+                assert!(then.is_err(), "only the author's connections read it");
+            }
+        }
+        // A system message marks nobody's read position.
+        m.kind = MessageKind::System;
+        m.user = crate::model::system_user();
+        hub.deliver("r1", &codec::encode(10, &Event::MessageCreated(m), 1));
+        for q in &mut queues {
+            assert!(q.try_recv().is_ok());
+            assert!(q.try_recv().is_err());
+        }
     }
 
     #[test]

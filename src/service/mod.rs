@@ -5,6 +5,8 @@
 //!   participant events.
 //! - `Crowd`: the coalesced `participants.changed` of big rooms.
 //! - `MessageService`: sending and reading messages.
+//! - `ReadService`: read state: `room.read`, `room.mine`, receipts, the
+//!   user's room index.
 //! - `SessionService`: who a connection is (guest or JWT) and its session
 //!   record.
 //! - `RoomSubscription`: a connection's hold on a room's events, taken
@@ -20,6 +22,7 @@ pub mod crowd;
 pub mod janitor;
 pub mod limits;
 pub mod messages;
+pub mod reads;
 pub mod rooms;
 pub mod sessions;
 pub mod subscription;
@@ -29,6 +32,7 @@ pub use crowd::Crowd;
 pub use janitor::{Janitor, JanitorSettings};
 pub use limits::{LimitSettings, Limits};
 pub use messages::MessageService;
+pub use reads::{MineEntry, ReadService};
 pub use rooms::{JoinHistory, Joined, NewRoom, RoomService, RoomSettings};
 pub use sessions::{Claims, SessionService};
 pub use subscription::{Listener, RoomSubscription};

@@ -19,6 +19,7 @@ use rand::RngExt;
 
 use super::crowd::Crowd;
 use super::limits::Limits;
+use super::reads::ReadService;
 use super::subscription::{Listener, RoomSubscription};
 use super::typing::TYPING_TTL;
 use super::{int_field, room_id, text_field};
@@ -100,6 +101,8 @@ pub struct RoomService {
     settings: RoomSettings,
     /// Big rooms' `participants.changed`.
     crowd: Crowd,
+    /// The user's room index behind `room.mine`, kept on join and leave.
+    reads: ReadService,
 }
 
 /// A room as `room.create` asks for it, before validation.
@@ -153,8 +156,10 @@ impl RoomService {
         bus: Arc<dyn EventBus>,
         limits: Limits,
         settings: RoomSettings,
+        reads: ReadService,
     ) -> RoomService {
         RoomService {
+            reads,
             crowd: Crowd::new(rooms.clone(), bus.clone()),
             rooms,
             messages,
@@ -221,6 +226,7 @@ impl RoomService {
             match self.rooms.create_room(&room, user, conn, &note).await? {
                 CreateOutcome::Created(room) => {
                     self.track(conn, &room.id, true).await;
+                    self.reads.joined(&user.id, &room.id).await;
                     return Ok(room);
                 }
                 CreateOutcome::CodeTaken => continue,
@@ -300,6 +306,9 @@ impl RoomService {
             }
             JoinOutcome::Joined { first } => {
                 self.track(conn, room_id, true).await;
+                // Every join, not only the first: an index that lost the
+                // room (or predates it) is written again.
+                self.reads.joined(&user.id, room_id).await;
                 if first {
                     self.announce(room_id, Event::ParticipantJoined(user.clone()))
                         .await;
@@ -307,6 +316,7 @@ impl RoomService {
             }
             JoinOutcome::JoinedQuietly { .. } => {
                 self.track(conn, room_id, true).await;
+                self.reads.joined(&user.id, room_id).await;
                 self.crowd.joined(room_id, user);
             }
         }
@@ -358,12 +368,14 @@ impl RoomService {
         self.track(conn, room_id, false).await;
         match outcome {
             LeaveOutcome::Left { last: true } => {
+                self.reads.left(&user.id, room_id).await;
                 self.announce(room_id, Event::ParticipantLeft(user.clone()))
                     .await;
                 Ok(())
             }
             LeaveOutcome::Left { last: false } => Ok(()),
             LeaveOutcome::LeftQuietly { .. } => {
+                self.reads.left(&user.id, room_id).await;
                 self.crowd.left(room_id, user);
                 Ok(())
             }
@@ -524,7 +536,7 @@ mod tests {
     fn service() -> RoomService {
         let sink: Arc<dyn EventSink> = Arc::new(NoSink);
         let store = Arc::new(MemoryStore::new(StoreSettings::default(), sink.clone()));
-        let bus = Arc::new(MemoryBus::new(sink));
+        let bus: Arc<MemoryBus> = Arc::new(MemoryBus::new(sink));
         let limits = Limits::new(
             store.clone(),
             crate::service::LimitSettings {
@@ -537,10 +549,11 @@ mod tests {
         RoomService::new(
             store.clone(),
             store.clone(),
-            store,
-            bus,
+            store.clone(),
+            bus.clone(),
             limits,
             RoomSettings::default(),
+            ReadService::new(store, bus),
         )
     }
 

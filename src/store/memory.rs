@@ -33,6 +33,7 @@ mod cache;
 mod crowd;
 mod limits;
 mod log;
+mod reads;
 
 /// Where the memory engine reads the time, Unix ms: the system clock in a
 /// node (`now_ms`), a clock the test moves in tests, so TTLs can be checked
@@ -71,6 +72,8 @@ struct State {
     /// `participants.changed`, and until when (ms) the last one holds the
     /// room's window: room → (changes, gate until).
     changes: HashMap<String, (Vec<super::Change>, u64)>,
+    /// user → room → joined at (ms): `room.mine`'s candidates (`reads`).
+    user_rooms: HashMap<String, HashMap<String, u64>>,
 }
 
 struct RoomState {
@@ -84,6 +87,8 @@ struct RoomState {
     messages: HashMap<String, (Vec<u8>, u64)>,
     events: VecDeque<(u64, Vec<u8>)>,
     dedupe: HashMap<(String, String), (String, u64)>,
+    /// Read positions and countable seqs (`reads`).
+    reads: reads::RoomReads,
 }
 
 struct Member {
@@ -181,6 +186,7 @@ fn trim_expired(rs: &mut RoomState, now: u64) {
     for (seq, id) in expired {
         rs.by_seq.remove(&seq);
         rs.messages.remove(&id);
+        rs.reads.gone(seq);
     }
     let keep_from = oldest_alive.unwrap_or(u64::MAX);
     while rs.events.front().is_some_and(|(seq, _)| *seq < keep_from) {
@@ -222,6 +228,7 @@ impl RoomStore for MemoryStore {
             messages: HashMap::new(),
             events: VecDeque::new(),
             dedupe: HashMap::new(),
+            reads: reads::RoomReads::default(),
         };
         rs.members.insert(
             creator.id.clone(),
@@ -561,6 +568,9 @@ impl MessageStore for MemoryStore {
             Some(_) => {}
         }
         let seq = self.inner.append_event(rs, event.clone());
+        if let Event::MessageDeleted(m) = event {
+            rs.reads.gone(m.seq);
+        }
         Ok(ReplaceOutcome::Replaced(seq))
     }
 
@@ -612,6 +622,7 @@ impl MemoryStore {
         let seq = self
             .inner
             .append_event(rs, Event::MessageCreated(stored.clone()));
+        rs.reads.sent(&message.user.id, message.kind, seq);
         if let Some(key) = dedupe_key {
             rs.dedupe.retain(|_, (_, exp)| *exp > now);
             let expires = now + self.inner.settings.dedupe_ttl.as_millis() as u64;

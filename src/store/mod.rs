@@ -25,9 +25,13 @@ use crate::model::{Event, Message, Room, SeqEvent, User};
 
 pub mod breaker;
 pub mod memory;
+pub mod reads;
 pub mod redis;
 
 pub use self::memory::MemoryStore;
+pub use self::reads::{
+    MyRoom, RECEIPTS_MAX, ReadOutcome, ReadStore, ReceiptsOutcome, RoleFacts, USER_ROOMS_MAX,
+};
 pub use self::redis::RedisStore;
 
 /// Outcome of `RoomStore::create_room`.
@@ -476,12 +480,12 @@ pub trait LimitStore: Send + Sync {
 
 /// A store that is every repository at once (both engines are).
 pub trait Store:
-    RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth
+    RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth + ReadStore
 {
 }
 
-impl<T: RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth> Store
-    for T
+impl<T: RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth + ReadStore>
+    Store for T
 {
 }
 

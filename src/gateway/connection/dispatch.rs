@@ -3,6 +3,7 @@
 //! and back as one reply (or one `error` frame for a request without an id).
 //! Verbs about room membership and typing are in `membership`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
@@ -15,8 +16,8 @@ use crate::error::{ApiError, ErrorCode, ServiceError, close};
 use crate::metrics::TypeLabel;
 use crate::model::now_ms;
 use crate::protocol::replies::{
-    HelloData, HistoryData, MembersData, MessageData, PingData, PresenceData, RoomWithParticipants,
-    RoomsData, SearchData, data,
+    HelloData, HistoryData, MembersData, MessageData, MineData, MineRoom, PingData, PresenceData,
+    ReadData, Receipt, ReceiptsData, RoomWithParticipants, RoomsData, SearchData, data,
 };
 use crate::protocol::{self, Request, RequestId};
 
@@ -240,6 +241,37 @@ impl Connection {
                         cursor: page.next.as_deref(),
                     }))
                 }),
+            Request::RoomRead { room, seq } => app
+                .reads()
+                .read(&user, &self.conn_id, &room, seq)
+                .await
+                .map(|read_seq| Some(data(&ReadData { read_seq }))),
+            Request::RoomMine { limit } => app.reads().mine(&user, limit).await.map(|rooms| {
+                Some(data(&MineData {
+                    rooms: rooms
+                        .iter()
+                        .map(|m| MineRoom {
+                            room: &m.room,
+                            read_seq: m.read_seq,
+                            unread: m.unread,
+                            role: m.role,
+                        })
+                        .collect(),
+                }))
+            }),
+            Request::RoomReceipts { room } => {
+                app.reads().receipts(&user, &room).await.map(|reads| {
+                    Some(data(&ReceiptsData {
+                        reads: reads
+                            .iter()
+                            .map(|(user, read_seq)| Receipt {
+                                user,
+                                read_seq: *read_seq,
+                            })
+                            .collect(),
+                    }))
+                })
+            }
             Request::RoomList { limit } => app
                 .rooms()
                 .list(limit)
@@ -338,6 +370,8 @@ impl Connection {
             node: sessions.node(),
             server_time: now_ms(),
         });
+        // The hub hands `read` events to this user's connections only.
+        let _ = self.who.set(Arc::from(user.id.as_str()));
         self.user = Some(user);
         Ok(reply)
     }

@@ -90,6 +90,7 @@ pub async fn run(
         let config = app.config();
         let (tx, rx) = mpsc::channel(config.outbound_queue);
         let kill = Arc::new(Kill::default());
+        let who: Arc<std::sync::OnceLock<Arc<str>>> = Arc::default();
         let mut writer = Writer::new(rx, kill.clone(), &app);
         let listener = Arc::new(HubListener::new(
             gateway.hub().clone(),
@@ -97,6 +98,8 @@ pub async fn run(
                 id,
                 tx: tx.clone(),
                 kill: kill.clone(),
+                conn: Arc::from(conn_id.as_str()),
+                user: who.clone(),
             },
         ));
         let mut conn = Connection {
@@ -104,6 +107,7 @@ pub async fn run(
             conn_id,
             address,
             user: None,
+            who,
             rooms: JoinedRooms::default(),
             listener,
             tx,
@@ -223,6 +227,9 @@ struct Connection {
     rooms: JoinedRooms,
     /// This connection's place in the hub, for new subscriptions.
     listener: Arc<dyn Listener>,
+    /// The user id as the hub sees it, set at `hello` (shared with this
+    /// connection's `Subscriber`).
+    who: Arc<std::sync::OnceLock<Arc<str>>>,
     /// The connection's own queue, for replies and join markers.
     tx: mpsc::Sender<Outbound>,
     /// Closes the connection from any task.

@@ -29,6 +29,7 @@
 //! | `parse` | replies → model types; error constructors |
 //! | `rooms`, `messages`, `sessions`, `cache` | one trait impl each |
 //! | `crowd` | big rooms: the bounded roster, member pages, the `participants.changed` gate |
+//! | `reads` | read state: `room.read`, unread counts, `room.mine`, receipts |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ mod crowd;
 mod messages;
 mod parse;
 mod pool;
+mod reads;
 mod rooms;
 mod scripts;
 mod sessions;

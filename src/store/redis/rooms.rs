@@ -558,6 +558,8 @@ impl RoomStore for RedisStore {
                 member_ids: k.member_ids(room),
                 changes: k.changes(room),
                 changes_gate: k.changes_gate(room),
+                reads: k.reads(room),
+                countable: k.countable(room),
                 member_conns_prefix: k.member_conns_prefix(room),
                 before_ms,
             };

@@ -25,10 +25,12 @@ use super::parse::{corrupt, status};
 
 mod counters;
 mod crowd;
+mod reads;
 
 use crate::error::{StoreError, StoreResult};
 pub(super) use counters::{Limit, LimitReply, Tell, Typing};
 pub(super) use crowd::{Changes, ChangesReply, Members, MembersReply, Roster, RosterReply};
+pub(super) use reads::{MarkRead, MarkReadReply, Mine, MineReply, Receipts, ReceiptsReply};
 
 const GUARD: &str = include_str!("../lua/guard.lua");
 const COMMON: &str = include_str!("../lua/common.lua");
@@ -86,6 +88,12 @@ pub(super) struct Scripts {
     pub(super) roster: Script,
     pub(super) members: Script,
     pub(super) changes: Script,
+    /// `read.lua`: `room.read`.
+    pub(super) read: Script,
+    /// `mine.lua`: one room of `room.mine`.
+    pub(super) mine: Script,
+    /// `receipts.lua`: `room.receipts`.
+    pub(super) receipts: Script,
 }
 
 impl Scripts {
@@ -111,6 +119,9 @@ impl Scripts {
             roster: Script::new(include_str!("../lua/roster.lua")),
             members: Script::new(include_str!("../lua/members.lua")),
             changes: Script::new(include_str!("../lua/changes.lua")),
+            read: with_common(include_str!("../lua/read.lua")),
+            mine: with_common(include_str!("../lua/mine.lua")),
+            receipts: Script::new(include_str!("../lua/receipts.lua")),
         }
     }
 }
@@ -218,6 +229,10 @@ pub(super) struct Send<'a> {
     pub(super) message: String,
     /// `dedupe:{R}:USER:CLIENT_MSG_ID`.
     pub(super) dedupe: &'a str,
+    /// `countable:{R}`: the message counts as unread for others.
+    pub(super) countable: String,
+    /// `reads:{R}`: the author has read up to it.
+    pub(super) reads: String,
     /// Author id.
     pub(super) user: &'a str,
     /// Message id.
@@ -246,6 +261,8 @@ impl ScriptArgs for Send<'_> {
             .key(&self.event.events)
             .key(&self.message)
             .key(self.dedupe)
+            .key(&self.countable)
+            .key(&self.reads)
             .arg(self.user)
             .arg(self.msg_id)
             .arg(self.tail)
@@ -543,6 +560,8 @@ pub(super) struct Since {
     pub(super) events: String,
     /// `room_messages:{R}`.
     pub(super) messages: String,
+    /// `countable:{R}`: expired messages stop counting.
+    pub(super) countable: String,
     /// Events after this seq.
     pub(super) since: u64,
     /// `message:{R}:`, for the keys trimming finds.
@@ -554,6 +573,7 @@ impl ScriptArgs for Since {
         inv.key(&self.room)
             .key(&self.events)
             .key(&self.messages)
+            .key(&self.countable)
             .arg(self.since)
             .arg(&self.message_prefix);
     }
@@ -585,6 +605,8 @@ pub(super) struct Trim {
     pub(super) messages: String,
     /// `room_events:{R}`.
     pub(super) events: String,
+    /// `countable:{R}`: expired messages stop counting.
+    pub(super) countable: String,
     /// `message:{R}:`, for the keys trimming finds.
     pub(super) message_prefix: String,
 }
@@ -593,6 +615,7 @@ impl ScriptArgs for Trim {
     fn bind(&self, inv: &mut Bound) {
         inv.key(&self.messages)
             .key(&self.events)
+            .key(&self.countable)
             .arg(&self.message_prefix);
     }
 }
@@ -613,6 +636,12 @@ pub(super) struct Replace<'a> {
     pub(super) event: &'a EventKeys,
     /// `message:{R}:M`.
     pub(super) message: String,
+    /// `countable:{R}`: a deleted message stops counting.
+    pub(super) countable: String,
+    /// The message's id.
+    pub(super) msg_id: &'a str,
+    /// The new state is a tombstone.
+    pub(super) deleting: bool,
     /// The record the caller read.
     pub(super) expected: &'a [u8],
     /// The new event's envelope tail.
@@ -630,11 +659,14 @@ impl ScriptArgs for Replace<'_> {
         inv.key(&self.event.room)
             .key(&self.event.events)
             .key(&self.message)
+            .key(&self.countable)
             .arg(self.expected)
             .arg(self.tail)
             .arg(self.log_len)
             .arg(self.now)
             .arg(&self.event.channel)
+            .arg(self.msg_id)
+            .arg(if self.deleting { "1" } else { "0" })
             .arg(self.deadline);
     }
 }
@@ -680,6 +712,10 @@ pub(super) struct Close {
     pub(super) changes: String,
     /// `changes_gate:{R}`.
     pub(super) changes_gate: String,
+    /// `reads:{R}`.
+    pub(super) reads: String,
+    /// `countable:{R}`.
+    pub(super) countable: String,
     /// `member_conns:{R}:`, for the sets the script finds.
     pub(super) member_conns_prefix: String,
     /// Only a room idle since before this (Unix ms) is closed.
@@ -696,6 +732,8 @@ impl ScriptArgs for Close {
             .key(&self.member_ids)
             .key(&self.changes)
             .key(&self.changes_gate)
+            .key(&self.reads)
+            .key(&self.countable)
             .arg(&self.member_conns_prefix)
             .arg(self.before_ms);
     }
@@ -753,7 +791,6 @@ impl ScriptReply for Released {
     }
 }
 
-/// The data item after the status, which the script's contract promises.
 /// The optional second item of a reply's data.
 fn second<T: redis::FromRedisValue>(data: &[Value], script: &str) -> StoreResult<Option<T>> {
     data.get(1)
@@ -764,6 +801,7 @@ fn second<T: redis::FromRedisValue>(data: &[Value], script: &str) -> StoreResult
         .transpose()
 }
 
+/// The data item after the status, which the script's contract promises.
 fn item<T: redis::FromRedisValue>(data: &[Value], script: &str) -> StoreResult<T> {
     let value = data
         .first()
