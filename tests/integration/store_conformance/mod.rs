@@ -153,9 +153,11 @@ fn appended(o: AppendOutcome) -> Message {
 
 mod big_rooms;
 mod cases;
+mod reads;
 
 use self::big_rooms::*;
 use self::cases::*;
+use self::reads::*;
 
 // ---------------------------------------------------------------------------
 // Engines: every case runs on its own store, once per engine, as its own test
@@ -382,6 +384,11 @@ conformance! {
     bounded_roster(1000, HOUR);
     member_pages(1000, HOUR);
     participants_changed_gate(1000, HOUR);
+    read_positions(1000, HOUR);
+    unread_counts(1000, HOUR);
+    unread_after_expiry(1000, Duration::from_secs(1));
+    my_rooms_order_limit_and_stale(1000, HOUR);
+    read_receipts(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log
