@@ -57,8 +57,9 @@
 //!
 //! Every other key outside a room is used one key per command (`session:`,
 //! `user_sessions:`, `node_sessions:`, `session_rooms:`, `nodes`,
-//! `room_code:`, `activity:`, `limit:`, `cache:`, `lock:`): none is written
-//! in one atomic step with another, so they may live in any slot. Their cost
+//! `room_code:`, `activity:`, `limit:`, `cache:`, `lock:`, and
+//! `user_rooms:{U}`, tagged by its user): none is written in one atomic
+//! step with another, so they may live in any slot. Their cost
 //! per connection and per message is in docs/scaling.md.
 
 /// Shards of the room index on a Redis Cluster (`Keys::clustered`).

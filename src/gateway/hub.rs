@@ -16,13 +16,9 @@
 //!
 //! Read state (protocol 1.1): a `read` event is for one user's own
 //! connections. The bus envelope carries the user and the connection that
-//! sent `room.read`; the hub hands the frame only to that user's local
-//! connections joined to the room, except that one. A `message.created`
-//! marks the room read for its author (the store did so atomically with
-//! the write), so the hub also hands the author's local connections in the
-//! room a `read` event up to the message's seq, right after it: no second
-//! publish per message. (The sending connection gets it too: the envelope
-//! does not say which connection sent the message.)
+//! moved the position (by `room.read` or by sending); the hub hands the
+//! frame only to that user's local connections joined to the room, except
+//! that one.
 //!
 //! A connection reaches the hub through a `HubListener`, the gateway's
 //! implementation of the services' `Listener`: the services' room
@@ -42,7 +38,7 @@ use crate::codec;
 use crate::error::close;
 use crate::events::EventSink;
 use crate::metrics::Metrics;
-use crate::model::{Event, MessageKind, now_us};
+use crate::model::{Event, now_us};
 use crate::protocol;
 use crate::service::Listener;
 
@@ -264,11 +260,6 @@ impl EventSink for Hub {
             Event::Read { user, conn, .. } => Audience::Own { user, except: conn },
             _ => Audience::All,
         };
-        // The author of a message has read the room up to it.
-        let author = match &env.event {
-            Event::MessageCreated(m) if m.kind != MessageKind::System => Some(m.user.id.as_str()),
-            _ => None,
-        };
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
         let Some((key, recipients)) = rooms.get_key_value(room) else {
             return;
@@ -278,7 +269,6 @@ impl EventSink for Hub {
             seq: env.seq,
             frame,
         });
-        let mut read_frame: Option<Arc<RoomFrame>> = None;
         let mut delivered = 0u64;
         for sub in &recipients.subs {
             if let Audience::Own { user, except } = audience
@@ -287,23 +277,6 @@ impl EventSink for Hub {
                 continue;
             }
             delivered += self.push(sub, room, &shared);
-            if let Some(author) = author
-                && sub.is_user(author)
-            {
-                let read = read_frame.get_or_insert_with(|| {
-                    let event = Event::Read {
-                        user: String::new(),
-                        conn: String::new(),
-                        read_seq: env.seq,
-                    };
-                    Arc::new(RoomFrame {
-                        room: key.clone(),
-                        seq: 0,
-                        frame: wire::text_frame(&protocol::event_frame(room, 0, &event)),
-                    })
-                });
-                delivered += self.push(sub, room, read);
-            }
         }
         self.metrics.events_delivered.inc_by(delivered);
     }
@@ -509,43 +482,10 @@ mod tests {
             assert!(q.try_recv().is_err(), "not the asking tab, nor anyone else");
         }
 
-        // A message by Ann: everyone gets it; Ann's tabs then read up to it.
-        let mut m = crate::model::Message {
-            id: "m".into(),
-            room: "r1".into(),
-            seq: 0,
-            user: User {
-                id: "ann".into(),
-                name: "Ann".into(),
-                image: None,
-            },
-            kind: MessageKind::Text,
-            content: "hi".into(),
-            attachment: None,
-            created_at: 1,
-            edited_at: None,
-            deleted: false,
-        };
-        hub.deliver(
-            "r1",
-            &codec::encode(9, &Event::MessageCreated(m.clone()), 1),
-        );
-        for (id, q) in queues.iter_mut().enumerate() {
-            assert!(frame_text(q.try_recv().expect("the message")).contains("message.created"));
-            let then = q.try_recv();
-            if id < 2 {
-                assert!(frame_text(then.expect("a read")).contains(r#""read_seq":9"#));
-            } else {
-                assert!(then.is_err(), "only the author's connections read it");
-            }
-        }
-        // A system message marks nobody's read position.
-        m.kind = MessageKind::System;
-        m.user = crate::model::system_user();
-        hub.deliver("r1", &codec::encode(10, &Event::MessageCreated(m), 1));
+        // Every other event still goes to everyone.
+        hub.deliver("r1", &codec::encode(0, &Event::ParticipantLeft(user()), 1));
         for q in &mut queues {
-            assert!(q.try_recv().is_ok());
-            assert!(q.try_recv().is_err());
+            assert!(frame_text(q.try_recv().expect("everyone")).contains("participant.left"));
         }
     }
 

@@ -8,9 +8,9 @@
 //! room's last seq. When `room.read` moves it, a `read` event goes out on
 //! the room's channel carrying the user and the asking connection; every
 //! node's hub hands it only to that user's other connections joined to the
-//! room. A send marks the room read for its author in the store; the hubs
-//! derive the author's `read` event from the `message.created` itself (no
-//! second publish), so the author's other tabs clear their badge too.
+//! room. A send marks the room read for its author in the store (in the
+//! send's own script); `sent` then publishes the author's `read` event the
+//! same way, so the author's other tabs clear their badge too.
 //!
 //! Unread counts are counts by seq (`crate::store::reads`), never a scan.
 //! The room index is written here after each successful join (`joined`)
@@ -89,19 +89,30 @@ impl ReadService {
             )),
             ReadOutcome::Read { read_seq, moved } => {
                 if moved {
-                    let event = Event::Read {
-                        user: user.id.clone(),
-                        conn: conn.to_owned(),
-                        read_seq,
-                    };
-                    // The position is stored; a lost event only leaves the
-                    // other tabs' badges stale until their next room.mine.
-                    if let Err(e) = self.bus.publish(room, &event).await {
-                        tracing::warn!(room, error = %e, "could not publish a read event");
-                    }
+                    self.tell(user, conn, room, read_seq).await;
                 }
                 Ok(read_seq)
             }
+        }
+    }
+
+    /// `user` sent the message `seq` from `conn` (not a retry): the store
+    /// marked the room read up to it; the user's other connections are told.
+    pub async fn sent(&self, user: &User, conn: &str, room: &str, seq: u64) {
+        self.tell(user, conn, room, seq).await;
+    }
+
+    /// Publishes `user`'s new read position to their other connections.
+    /// The position is stored already: a lost event only leaves the other
+    /// tabs' badges stale until their next `room.mine`, so it is logged.
+    async fn tell(&self, user: &User, conn: &str, room: &str, read_seq: u64) {
+        let event = Event::Read {
+            user: user.id.clone(),
+            conn: conn.to_owned(),
+            read_seq,
+        };
+        if let Err(e) = self.bus.publish(room, &event).await {
+            tracing::warn!(room, error = %e, "could not publish a read event");
         }
     }
 

@@ -283,7 +283,7 @@ impl Connection {
                 content,
                 attachment,
                 client_msg_id,
-            } => app
+            } => match app
                 .messages()
                 .send(
                     &user,
@@ -294,15 +294,23 @@ impl Connection {
                     client_msg_id.as_deref(),
                 )
                 .await
-                .map(|sent| {
+            {
+                Ok(sent) => {
                     if !sent.duplicate {
                         app.metrics().messages_sent.inc();
                         self.messages_sent += 1;
+                        // The send marked the room read for its author:
+                        // their other connections are told.
+                        app.reads()
+                            .sent(&user, &self.conn_id, &room, sent.message.seq)
+                            .await;
                     }
-                    Some(data(&MessageData {
+                    Ok(Some(data(&MessageData {
                         message: &sent.message,
-                    }))
-                }),
+                    })))
+                }
+                Err(e) => Err(e),
+            },
             Request::MessageHistory {
                 room,
                 before,
