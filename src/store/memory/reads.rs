@@ -173,3 +173,52 @@ fn mine(rs: &mut RoomState, user: &str, now: u64) -> MyRoom {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::events::EventSink;
+    use crate::store::StoreSettings;
+
+    struct NoSink;
+    impl EventSink for NoSink {
+        fn deliver(&self, _: &str, _: &[u8]) {}
+    }
+
+    #[tokio::test]
+    async fn the_room_index_keeps_the_newest_joins() {
+        let store = MemoryStore::new(StoreSettings::default(), Arc::new(NoSink));
+        for i in 0..USER_ROOMS_MAX + 5 {
+            store
+                .remember_room("u", &format!("r{i:04}"), i as u64)
+                .await
+                .expect("remember");
+        }
+        let st = store.state();
+        let index = st.user_rooms.get("u").expect("index");
+        assert_eq!(index.len(), USER_ROOMS_MAX);
+        assert!(!index.contains_key("r0004"), "the oldest joins go");
+        assert!(index.contains_key("r0005") && index.contains_key("r1004"));
+    }
+
+    #[test]
+    fn counts_are_by_seq_above_the_read_position() {
+        let mut reads = RoomReads::default();
+        reads.sent("ann", MessageKind::Text, 3);
+        reads.sent("ann", MessageKind::Image, 5);
+        reads.sent("system", MessageKind::System, 6);
+        reads.sent("bob", MessageKind::Text, 7);
+        assert_eq!(reads.unread(0), 3, "system messages do not count");
+        assert_eq!(
+            reads.read_seq("ann"),
+            5,
+            "a send marks its author's position"
+        );
+        assert_eq!(reads.unread(reads.read_seq("ann")), 1);
+        reads.gone(7);
+        assert_eq!(reads.unread(5), 0, "deleted or expired: gone");
+        assert_eq!(reads.unread(u64::MAX), 0);
+    }
+}

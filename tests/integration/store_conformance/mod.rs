@@ -389,6 +389,7 @@ conformance! {
     unread_after_expiry(1000, Duration::from_secs(1));
     my_rooms_order_limit_and_stale(1000, HOUR);
     read_receipts(1000, HOUR);
+    room_index_bound(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log

@@ -295,3 +295,31 @@ pub(super) async fn read_receipts(t: &Engine) {
         ReceiptsOutcome::TooBig(101)
     );
 }
+
+/// The room index keeps the newest `USER_ROOMS_MAX` joins.
+pub(super) async fn room_index_bound(t: &Engine) {
+    let store = t.store.as_ref();
+    let ann = user("ann");
+    create(store, &room("r-ib", "IBX222", 50, false), &ann, "a1").await;
+    let max = huddle::store::USER_ROOMS_MAX as u64;
+    // Bob's index is full with r-ib in it; Cat's takes one more join.
+    for (u, newer) in [(user("bob"), max - 1), (user("cat"), max)] {
+        join(store, "r-ib", &u).await;
+        store
+            .remember_room(&u.id, "r-ib", 1)
+            .await
+            .expect("remember");
+        // Newer joins of rooms that are gone since.
+        for i in 0..newer {
+            store
+                .remember_room(&u.id, &format!("r-gone-{i}"), 2 + i)
+                .await
+                .expect("remember");
+        }
+    }
+    assert_eq!(mine(store, &user("bob")).await.len(), 1, "within the bound");
+    assert!(
+        mine(store, &user("cat")).await.is_empty(),
+        "the oldest join fell out of the index"
+    );
+}
