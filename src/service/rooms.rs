@@ -225,8 +225,10 @@ impl RoomService {
             };
             match self.rooms.create_room(&room, user, conn, &note).await? {
                 CreateOutcome::Created(room) => {
-                    self.track(conn, &room.id, true).await;
-                    self.reads.joined(&user.id, &room.id).await;
+                    tokio::join!(
+                        self.track(conn, &room.id, true),
+                        self.reads.joined(&user.id, &room.id)
+                    );
                     return Ok(room);
                 }
                 CreateOutcome::CodeTaken => continue,
@@ -305,18 +307,23 @@ impl RoomService {
                 return Err(ServiceError::Conflict("the room is full".into()));
             }
             JoinOutcome::Joined { first } => {
-                self.track(conn, room_id, true).await;
-                // Every join, not only the first: an index that lost the
-                // room (or predates it) is written again.
-                self.reads.joined(&user.id, room_id).await;
+                // The user's room index on every join, not only the first:
+                // an index that lost the room (or predates it) is written
+                // again. Both records at once: they are independent.
+                tokio::join!(
+                    self.track(conn, room_id, true),
+                    self.reads.joined(&user.id, room_id)
+                );
                 if first {
                     self.announce(room_id, Event::ParticipantJoined(user.clone()))
                         .await;
                 }
             }
             JoinOutcome::JoinedQuietly { .. } => {
-                self.track(conn, room_id, true).await;
-                self.reads.joined(&user.id, room_id).await;
+                tokio::join!(
+                    self.track(conn, room_id, true),
+                    self.reads.joined(&user.id, room_id)
+                );
                 self.crowd.joined(room_id, user);
             }
         }
