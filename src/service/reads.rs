@@ -98,8 +98,13 @@ impl ReadService {
 
     /// `user` sent the message `seq` from `conn` (not a retry): the store
     /// marked the room read up to it; the user's other connections are told.
-    pub async fn sent(&self, user: &User, conn: &str, room: &str, seq: u64) {
-        self.tell(user, conn, room, seq).await;
+    /// The publish runs on a task of its own, so the send's reply (and the
+    /// connection's next request) does not wait for it; it still follows the
+    /// `message.created`, which the send's script published already.
+    pub fn sent(&self, user: &User, conn: &str, room: &str, seq: u64) {
+        let (this, user, conn, room) =
+            (self.clone(), user.clone(), conn.to_owned(), room.to_owned());
+        tokio::spawn(async move { this.tell(&user, &conn, &room, seq).await });
     }
 
     /// Publishes `user`'s new read position to their other connections.

@@ -302,8 +302,7 @@ impl Connection {
                         // The send marked the room read for its author:
                         // their other connections are told.
                         app.reads()
-                            .sent(&user, &self.conn_id, &room, sent.message.seq)
-                            .await;
+                            .sent(&user, &self.conn_id, &room, sent.message.seq);
                     }
                     Ok(Some(data(&MessageData {
                         message: &sent.message,
