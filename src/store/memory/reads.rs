@@ -124,11 +124,8 @@ impl ReadStore for MemoryStore {
                 index.remove(id);
             }
         }
-        found.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then_with(|| b.1.room.last_seq.cmp(&a.1.room.last_seq))
-                .then_with(|| a.1.room.id.cmp(&b.1.room.id))
-        });
+        // As on Redis: most recent activity first, then by room id.
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.room.id.cmp(&b.1.room.id)));
         Ok(found.into_iter().take(limit).map(|(_, m)| m).collect())
     }
 
