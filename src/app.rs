@@ -24,8 +24,8 @@ use crate::events::EventSink;
 use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{
-    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, ReadService, RoomService,
-    RoomSettings, SessionService,
+    Janitor, JanitorSettings, LimitSettings, Limits, MessageService, ModerationService,
+    ReadService, RoomService, RoomSettings, SessionService,
 };
 use crate::store::breaker::BreakerState;
 use crate::store::redis::{ConnMode, RedisOptions, cluster_client};
@@ -46,6 +46,8 @@ struct Inner {
     bus: Arc<dyn EventBus>,
     rooms: RoomService,
     messages: MessageService,
+    /// Roles and moderation (protocol 1.1).
+    moderation: ModerationService,
     /// Read-state rules.
     reads: ReadService,
     sessions: SessionService,
@@ -231,7 +233,14 @@ impl App {
             },
             reads.clone(),
         );
-        let messages = MessageService::new(store.clone(), store.clone(), config.edit_window);
+        let messages = MessageService::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            config.edit_window,
+        );
+        let moderation =
+            ModerationService::new(store.clone(), bus.clone(), rooms.clone(), metrics.clone());
         let sessions = SessionService::new(
             store.clone(),
             config.jwt_secret.clone(),
@@ -265,6 +274,7 @@ impl App {
                 bus,
                 rooms,
                 messages,
+                moderation,
                 reads,
                 sessions,
                 metrics,
@@ -291,6 +301,11 @@ impl App {
     pub(crate) fn messages(&self) -> &MessageService {
         &self.inner.messages
     }
+    /// Moderation rules.
+    pub(crate) fn moderation(&self) -> &ModerationService {
+        &self.inner.moderation
+    }
+
     /// Read-state rules.
     pub(crate) fn reads(&self) -> &ReadService {
         &self.inner.reads

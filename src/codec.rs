@@ -199,6 +199,54 @@ mod tests {
     }
 
     #[test]
+    fn events_of_1_1_come_after_the_1_0_tags_and_round_trip() {
+        let user = message(0).user;
+        // bincode writes the variant index first: the 1.0 and big-room
+        // variants keep theirs, the 1.1 moderation ones follow, then `read`.
+        let tag = |ev: &Event| encode(0, ev, 0)[HEADER_LEN];
+        assert_eq!(tag(&Event::ParticipantLeft(user.clone())), 4);
+        assert_eq!(
+            tag(&Event::ParticipantsChanged {
+                count: 1,
+                joined: vec![],
+                left: vec![],
+            }),
+            7
+        );
+        for (want, ev) in [
+            (
+                8,
+                Event::MemberUpdated {
+                    user: user.clone(),
+                    role: crate::model::Role::Moderator,
+                    muted_until: Some(9),
+                },
+            ),
+            (
+                9,
+                Event::MemberRemoved {
+                    user: user.clone(),
+                    by: user.clone(),
+                    reason: Some("spam".into()),
+                    banned_until: Some(-1),
+                },
+            ),
+            (10, Event::RoomClosed { by: user.clone() }),
+            (
+                11,
+                Event::Read {
+                    user: user.id.clone(),
+                    conn: "c1".into(),
+                    read_seq: 7,
+                },
+            ),
+        ] {
+            assert_eq!(tag(&ev), want, "{}", ev.name());
+            assert_eq!(decode(&encode(0, &ev, 0)).expect("decodes").event, ev);
+        }
+    }
+
+    #[test]
     fn rejects_bad_input() {
         assert!(matches!(decode(&[1, 2, 3]), Err(CodecError::Truncated(3))));
         let mut bytes = encode(1, &Event::ParticipantLeft(message(0).user), 0);

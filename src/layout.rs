@@ -9,20 +9,22 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `room:{R}` | hash | room fields, `seq`, `last_activity` |
+//! | `room:{R}` | hash | room fields, `owner` (1.1), `seq`, `last_activity` |
 //! | `room_code:CODE` | string | room id |
 //! | `room_members:{R}` | hash | user id → user (JSON) |
 //! | `member_conns:{R}:USER` | set | connection ids of that user in the room |
 //! | `member_ids:{R}` | sorted set | the ids of `room_members`, all scored 0: the lexical index `room.members` pages through |
 //! | `changes:{R}` | list | membership changes of a big room waiting for its next `participants.changed` (`j`/`l` + user JSON); capped, expires |
 //! | `changes_gate:{R}` | string | set for 1 s (`SET NX PX`) by whoever publishes the room's `participants.changed`: at most one per room per second, across nodes |
+//! | `roles:{R}` | hash | user id → `moderator` (1.1; members are absent; the owner is the `owner` field of `room:{R}`, absent: `created_by`); also read by `room.mine` |
+//! | `bans:{R}` | hash | user id → ban record JSON `{user, until (ms, -1 none), by, reason}`; expired entries are ignored and removed lazily |
+//! | `mutes:{R}` | hash | user id → muted until (ms); expired = not muted |
 //! | `room_messages:{R}` | sorted set | message id by seq |
 //! | `message:{R}:M` | string | envelope of the message's latest event; expires with `message_ttl` |
 //! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
 //! | `dedupe:{R}:USER:CLIENT_MSG_ID` | string | message id, 24 h |
 //! | `reads:{R}` | hash | user id → read_seq (`room.read`; a send marks its author's); deleted with the room |
 //! | `countable:{R}` | sorted set | message id by seq, for the messages unread counts count (not system; deleted and expired ones removed): unread = `ZCOUNT` after read_seq |
-//! | `roles:{R}` | hash | user id → `moderator` (the owner is the room's `owner` field, else `created_by`); read by `room.mine` |
 //! | `user_rooms:{U}` | sorted set | room ids a user joined, by join time (ms), the newest 1,000: `room.mine`'s candidates, dropped lazily once stale; tagged by user |
 //! | `active_rooms` | sorted set | room id by last activity (ms); one shard of the room index (below) |
 //! | `public_rooms` | sorted set | public room ids by last activity (ms), for `room.list`; same shard |
@@ -133,6 +135,22 @@ impl Keys {
     pub fn changes_gate(&self, room: &str) -> String {
         format!("{}changes_gate:{{{room}}}", self.prefix)
     }
+    /// `roles:{R}`.
+    pub fn roles(&self, room: &str) -> String {
+        format!("{}roles:{{{room}}}", self.prefix)
+    }
+    /// `bans:{R}`.
+    pub fn bans(&self, room: &str) -> String {
+        format!("{}bans:{{{room}}}", self.prefix)
+    }
+    /// `mutes:{R}`.
+    pub fn mutes(&self, room: &str) -> String {
+        format!("{}mutes:{{{room}}}", self.prefix)
+    }
+    /// The prefix of a room's typing keys (`typing:{R}:`), for scripts.
+    pub fn typing_prefix(&self, room: &str) -> String {
+        format!("{}typing:{{{room}}}:", self.prefix)
+    }
     /// `room_messages:{R}`.
     pub fn room_messages(&self, room: &str) -> String {
         format!("{}room_messages:{{{room}}}", self.prefix)
@@ -156,10 +174,6 @@ impl Keys {
     /// `countable:{R}`.
     pub fn countable(&self, room: &str) -> String {
         format!("{}countable:{{{room}}}", self.prefix)
-    }
-    /// `roles:{R}`.
-    pub fn roles(&self, room: &str) -> String {
-        format!("{}roles:{{{room}}}", self.prefix)
     }
     /// `user_rooms:{U}`: hashed by the user, so the index of one user is
     /// one key in one slot, apart from the rooms' slots.
@@ -305,10 +319,12 @@ mod tests {
             k.dedupe(r, "u1", "weird{}id"),
             k.presence(r),
             k.typing(r, "u1"),
+            k.roles(r),
+            k.bans(r),
+            k.mutes(r),
             k.channel(r),
             k.reads(r),
             k.countable(r),
-            k.roles(r),
         ] {
             assert!(key.starts_with("huddle:"), "{key}");
             assert_eq!(hash_tag(&key), Some(r), "{key}");

@@ -42,6 +42,13 @@ pub struct LimitLabel {
     pub limit: &'static str,
 }
 
+/// Label: a moderation action (`store::Action::as_str`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// `update`, `role`, `kick`, `ban`, `unban`, `mute`, `unmute`, `close`.
+    pub action: &'static str,
+}
+
 /// Label: a pool connection state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -101,6 +108,8 @@ pub struct Metrics {
     pub draining: Gauge,
     /// Circuit breaker: 0 closed, 1 open, 2 half-open (set when scraped).
     pub breaker_state: Gauge,
+    /// Moderation actions carried out, by action (protocol 1.1).
+    pub moderation_actions: Family<ActionLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,6 +144,7 @@ impl Metrics {
             slow_consumers: Counter::default(),
             draining: Gauge::default(),
             breaker_state: Gauge::default(),
+            moderation_actions: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -226,6 +236,11 @@ impl Metrics {
             "Store circuit breaker: 0 closed, 1 open, 2 half-open",
             m.breaker_state.clone(),
         );
+        registry.register(
+            "moderation_actions",
+            "Moderation actions carried out (room.update, member.*, room.close), by action",
+            m.moderation_actions.clone(),
+        );
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&CodeLabel {
                 code: code.as_str(),
@@ -244,6 +259,13 @@ impl Metrics {
     /// Counts one refusal (or close) by the abuse limit `limit`.
     pub fn abuse_limited(&self, limit: &'static str) {
         self.limited.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// Counts one moderation action carried out.
+    pub fn moderation(&self, action: &'static str) {
+        self.moderation_actions
+            .get_or_create(&ActionLabel { action })
+            .inc();
     }
 
     /// Counts an error reply.

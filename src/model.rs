@@ -191,11 +191,40 @@ pub enum Event {
         /// Users who left since the last one (at most 50).
         left: Vec<User>,
     },
+    /// Ephemeral (1.1): a user's role or mute changed. Appended after
+    /// `ParticipantsChanged`, like every variant after it, so earlier tags
+    /// keep their values.
+    MemberUpdated {
+        /// Who.
+        user: User,
+        /// Their role now.
+        role: Role,
+        /// Until when (ms) they are muted, while muted.
+        muted_until: Option<u64>,
+    },
+    /// Ephemeral (1.1): a user was kicked or banned. Every node detaches the
+    /// user's local connections from the room on receiving it.
+    MemberRemoved {
+        /// Who was removed.
+        user: User,
+        /// Who removed them.
+        by: User,
+        /// Why, if they said.
+        reason: Option<String>,
+        /// `None` for a kick; for a ban its end (ms), or -1 for none.
+        banned_until: Option<i64>,
+    },
+    /// Ephemeral (1.1): the owner closed the room; it is gone. Every node
+    /// detaches its connections from the room.
+    RoomClosed {
+        /// The owner who closed it.
+        by: User,
+    },
     /// Ephemeral: a user read a room up to `read_seq` (protocol 1.1 "Read
     /// state"). Told only to that user's other connections: every node's
     /// hub delivers it to the local connections of `user` joined to the
-    /// room, except `conn`, the connection that asked. Last in the enum, so
-    /// the bincode tags of the variants before it do not move.
+    /// room, except `conn`, the connection that asked. Last in the enum (after
+    /// the moderation variants), so the bincode tags before it do not move.
     Read {
         /// Whose read position moved (user id).
         user: String,
@@ -207,16 +236,52 @@ pub enum Event {
     },
 }
 
-/// A participant's role in a room (protocol 1.1 "Roles and moderation").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A participant's role in a room (protocol 1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// The creator, or whoever the room was handed to: exactly one.
+    /// The creator, or whom they handed the room to: exactly one per room.
     Owner,
-    /// Named by the owner.
+    /// Appointed by the owner.
     Moderator,
     /// Everyone else.
     Member,
+}
+
+impl Role {
+    /// The protocol name of the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Moderator => "moderator",
+            Role::Member => "member",
+        }
+    }
+
+    /// The role a protocol name means.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "owner" => Some(Role::Owner),
+            "moderator" => Some(Role::Moderator),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A user as participant lists and `member.updated` show them: the user's
+/// fields plus `role`, and `muted_until` while muted. Reply-only JSON (never
+/// in an envelope: `User` keeps its bincode shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Participant {
+    /// The user.
+    #[serde(flatten)]
+    pub user: User,
+    /// Their role in the room.
+    pub role: Role,
+    /// Until when (ms) they are muted; absent when not muted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
 }
 
 impl Event {
@@ -231,6 +296,9 @@ impl Event {
             Event::Typing { .. } => "typing",
             Event::RoomUpdated(_) => "room.updated",
             Event::ParticipantsChanged { .. } => "participants.changed",
+            Event::MemberUpdated { .. } => "member.updated",
+            Event::MemberRemoved { .. } => "member.removed",
+            Event::RoomClosed { .. } => "room.closed",
             Event::Read { .. } => "read",
         }
     }
@@ -251,5 +319,26 @@ impl Event {
             }
             _ => None,
         }
+    }
+}
+
+/// A ban (protocol 1.1) as the store keeps it (JSON) and `room.bans`
+/// lists it. JSON only: it never travels in an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// Who is banned (a user never seen in the room is shown by id).
+    pub user: User,
+    /// When the ban ends (ms), or -1 for no end.
+    pub until: i64,
+    /// Who banned them.
+    pub by: User,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+impl BanRecord {
+    /// Whether the ban holds at `now` (ms).
+    pub fn holds(&self, now: u64) -> bool {
+        self.until < 0 || self.until as u64 > now
     }
 }

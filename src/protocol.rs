@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use crate::error::ApiError;
 use crate::model::{AttachmentInput, Event, Message, Room, User};
 
+mod moderation;
 pub mod replies;
 
 /// A request id as the client sent it (an integer), echoed in the reply.
@@ -193,6 +194,95 @@ pub enum Request {
         /// Room id.
         room: String,
     },
+    /// Change a room's fields (owner, moderator).
+    #[serde(rename = "room.update")]
+    RoomUpdate {
+        /// Room id.
+        room: String,
+        /// New display name.
+        #[serde(default)]
+        name: Option<String>,
+        /// New capacity, 2–10000.
+        #[serde(default)]
+        max_participants: Option<i64>,
+        /// Joinable only by code.
+        #[serde(default)]
+        private: Option<bool>,
+    },
+    /// Set a user's role (owner).
+    #[serde(rename = "member.role")]
+    MemberRole {
+        /// Room id.
+        room: String,
+        /// The user's id.
+        user: String,
+        /// `moderator`, `member` or `owner` (hand the room over).
+        role: String,
+    },
+    /// Remove a user from the room; they may join again.
+    #[serde(rename = "member.kick")]
+    MemberKick {
+        /// Room id.
+        room: String,
+        /// The user's id.
+        user: String,
+        /// Why (at most 200 characters).
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Remove a user and keep them out, for a while or until unbanned.
+    #[serde(rename = "member.ban")]
+    MemberBan {
+        /// Room id.
+        room: String,
+        /// The user's id.
+        user: String,
+        /// How long; none: until unbanned.
+        #[serde(default)]
+        duration_ms: Option<i64>,
+        /// Why (at most 200 characters).
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    #[serde(rename = "member.unban")]
+    MemberUnban {
+        /// Room id.
+        room: String,
+        /// The user's id.
+        user: String,
+    },
+    /// Keep a user from sending, editing and typing for a while.
+    #[serde(rename = "member.mute")]
+    MemberMute {
+        /// Room id.
+        room: String,
+        /// The user's id.
+        user: String,
+        /// How long, 1 s – 30 d.
+        #[serde(default)]
+        duration_ms: Option<i64>,
+    },
+    /// Lift a mute.
+    #[serde(rename = "member.unmute")]
+    MemberUnmute {
+        /// Room id.
+        room: String,
+        /// The user's id.
+        user: String,
+    },
+    /// The room's bans in force.
+    #[serde(rename = "room.bans")]
+    RoomBans {
+        /// Room id.
+        room: String,
+    },
+    /// Delete the room for everyone (owner).
+    #[serde(rename = "room.close")]
+    RoomClose {
+        /// Room id.
+        room: String,
+    },
     /// Read older messages.
     #[serde(rename = "message.history")]
     MessageHistory {
@@ -229,12 +319,30 @@ impl Request {
             Request::MessageSearch { .. } => "message.search",
             Request::Typing { .. } => "typing",
             Request::Presence { .. } => "presence",
+            Request::RoomUpdate { .. } => "room.update",
+            Request::MemberRole { .. } => "member.role",
+            Request::MemberKick { .. } => "member.kick",
+            Request::MemberBan { .. } => "member.ban",
+            Request::MemberUnban { .. } => "member.unban",
+            Request::MemberMute { .. } => "member.mute",
+            Request::MemberUnmute { .. } => "member.unmute",
+            Request::RoomBans { .. } => "room.bans",
+            Request::RoomClose { .. } => "room.close",
         }
     }
 }
 
 /// Every verb name, for pre-registering metrics.
-pub const VERBS: [&str; 18] = [
+pub const VERBS: [&str; 27] = [
+    "room.update",
+    "member.role",
+    "member.kick",
+    "member.ban",
+    "member.unban",
+    "member.mute",
+    "member.unmute",
+    "room.bans",
+    "room.close",
     "message.edit",
     "message.delete",
     "message.search",
@@ -411,6 +519,9 @@ pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
             frame.participant_count = Some(*count);
             frame.joined = Some(joined);
             frame.left = Some(left);
+        }
+        Event::MemberUpdated { .. } | Event::MemberRemoved { .. } | Event::RoomClosed { .. } => {
+            return moderation::frame(room, event);
         }
         // Who read and from which connection stay on the bus: the frame
         // goes to that user's own connections only.

@@ -60,6 +60,11 @@ pub enum Outbound {
     Joined(Box<Snapshot>),
     /// The connection left the room: drop its events from now on.
     Left(Box<Arc<str>>),
+    /// The connection was removed from the room (kicked, banned, or the
+    /// room closed), after its `member.removed` or `room.closed` frame:
+    /// drop the room's events from now on and let the connection forget
+    /// the room.
+    Removed(Box<Arc<str>>),
     /// Close the connection with this code after what is queued.
     Close(u16),
 }
@@ -137,15 +142,16 @@ pub struct Subscriber {
     /// The connection's session id: a `read` event skips the connection
     /// that sent `room.read`.
     pub conn: Arc<str>,
-    /// The user id, once `hello` succeeded: `read` events go to the user's
-    /// own connections only.
-    pub user: Arc<OnceLock<Arc<str>>>,
+    /// The user id, once `hello` said who: a `member.removed` for them
+    /// detaches this connection, and `read` events go to the user's own
+    /// connections only.
+    pub user: Arc<OnceLock<Box<str>>>,
 }
 
 impl Subscriber {
-    /// Whether this connection is `user`'s.
-    fn is_user(&self, user: &str) -> bool {
-        self.user.get().is_some_and(|u| &**u == user)
+    /// Whether this connection is `id`'s.
+    fn is_user(&self, id: &str) -> bool {
+        self.user.get().is_some_and(|u| **u == *id)
     }
 }
 
@@ -260,6 +266,13 @@ impl EventSink for Hub {
             Event::Read { user, conn, .. } => Audience::Own { user, except: conn },
             _ => Audience::All,
         };
+        // A removal: who of the room's local connections is cut off after
+        // this frame (`Some(None)`: everyone, the room is closed).
+        let removed: Option<Option<&str>> = match &env.event {
+            Event::MemberRemoved { user, .. } => Some(Some(user.id.as_str())),
+            Event::RoomClosed { .. } => Some(None),
+            _ => None,
+        };
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
         let Some((key, recipients)) = rooms.get_key_value(room) else {
             return;
@@ -279,6 +292,31 @@ impl EventSink for Hub {
             delivered += self.push(sub, room, &shared);
         }
         self.metrics.events_delivered.inc_by(delivered);
+        let Some(target) = removed else {
+            return;
+        };
+        let cut: Vec<&Subscriber> = recipients
+            .subs
+            .iter()
+            .filter(|sub| target.is_none_or(|user| sub.is_user(user)))
+            .collect();
+        if cut.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = cut.iter().map(|sub| sub.id).collect();
+        for sub in cut {
+            if let Err(TrySendError::Full(_)) =
+                sub.tx.try_send(Outbound::Removed(Box::new(key.clone())))
+                && sub.kill.kill(close::SLOW)
+            {
+                self.metrics.slow_consumers.inc();
+            }
+        }
+        drop(rooms);
+        for id in ids {
+            self.detach(room, id);
+        }
+        tracing::debug!(room, user = target.unwrap_or("*"), "removed from the room");
     }
 }
 
@@ -462,7 +500,7 @@ mod tests {
         ] {
             let (s, rx) = sub(id, 4);
             if let Some(who) = who {
-                s.user.set(Arc::from(who)).unwrap();
+                s.user.set(Box::from(who)).unwrap();
             }
             hub.attach(&room, s);
             queues.push(rx);
@@ -487,6 +525,51 @@ mod tests {
         for q in &mut queues {
             assert!(frame_text(q.try_recv().expect("everyone")).contains("participant.left"));
         }
+    }
+
+    #[test]
+    fn a_removal_detaches_the_removed_users_connections_only() {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let room: Arc<str> = Arc::from("r1");
+        let (a, mut ra) = sub(1, 8);
+        let (b, mut rb) = sub(2, 8);
+        let _ = a.user.set("bob".into());
+        let _ = b.user.set("ann".into());
+        hub.attach(&room, a);
+        hub.attach(&room, b);
+        let removed = Event::MemberRemoved {
+            user: User {
+                id: "bob".into(),
+                name: "Bob".into(),
+                image: None,
+            },
+            by: user(),
+            reason: None,
+            banned_until: None,
+        };
+        hub.deliver("r1", &codec::encode(0, &removed, 1));
+        assert!(
+            matches!(ra.try_recv(), Ok(Outbound::Event(_))),
+            "the frame first"
+        );
+        assert!(matches!(ra.try_recv(), Ok(Outbound::Removed(r)) if *r == room));
+        assert!(
+            matches!(rb.try_recv(), Ok(Outbound::Event(_))),
+            "the room sees it"
+        );
+        assert!(rb.try_recv().is_err(), "ann stays");
+        assert_eq!(hub.local_count("r1"), 1);
+        hub.deliver("r1", &codec::encode(0, &Event::ParticipantLeft(user()), 1));
+        assert!(ra.try_recv().is_err(), "nothing more for bob");
+        assert!(rb.try_recv().is_ok());
+        // A close cuts everyone off.
+        hub.deliver(
+            "r1",
+            &codec::encode(0, &Event::RoomClosed { by: user() }, 1),
+        );
+        assert!(matches!(rb.try_recv(), Ok(Outbound::Event(_))));
+        assert!(matches!(rb.try_recv(), Ok(Outbound::Removed(_))));
+        assert_eq!(hub.local_count("r1"), 0);
     }
 
     #[test]

@@ -612,7 +612,7 @@ fn upgrade(shared: &Shared, mut req: Request<Incoming>, peer: SocketAddr) -> Res
         match on_upgrade.await {
             Ok(upgraded) => {
                 let client = connection::Client { id, peer, address };
-                connection::run(gateway, upgraded, ws_config, client, stop).await
+                Box::pin(connection::run(gateway, upgraded, ws_config, client, stop)).await
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

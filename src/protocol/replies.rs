@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::model::{Message, Role, Room, User};
+use crate::model::{BanRecord, Message, Participant, Role, Room, User};
 
 /// Serializes a reply's data once, to embed in the reply frame.
 pub fn data<T: Serialize>(value: &T) -> Box<RawValue> {
@@ -29,15 +29,15 @@ pub struct RoomData<'a> {
 pub struct RoomWithParticipants<'a> {
     /// The room.
     pub room: &'a Room,
-    /// Distinct users joined.
-    pub participants: &'a [User],
+    /// Distinct users joined, with their roles.
+    pub participants: &'a [Participant],
 }
 
 /// `room.members`: `{"members","cursor"}`.
 #[derive(Debug, Serialize)]
 pub struct MembersData<'a> {
-    /// This page of members.
-    pub members: &'a [User],
+    /// This page of members, with their roles.
+    pub members: &'a [Participant],
     /// Where the next page starts; `null` after the last page.
     pub cursor: Option<&'a str>,
 }
@@ -47,8 +47,8 @@ pub struct MembersData<'a> {
 pub struct JoinMessages<'a> {
     /// The room.
     pub room: &'a Room,
-    /// Distinct users joined.
-    pub participants: &'a [User],
+    /// Distinct users joined, with their roles.
+    pub participants: &'a [Participant],
     /// The latest messages, ascending.
     pub messages: &'a [Message],
 }
@@ -58,8 +58,8 @@ pub struct JoinMessages<'a> {
 pub struct JoinEvents<'a> {
     /// The room.
     pub room: &'a Room,
-    /// Distinct users joined.
-    pub participants: &'a [User],
+    /// Distinct users joined, with their roles.
+    pub participants: &'a [Participant],
     /// Event frames, rendered as they are pushed live.
     pub events: Vec<Box<RawValue>>,
     /// Every event after `since` is included.
@@ -160,6 +160,13 @@ pub struct HelloData<'a> {
     pub node: &'a str,
     /// The node's clock, Unix ms.
     pub server_time: u64,
+}
+
+/// `room.bans`: `{"bans":[{"user","until","by","reason"}]}`.
+#[derive(Debug, Serialize)]
+pub struct BansData<'a> {
+    /// The bans in force.
+    pub bans: &'a [BanRecord],
 }
 
 /// `ping`.

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use super::{int_field, room_id, text_field, url_field};
 use crate::error::ServiceError;
-use crate::model::{Attachment, AttachmentInput, Event, Message, MessageKind, User, now_ms};
+use crate::model::{Attachment, AttachmentInput, Event, Message, MessageKind, Role, User, now_ms};
 use crate::store::{
-    AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, RoomStore, ScanCap, StoredMessage,
+    AppendOutcome, HistoryPage, MessageStore, ModerationStore, ReplaceOutcome, RoomStore, ScanCap,
+    StoredMessage,
 };
 
 /// Longest message text.
@@ -83,6 +84,8 @@ pub struct Sent {
 pub struct MessageService {
     messages: Arc<dyn MessageStore>,
     rooms: Arc<dyn RoomStore>,
+    /// Roles (who may delete any message) and mutes.
+    moderation: Arc<dyn ModerationStore>,
     edit_window: Duration,
 }
 
@@ -168,11 +171,13 @@ impl MessageService {
     pub fn new(
         messages: Arc<dyn MessageStore>,
         rooms: Arc<dyn RoomStore>,
+        moderation: Arc<dyn ModerationStore>,
         edit_window: Duration,
     ) -> MessageService {
         MessageService {
             messages,
             rooms,
+            moderation,
             edit_window,
         }
     }
@@ -220,6 +225,7 @@ impl MessageService {
             AppendOutcome::NotMember => Err(ServiceError::Forbidden(
                 "join the room before sending to it".into(),
             )),
+            AppendOutcome::Muted(until) => Err(muted(until)),
         }
     }
 
@@ -303,8 +309,10 @@ impl MessageService {
         .await
     }
 
-    /// Deletes a message, leaving a tombstone: its author or the room's
-    /// creator. Deleting a tombstone again returns it unchanged.
+    /// Deletes a message, leaving a tombstone: its author, or the room's
+    /// owner or a moderator (protocol 1.1; the owner is the creator unless
+    /// the room was handed over). Deleting a tombstone again returns it
+    /// unchanged.
     pub async fn delete(
         &self,
         user: &User,
@@ -314,21 +322,21 @@ impl MessageService {
         let room = room_id(room)?;
         let message = message_id(message)?;
         self.require_participant(user, room).await?;
-        let creator = self
-            .rooms
-            .room(room)
+        let role = self
+            .moderation
+            .roles(room, std::slice::from_ref(&user.id))
             .await?
-            .map(|r| r.created_by)
-            .unwrap_or_default();
+            .pop()
+            .unwrap_or(Role::Member);
         self.change(room, message, |m| {
             if m.kind == MessageKind::System {
                 return Err(ServiceError::Forbidden(
                     "system messages cannot be deleted".into(),
                 ));
             }
-            if m.user.id != user.id && creator != user.id {
+            if m.user.id != user.id && role == Role::Member {
                 return Err(ServiceError::Forbidden(
-                    "only the author or the room's creator may delete a message".into(),
+                    "only the author, the room's owner or a moderator may delete a message".into(),
                 ));
             }
             if m.deleted {
@@ -362,6 +370,7 @@ impl MessageService {
                 ReplaceOutcome::Replaced(_) => return Ok(changed),
                 ReplaceOutcome::Changed => continue,
                 ReplaceOutcome::Gone => return Err(message_not_found(message)),
+                ReplaceOutcome::Muted(until) => return Err(muted(until)),
             }
         }
         Err(ServiceError::Conflict(
@@ -419,6 +428,13 @@ impl MessageService {
             "join the room before reading it".into(),
         ))
     }
+}
+
+/// The refusal of a muted user's send or edit.
+fn muted(until: u64) -> ServiceError {
+    ServiceError::Forbidden(format!(
+        "you are muted in this room until {until} (Unix ms)"
+    ))
 }
 
 fn message_not_found(id: &str) -> ServiceError {

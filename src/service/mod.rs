@@ -5,6 +5,8 @@
 //!   participant events.
 //! - `Crowd`: the coalesced `participants.changed` of big rooms.
 //! - `MessageService`: sending and reading messages.
+//! - `ModerationService`: roles, kicks, bans, mutes, room updates and
+//!   closes (protocol 1.1), with their audit trail.
 //! - `ReadService`: read state: `room.read`, `room.mine`, receipts, the
 //!   user's room index.
 //! - `SessionService`: who a connection is (guest or JWT) and its session
@@ -22,6 +24,7 @@ pub mod crowd;
 pub mod janitor;
 pub mod limits;
 pub mod messages;
+pub mod moderation;
 pub mod reads;
 pub mod rooms;
 pub mod sessions;
@@ -32,6 +35,7 @@ pub use crowd::Crowd;
 pub use janitor::{Janitor, JanitorSettings};
 pub use limits::{LimitSettings, Limits};
 pub use messages::MessageService;
+pub use moderation::ModerationService;
 pub use reads::{MineEntry, ReadService};
 pub use rooms::{JoinHistory, Joined, NewRoom, RoomService, RoomSettings};
 pub use sessions::{Claims, SessionService};

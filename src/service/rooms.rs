@@ -27,8 +27,8 @@ use crate::bus::EventBus;
 use crate::error::ServiceError;
 use crate::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms, system_user};
 use crate::store::{
-    BIG_ROOM, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, MessageStore, RoomStore,
-    SessionStore,
+    BIG_ROOM, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, MessageStore, Removal,
+    RoomStore, SessionStore,
 };
 
 /// Join codes use an alphabet without look-alikes (no 0/O, 1/I/L, U/V).
@@ -306,6 +306,12 @@ impl RoomService {
             JoinOutcome::Full => {
                 return Err(ServiceError::Conflict("the room is full".into()));
             }
+            JoinOutcome::Banned { until } => {
+                return Err(ServiceError::Forbidden(format!(
+                    "you are banned from this room {}",
+                    super::moderation::ban_text(until)
+                )));
+            }
             JoinOutcome::Joined { first } => {
                 // The user's room index on every join, not only the first:
                 // an index that lost the room (or predates it) is written
@@ -468,6 +474,22 @@ impl RoomService {
             )
             .await?;
         Ok(())
+    }
+
+    /// Tells the room that a kick or ban removed `user` (the store wrote
+    /// the system message): `participant.left`, or the coalesced
+    /// `participants.changed` of a big room, as a leave does; the room
+    /// leaves the user's room index (`room.mine`), as after a final leave.
+    pub(crate) async fn removed(&self, room: &str, user: &User, removal: &Removal) {
+        match removal {
+            Removal::Left => {
+                self.announce(room, Event::ParticipantLeft(user.clone()))
+                    .await
+            }
+            Removal::LeftQuietly(_) => self.crowd.left(room, user),
+            Removal::Absent => return,
+        }
+        self.reads.left(&user.id, room).await;
     }
 
     /// Records which rooms a session joined, for the janitor. Losing this

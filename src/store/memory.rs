@@ -33,6 +33,7 @@ mod cache;
 mod crowd;
 mod limits;
 mod log;
+mod moderation;
 mod reads;
 
 /// Where the memory engine reads the time, Unix ms: the system clock in a
@@ -87,6 +88,8 @@ struct RoomState {
     messages: HashMap<String, (Vec<u8>, u64)>,
     events: VecDeque<(u64, Vec<u8>)>,
     dedupe: HashMap<(String, String), (String, u64)>,
+    /// Owner, moderators, bans and mutes (`memory::moderation`).
+    moderation: moderation::Moderation,
     /// Read positions and countable seqs (`reads`).
     reads: reads::RoomReads,
 }
@@ -228,6 +231,7 @@ impl RoomStore for MemoryStore {
             messages: HashMap::new(),
             events: VecDeque::new(),
             dedupe: HashMap::new(),
+            moderation: moderation::Moderation::default(),
             reads: reads::RoomReads::default(),
         };
         rs.members.insert(
@@ -266,6 +270,9 @@ impl RoomStore for MemoryStore {
             return Ok(JoinOutcome::NoRoom);
         };
         let now = self.inner.now();
+        if let Some(until) = rs.moderation.banned_until(&user.id, now) {
+            return Ok(JoinOutcome::Banned { until });
+        }
         if let Some(member) = rs.members.get_mut(&user.id) {
             member.conns.insert(conn.to_owned());
             member.joined_at = now;
@@ -463,6 +470,9 @@ impl MessageStore for MemoryStore {
         if !rs.members.contains_key(&message.user.id) {
             return Ok(AppendOutcome::NotMember);
         }
+        if let Some(until) = rs.moderation.muted_until(&message.user.id, now) {
+            return Ok(AppendOutcome::Muted(until));
+        }
         let dedupe_key = client_msg_id.map(|c| (message.user.id.clone(), c.to_owned()));
         if let Some(key) = &dedupe_key
             && let Some((id, expires)) = rs.dedupe.get(key)
@@ -566,6 +576,11 @@ impl MessageStore for MemoryStore {
             Some((_, exp)) if *exp <= now => return Ok(ReplaceOutcome::Gone),
             Some((raw, _)) if raw.as_slice() != expected => return Ok(ReplaceOutcome::Changed),
             Some(_) => {}
+        }
+        if let Event::MessageUpdated(edited) = event
+            && let Some(until) = rs.moderation.muted_until(&edited.user.id, now)
+        {
+            return Ok(ReplaceOutcome::Muted(until));
         }
         let seq = self.inner.append_event(rs, event.clone());
         if let Event::MessageDeleted(m) = event {

@@ -25,8 +25,13 @@ use crate::model::{Event, Message, Room, SeqEvent, User};
 
 pub mod breaker;
 pub mod memory;
+pub mod moderation;
 pub mod reads;
 pub mod redis;
+
+pub use self::moderation::{
+    Action, BanRecord, ModOutcome, ModerationStore, Removal, RemoveRequest, RoomChanges, Standing,
+};
 
 pub use self::memory::MemoryStore;
 pub use self::reads::{
@@ -62,6 +67,11 @@ pub enum JoinOutcome {
     JoinedQuietly {
         /// Distinct users joined, this one included.
         count: u32,
+    },
+    /// The user is banned from the room until then (ms; -1: no end).
+    Banned {
+        /// When the ban ends.
+        until: i64,
     },
 }
 
@@ -167,6 +177,8 @@ pub enum AppendOutcome {
     NoRoom,
     /// The author has not joined the room.
     NotMember,
+    /// The author is muted in the room until then (ms); nothing was written.
+    Muted(u64),
 }
 
 /// How much of a room one search may read.
@@ -223,6 +235,9 @@ pub enum ReplaceOutcome {
     Changed,
     /// The message no longer exists (expired).
     Gone,
+    /// An edit by an author muted in the room until then (ms); nothing was
+    /// written.
+    Muted(u64),
 }
 
 /// A message as stored, with its raw record for compare-and-set updates.
@@ -480,12 +495,27 @@ pub trait LimitStore: Send + Sync {
 
 /// A store that is every repository at once (both engines are).
 pub trait Store:
-    RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth + ReadStore
+    RoomStore
+    + MessageStore
+    + SessionStore
+    + CacheStore
+    + LimitStore
+    + StoreHealth
+    + ModerationStore
+    + ReadStore
 {
 }
 
-impl<T: RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth + ReadStore>
-    Store for T
+impl<
+    T: RoomStore
+        + MessageStore
+        + SessionStore
+        + CacheStore
+        + LimitStore
+        + StoreHealth
+        + ModerationStore
+        + ReadStore,
+> Store for T
 {
 }
 

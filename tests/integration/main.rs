@@ -20,6 +20,7 @@ mod fuzz_frames;
 mod listen;
 mod memory_engine;
 mod messages;
+mod moderation;
 mod nginx_cluster;
 mod operations;
 mod presence;

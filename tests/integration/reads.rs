@@ -1,11 +1,12 @@
 //! Read state (protocol 1.1) on two nodes: `room.read` and the `read` event
 //! to the user's other connections only (on any node), unread counts in
 //! `room.mine` (others' sends, own sends, deletes), `room.receipts`, and
-//! the refusals, each with its code and nothing changed.
+//! the refusals, each with its code and nothing changed; `room.mine`'s role
+//! and a removed user's `room.mine` on both engines.
 
 use serde_json::{Value, json};
 
-use crate::common::{Client, EVENT_TIMEOUT, QUIET, s, two_jwt_nodes, user};
+use crate::common::{Client, EVENT_TIMEOUT, QUIET, guest, s, solo, two_jwt_nodes, user};
 
 /// The `read` events among what arrives within `QUIET`.
 async fn read_events(c: &mut Client) -> Vec<Value> {
@@ -249,4 +250,60 @@ async fn receipts_and_refusals_change_nothing() {
         message.contains("100") && message.contains("101"),
         "says the bound and the count: {message}"
     );
+}
+
+/// Whether `rid` is in `c`'s `room.mine`.
+async fn lists(c: &mut Client, rid: &str) -> bool {
+    let data = c.ok(json!({"type": "room.mine"})).await;
+    data["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .any(|r| r["id"] == rid)
+}
+
+/// `room.mine`'s `role` follows `member.role`, and a kicked or banned user's
+/// `room.mine` no longer lists the room (the removal drops it from their
+/// index, as a final leave does). `owner` created the room; `mona` and
+/// `tim` are connected elsewhere.
+async fn roles_and_removals(mut owner: Client, mut mona: Client, mut tim: Client) {
+    let room = owner.create_room("mine-roles", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    mona.join(&rid).await;
+    tim.join(&rid).await;
+    let (mona_id, tim_id) = (mona.user_id(), tim.user_id());
+    owner
+        .ok(json!({"type": "member.role", "room": rid, "user": mona_id, "role": "moderator"}))
+        .await;
+    assert_eq!(mine_of(&mut owner, &rid).await["role"], "owner");
+    assert_eq!(mine_of(&mut mona, &rid).await["role"], "moderator");
+    assert_eq!(mine_of(&mut tim, &rid).await["role"], "member");
+    mona.ok(json!({"type": "member.kick", "room": rid, "user": tim_id}))
+        .await;
+    assert!(!lists(&mut tim, &rid).await, "a kicked user's room.mine");
+    // Back in (a kick is no ban), then banned: gone again.
+    tim.join(&rid).await;
+    assert!(lists(&mut tim, &rid).await);
+    mona.ok(json!({"type": "member.ban", "room": rid, "user": tim_id}))
+        .await;
+    assert!(!lists(&mut tim, &rid).await, "a banned user's room.mine");
+    assert!(lists(&mut mona, &rid).await, "the others keep it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_mine_follows_roles_and_removals_across_nodes() {
+    let (_backend, a, b) = two_jwt_nodes().await;
+    let owner = user(&a, "own", "Owen").await;
+    let mona = user(&a, "mona", "Mona").await;
+    let tim = user(&b, "tim", "Tim").await;
+    roles_and_removals(owner, mona, tim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_mine_follows_roles_and_removals_on_the_memory_engine() {
+    let node = solo(&[]).await;
+    let owner = guest(&node, "Owen").await;
+    let mona = guest(&node, "Mona").await;
+    let tim = guest(&node, "Tim").await;
+    roles_and_removals(owner, mona, tim).await;
 }

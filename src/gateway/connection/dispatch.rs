@@ -3,7 +3,6 @@
 //! and back as one reply (or one `error` frame for a request without an id).
 //! Verbs about room membership and typing are in `membership`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
@@ -16,8 +15,9 @@ use crate::error::{ApiError, ErrorCode, ServiceError, close};
 use crate::metrics::TypeLabel;
 use crate::model::now_ms;
 use crate::protocol::replies::{
-    HelloData, HistoryData, MembersData, MessageData, MineData, MineRoom, PingData, PresenceData,
-    ReadData, Receipt, ReceiptsData, RoomWithParticipants, RoomsData, SearchData, data,
+    BansData, Empty, HelloData, HistoryData, MembersData, MessageData, MineData, MineRoom,
+    PingData, PresenceData, ReadData, Receipt, ReceiptsData, RoomData, RoomWithParticipants,
+    RoomsData, SearchData, data,
 };
 use crate::protocol::{self, Request, RequestId};
 
@@ -221,26 +221,36 @@ impl Connection {
             }
             Request::RoomLeave { room } => return self.leave(&user, &room).await,
             Request::Typing { room, active } => return self.typing(&user, &room, active).await,
-            Request::RoomGet { room } => app.rooms().get(&user, &room).await.map(|(r, p)| {
-                Some(data(&RoomWithParticipants {
-                    room: &r,
-                    participants: &p,
-                }))
-            }),
+            Request::RoomGet { room } => match app.rooms().get(&user, &room).await {
+                Ok((r, p)) => app.moderation().participants(&r.id, p).await.map(|p| {
+                    Some(data(&RoomWithParticipants {
+                        room: &r,
+                        participants: &p,
+                    }))
+                }),
+                Err(e) => Err(e),
+            },
             Request::RoomMembers {
                 room,
                 cursor,
                 limit,
-            } => app
+            } => match app
                 .rooms()
                 .members(&user, &room, cursor.as_deref(), limit)
                 .await
-                .map(|page| {
-                    Some(data(&MembersData {
-                        members: &page.users,
-                        cursor: page.next.as_deref(),
-                    }))
-                }),
+            {
+                Ok(page) => app
+                    .moderation()
+                    .participants(&room, page.users)
+                    .await
+                    .map(|members| {
+                        Some(data(&MembersData {
+                            members: &members,
+                            cursor: page.next.as_deref(),
+                        }))
+                    }),
+                Err(e) => Err(e),
+            },
             Request::RoomRead { room, seq } => app
                 .reads()
                 .read(&user, &self.conn_id, &room, seq)
@@ -347,6 +357,73 @@ impl Connection {
                         messages: &messages,
                     }))
                 }),
+            Request::RoomUpdate {
+                room,
+                name,
+                max_participants,
+                private,
+            } => app
+                .moderation()
+                .update(&user, &room, name.as_deref(), max_participants, private)
+                .await
+                .map(|r| Some(data(&RoomData { room: &r }))),
+            Request::MemberRole {
+                room,
+                user: target,
+                role,
+            } => app
+                .moderation()
+                .set_role(&user, &room, &target, &role)
+                .await
+                .map(|()| Some(data(&Empty {}))),
+            Request::MemberKick {
+                room,
+                user: target,
+                reason,
+            } => app
+                .moderation()
+                .remove(&user, &room, &target, None, reason.as_deref())
+                .await
+                .map(|()| Some(data(&Empty {}))),
+            Request::MemberBan {
+                room,
+                user: target,
+                duration_ms,
+                reason,
+            } => app
+                .moderation()
+                .remove(&user, &room, &target, Some(duration_ms), reason.as_deref())
+                .await
+                .map(|()| Some(data(&Empty {}))),
+            Request::MemberUnban { room, user: target } => app
+                .moderation()
+                .unban(&user, &room, &target)
+                .await
+                .map(|()| Some(data(&Empty {}))),
+            Request::MemberMute {
+                room,
+                user: target,
+                duration_ms,
+            } => app
+                .moderation()
+                .mute(&user, &room, &target, Some(duration_ms))
+                .await
+                .map(|()| Some(data(&Empty {}))),
+            Request::MemberUnmute { room, user: target } => app
+                .moderation()
+                .mute(&user, &room, &target, None)
+                .await
+                .map(|()| Some(data(&Empty {}))),
+            Request::RoomBans { room } => app
+                .moderation()
+                .bans(&user, &room)
+                .await
+                .map(|bans| Some(data(&BansData { bans: &bans }))),
+            Request::RoomClose { room } => app
+                .moderation()
+                .close(&user, &room)
+                .await
+                .map(|()| Some(data(&Empty {}))),
             Request::Presence { room } => app
                 .rooms()
                 .presence(&user, &room)
@@ -377,8 +454,7 @@ impl Connection {
             node: sessions.node(),
             server_time: now_ms(),
         });
-        // The hub hands `read` events to this user's connections only.
-        let _ = self.who.set(Arc::from(user.id.as_str()));
+        let _ = self.user_slot.set(user.id.clone().into_boxed_str());
         self.user = Some(user);
         Ok(reply)
     }

@@ -17,7 +17,7 @@ use super::super::hub::{Outbound, Snapshot};
 use super::super::wire;
 use super::Connection;
 use crate::error::{ApiError, ServiceError};
-use crate::model::User;
+use crate::model::{Participant, Role, User};
 use crate::protocol::replies::{Empty, JoinEvents, JoinMessages, RoomData, data};
 use crate::protocol::{self, RequestId};
 use crate::service::{JoinHistory, Joined, NewRoom, RoomSubscription};
@@ -111,7 +111,28 @@ impl Connection {
                 if let Some(fresh) = fresh {
                     self.rooms.insert(fresh);
                 }
-                let reply = join_reply(&joined, app.config().resume_max_bytes);
+                let participants = match app
+                    .moderation()
+                    .participants(&key, joined.participants.clone())
+                    .await
+                {
+                    Ok(participants) => participants,
+                    // Joined already: the roles are shown as members rather
+                    // than failing the join.
+                    Err(e) => {
+                        tracing::warn!(room = %key, error = %e, "could not read the roles");
+                        joined
+                            .participants
+                            .iter()
+                            .map(|user| Participant {
+                                user: user.clone(),
+                                role: Role::Member,
+                                muted_until: None,
+                            })
+                            .collect()
+                    }
+                };
+                let reply = join_reply(&joined, &participants, app.config().resume_max_bytes);
                 self.charge_read(reply.get().len());
                 self.joined(request_id, &key, joined.floor, reply);
                 Ok(None)
@@ -174,6 +195,12 @@ impl Connection {
             return Err(ServiceError::Forbidden("join the room before typing in it".into()).into());
         };
         if self.typing.set(&key, active, tokio::time::Instant::now()) {
+            // A muted user may not type (1.1). Checked only when the room
+            // would be told: repeats in between cost no round trip.
+            if active && let Err(e) = self.app.moderation().check_not_muted(user, &key).await {
+                self.typing.clear(&key);
+                return Err(e.into());
+            }
             self.app.rooms().typing(user, &key, active).await?;
         }
         Ok(Some(data(&Empty {})))
@@ -194,6 +221,30 @@ impl Connection {
     async fn tell_typing_stopped(&self, user: &User, room: &str) {
         if let Err(e) = self.app.rooms().typing(user, room, false).await {
             tracing::debug!(room, error = %e, "could not clear typing");
+        }
+    }
+
+    /// Forgets rooms this connection was removed from (kicked, banned, or
+    /// closed): the store has removed it already and the hub has detached
+    /// it, so the subscription is released, and a later close does not
+    /// leave those rooms again. The store's leave still runs for this
+    /// connection: it finds nothing to do, unless a join of this connection
+    /// sent before the client saw the removal was applied after it; then it
+    /// undoes that join, so the store and the connection agree. (A join the
+    /// client sends after seeing the removal is read only after this ran.)
+    pub(super) async fn forget(&mut self, rooms: Vec<Arc<str>>) {
+        for room in rooms {
+            self.typing.clear(&room);
+            if let Some(subscription) = self.rooms.remove(&room) {
+                subscription.release().await;
+            }
+            let Some(user) = self.user.clone() else {
+                continue;
+            };
+            // A closed room is gone: `not_found` is the expected answer.
+            if let Err(e) = self.app.rooms().leave(&user, &self.conn_id, &room).await {
+                tracing::debug!(room = %room, error = %e, "leave after a removal");
+            }
         }
     }
 
@@ -240,11 +291,11 @@ impl Connection {
 
 /// The reply data of a join: the latest messages, or the events after
 /// `since` rendered as they are pushed live.
-fn join_reply(joined: &Joined, max_bytes: usize) -> Box<RawValue> {
+fn join_reply(joined: &Joined, participants: &[Participant], max_bytes: usize) -> Box<RawValue> {
     match &joined.history {
         JoinHistory::Messages(messages) => data(&JoinMessages {
             room: &joined.room,
-            participants: &joined.participants,
+            participants,
             messages,
         }),
         JoinHistory::Events { events, complete } => {
@@ -264,7 +315,7 @@ fn join_reply(joined: &Joined, max_bytes: usize) -> Box<RawValue> {
             }
             data(&JoinEvents {
                 room: &joined.room,
-                participants: &joined.participants,
+                participants,
                 events: frames,
                 complete,
             })
@@ -288,11 +339,16 @@ impl JoinedRooms {
         self.position(room).ok().map(|at| &self.0[at])
     }
 
-    /// Holds a new subscription (its room is not held yet).
+    /// Holds a new subscription (its room is not held yet). Grows by one:
+    /// most connections hold one room or a few, and every idle connection
+    /// would otherwise carry room for four.
     fn insert(&mut self, subscription: RoomSubscription) {
         match self.position(subscription.room()) {
             Ok(at) => self.0[at] = subscription,
-            Err(at) => self.0.insert(at, subscription),
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, subscription)
+            }
         }
     }
 

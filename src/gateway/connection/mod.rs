@@ -90,8 +90,8 @@ pub async fn run(
         let config = app.config();
         let (tx, rx) = mpsc::channel(config.outbound_queue);
         let kill = Arc::new(Kill::default());
-        let who: Arc<std::sync::OnceLock<Arc<str>>> = Arc::default();
         let mut writer = Writer::new(rx, kill.clone(), &app);
+        let user_slot = Arc::new(std::sync::OnceLock::new());
         let listener = Arc::new(HubListener::new(
             gateway.hub().clone(),
             Subscriber {
@@ -99,7 +99,7 @@ pub async fn run(
                 tx: tx.clone(),
                 kill: kill.clone(),
                 conn: Arc::from(conn_id.as_str()),
-                user: who.clone(),
+                user: user_slot.clone(),
             },
         ));
         let mut conn = Connection {
@@ -107,7 +107,7 @@ pub async fn run(
             conn_id,
             address,
             user: None,
-            who,
+            user_slot,
             rooms: JoinedRooms::default(),
             listener,
             tx,
@@ -130,7 +130,9 @@ pub async fn run(
             ping: config.ping_interval,
             hello: config.hello_timeout,
         };
-        let code = conn.serve(&mut socket, &mut writer, timers, drain).await;
+        // Boxed: the serving future has a heap cell of its own, sized for it,
+        // instead of being copied into this one (rustc keeps room for both).
+        let code = Box::pin(conn.serve(&mut socket, &mut writer, timers, drain)).await;
         // From here the hub's pushes fail quietly (no slow-consumer count).
         kill.kill(if code == close::NONE {
             close::NORMAL
@@ -223,13 +225,14 @@ struct Connection {
     address: IpAddr,
     /// Who, once `hello` succeeded.
     user: Option<User>,
+    /// The user id as the hub sees it (set by `hello`, shared with this
+    /// connection's `Subscriber`), so that a `member.removed` for this user
+    /// detaches this connection and `read` events reach it.
+    user_slot: Arc<std::sync::OnceLock<Box<str>>>,
     /// The rooms joined on this connection, each held by its subscription.
     rooms: JoinedRooms,
     /// This connection's place in the hub, for new subscriptions.
     listener: Arc<dyn Listener>,
-    /// The user id as the hub sees it, set at `hello` (shared with this
-    /// connection's `Subscriber`).
-    who: Arc<std::sync::OnceLock<Arc<str>>>,
     /// The connection's own queue, for replies and join markers.
     tx: mpsc::Sender<Outbound>,
     /// Closes the connection from any task.
@@ -280,6 +283,13 @@ impl Connection {
         loop {
             if let Some(code) = out.closed {
                 return code;
+            }
+            if out.has_removed() {
+                // Kicked, banned or the room closed: the hub has detached
+                // this connection; forget the rooms without leaving them.
+                let rooms = out.take_removed();
+                pumping(Box::pin(self.forget(rooms)), out, socket.get_ref().tcp()).await;
+                continue;
             }
             if self.kill.is_killed() {
                 return self.kill.code().unwrap_or(close::NORMAL);

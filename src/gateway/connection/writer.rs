@@ -9,7 +9,6 @@
 //! does not keep up is cut off: when the hub finds its queue full, or when it
 //! takes nothing for the idle timeout (close 1013).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +56,40 @@ enum RoomState {
     Live(u64),
 }
 
+/// The per-room delivery states of a connection, sorted by room. A vector
+/// grown one at a time rather than a map: a connection holds one room or a
+/// few, and a map would keep room for several on every idle connection.
+#[derive(Default)]
+struct RoomStates(Vec<(Arc<str>, RoomState)>);
+
+impl RoomStates {
+    fn position(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(r, _)| (**r).cmp(room))
+    }
+
+    fn get(&self, room: &str) -> Option<&RoomState> {
+        self.position(room).ok().map(|at| &self.0[at].1)
+    }
+
+    fn get_mut(&mut self, room: &str) -> Option<&mut RoomState> {
+        self.position(room).ok().map(|at| &mut self.0[at].1)
+    }
+
+    fn insert(&mut self, room: Arc<str>, state: RoomState) {
+        match self.position(&room) {
+            Ok(at) => self.0[at].1 = state,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (room, state));
+            }
+        }
+    }
+
+    fn remove(&mut self, room: &str) -> Option<RoomState> {
+        self.position(room).ok().map(|at| self.0.remove(at).1)
+    }
+}
+
 /// The sending side of a connection: its queue, the per-room delivery
 /// state, and the frames gathered for the next write.
 pub(super) struct Writer {
@@ -65,7 +98,7 @@ pub(super) struct Writer {
     /// Cuts the connection off (slow consumer) or tells a failed write.
     kill: Arc<Kill>,
     /// Per-room delivery state.
-    rooms: HashMap<Arc<str>, RoomState>,
+    rooms: RoomStates,
     /// Events held for one joining room before the connection is too slow.
     hold_limit: usize,
     /// Frames gathered for the next write.
@@ -81,6 +114,9 @@ pub(super) struct Writer {
     replies_out: Counter,
     /// `huddle_slow_consumers_total`.
     slow_consumers: Counter,
+    /// Rooms this connection was removed from (`Outbound::Removed`), for
+    /// the connection to forget.
+    removed: Vec<Arc<str>>,
 }
 
 /// Frames gathered in one go that make a connection "busy".
@@ -106,7 +142,7 @@ impl Writer {
         Writer {
             rx,
             kill,
-            rooms: HashMap::new(),
+            rooms: RoomStates::default(),
             hold_limit: app.config().outbound_queue,
             outbox: Outbox::default(),
             closed: None,
@@ -114,6 +150,7 @@ impl Writer {
             events_out: frames("event"),
             replies_out: frames("reply"),
             slow_consumers: metrics.slow_consumers.clone(),
+            removed: Vec::new(),
         }
     }
 
@@ -146,6 +183,17 @@ impl Writer {
             }
             self.take_ready();
         }
+    }
+
+    /// Whether the connection was removed from a room it has not forgotten
+    /// yet.
+    pub(super) fn has_removed(&self) -> bool {
+        !self.removed.is_empty()
+    }
+
+    /// The rooms the connection was removed from, to forget.
+    pub(super) fn take_removed(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.removed)
     }
 
     /// Frames are waiting for the socket.
@@ -243,7 +291,20 @@ impl Writer {
                 self.rooms.insert(room, RoomState::Live(floor));
             }
             Outbound::Left(room) => {
-                self.rooms.remove(&*room);
+                self.rooms.remove(&room);
+            }
+            Outbound::Removed(room) => {
+                // A join in flight held the room's events, the removal's
+                // own frame among them: they go out, nothing after them.
+                if let Some(RoomState::Holding(floor, held)) = self.rooms.remove(&room) {
+                    for event in held {
+                        if event.seq == 0 || event.seq > floor {
+                            self.events_out.inc();
+                            self.outbox.push(event.frame.clone());
+                        }
+                    }
+                }
+                self.removed.push(*room);
             }
             Outbound::Close(code) => self.closed = Some(code),
         }

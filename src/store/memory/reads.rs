@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use super::{MemoryStore, RoomState, room_view, trim_expired};
 use crate::model::MessageKind;
 use crate::store::{
-    MyRoom, RECEIPTS_MAX, ReadOutcome, ReadStore, ReceiptsOutcome, RoleFacts, StoreResult,
-    USER_ROOMS_MAX, sort_users,
+    MyRoom, RECEIPTS_MAX, ReadOutcome, ReadStore, ReceiptsOutcome, StoreResult, USER_ROOMS_MAX,
+    sort_users,
 };
 
 /// One room's read state.
@@ -164,10 +164,7 @@ fn mine(rs: &mut RoomState, user: &str, now: u64) -> MyRoom {
         room: room_view(rs),
         read_seq,
         unread: rs.reads.unread(read_seq),
-        role: RoleFacts {
-            owner: None,
-            moderator: false,
-        },
+        role: rs.moderation.role_facts(user),
     }
 }
 

@@ -129,6 +129,7 @@ impl RedisStore {
                 messages: k.room_messages(room),
                 message: k.message(room, &message.id),
                 dedupe: &dedupe_key,
+                mutes: k.mutes(room),
                 countable: k.countable(room),
                 reads: k.reads(room),
                 user: &message.user.id,
@@ -187,6 +188,7 @@ impl RedisStore {
             return match SendReply::parse(reply)? {
                 SendReply::NoRoom => Ok(AppendOutcome::NoRoom),
                 SendReply::NotMember => Ok(AppendOutcome::NotMember),
+                SendReply::Muted(until) => Ok(AppendOutcome::Muted(until)),
                 SendReply::Sent(seq) => {
                     self.confirm(&mut c, room, seq, acks).await?;
                     stored.seq = seq;
@@ -337,6 +339,11 @@ impl MessageStore for RedisStore {
             tail: &tail,
             log_len: self.inner.settings.event_log_len,
             now: now_ms(),
+            mutes: self.k().mutes(room),
+            muted_user: match event {
+                Event::MessageUpdated(edited) => &edited.user.id,
+                _ => "",
+            },
             deadline: self.deadline(),
         };
         let (reply, acks) = self
@@ -354,6 +361,7 @@ impl MessageStore for RedisStore {
             }
             ReplaceReply::Changed => ReplaceOutcome::Changed,
             ReplaceReply::Gone => ReplaceOutcome::Gone,
+            ReplaceReply::Muted(until) => ReplaceOutcome::Muted(until),
         })
     }
 

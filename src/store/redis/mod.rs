@@ -29,6 +29,7 @@
 //! | `parse` | replies → model types; error constructors |
 //! | `rooms`, `messages`, `sessions`, `cache` | one trait impl each |
 //! | `crowd` | big rooms: the bounded roster, member pages, the `participants.changed` gate |
+//! | `moderation` | roles, bans, mutes and the moderation verbs (1.1), one script each |
 //! | `reads` | read state: `room.read`, unread counts, `room.mine`, receipts |
 
 use std::future::Future;
@@ -58,6 +59,7 @@ mod clock;
 mod conn;
 mod crowd;
 mod messages;
+mod moderation;
 mod parse;
 mod pool;
 mod reads;

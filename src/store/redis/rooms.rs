@@ -44,7 +44,7 @@ impl RedisStore {
     }
 
     /// A system message's script arguments.
-    fn note<'a>(&self, id: &'a str, tail: &'a [u8]) -> Note<'a> {
+    pub(super) fn note<'a>(&self, id: &'a str, tail: &'a [u8]) -> Note<'a> {
         Note {
             id,
             tail,
@@ -318,6 +318,7 @@ impl RoomStore for RedisStore {
             presence_member: &presence,
             now: now_ms(),
             note: self.note(&note.id, &tail),
+            bans: self.k().bans(room),
             deadline: self.deadline(),
         };
         let (reply, acks) = self
@@ -333,6 +334,7 @@ impl RoomStore for RedisStore {
             JoinReply::NoRoom => JoinOutcome::NoRoom,
             JoinReply::Full => JoinOutcome::Full,
             JoinReply::Quiet(count) => JoinOutcome::JoinedQuietly { count },
+            JoinReply::Banned(until) => JoinOutcome::Banned { until },
         })
     }
 
@@ -558,6 +560,7 @@ impl RoomStore for RedisStore {
                 member_ids: k.member_ids(room),
                 changes: k.changes(room),
                 changes_gate: k.changes_gate(room),
+                moderation: [k.roles(room), k.bans(room), k.mutes(room)],
                 reads: k.reads(room),
                 countable: k.countable(room),
                 member_conns_prefix: k.member_conns_prefix(room),

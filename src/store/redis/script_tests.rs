@@ -174,6 +174,7 @@ async fn send(
         messages: k.room_messages(ROOM),
         message: k.message(ROOM, id),
         dedupe: &k.dedupe(ROOM, "ann", ""),
+        mutes: k.mutes(ROOM),
         countable: k.countable(ROOM),
         reads: k.reads(ROOM),
         user: "ann",
@@ -220,6 +221,8 @@ async fn a_write_past_its_deadline_is_refused_and_never_applied() {
         tail: &edit_tail,
         log_len: 100,
         now: 3,
+        mutes: k.mutes(ROOM),
+        muted_user: "ann",
         deadline: past,
     };
     let late_edit = run::<ReplaceReply>(&mut conn, &scripts.replace, &edit).await;

@@ -153,10 +153,12 @@ fn appended(o: AppendOutcome) -> Message {
 
 mod big_rooms;
 mod cases;
+mod moderation;
 mod reads;
 
 use self::big_rooms::*;
 use self::cases::*;
+use self::moderation::*;
 use self::reads::*;
 
 // ---------------------------------------------------------------------------
@@ -384,12 +386,20 @@ conformance! {
     bounded_roster(1000, HOUR);
     member_pages(1000, HOUR);
     participants_changed_gate(1000, HOUR);
+    roles_and_handover(1000, HOUR);
+    kicks_and_bans(1000, HOUR);
+    mutes_in_the_send_path(1000, HOUR);
+    room_updates(1000, HOUR);
+    owner_close_deletes_everything(1000, HOUR);
+    idle_close_forgets_moderation(1000, HOUR);
     read_positions(1000, HOUR);
     unread_counts(1000, HOUR);
     unread_after_expiry(1000, Duration::from_secs(1));
     my_rooms_order_limit_and_stale(1000, HOUR);
     read_receipts(1000, HOUR);
     room_index_bound(1000, HOUR);
+    my_rooms_roles_follow_moderation(1000, HOUR);
+    owner_close_forgets_read_state(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log

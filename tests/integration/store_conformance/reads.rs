@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use huddle::model::{Event, Message};
-use huddle::store::{MyRoom, ReadOutcome, ReceiptsOutcome, Store};
+use huddle::model::{Event, Message, Role};
+use huddle::store::{ModOutcome, MyRoom, ReadOutcome, ReceiptsOutcome, Store};
 
 use super::*;
 
@@ -321,5 +321,89 @@ pub(super) async fn room_index_bound(t: &Engine) {
     assert!(
         mine(store, &user("cat")).await.is_empty(),
         "the oldest join fell out of the index"
+    );
+}
+
+/// `room.mine`'s role comes from the moderation state on every engine: a
+/// named moderator, a hand-over (the new owner, the old one a moderator), a
+/// demotion; decided by `service::reads::role` from the facts the store
+/// reads with the room.
+pub(super) async fn my_rooms_roles_follow_moderation(t: &Engine) {
+    let store = t.store.as_ref();
+    let (ann, bob) = (user("ann"), user("bob"));
+    let r = create(store, &room("r-mr", "MRL222", 50, false), &ann, "a1").await;
+    store
+        .remember_room(&ann.id, "r-mr", now_ms())
+        .await
+        .expect("remember");
+    join(store, "r-mr", &bob).await;
+    let role_of = async |u: &User| {
+        let rooms = mine(store, u).await;
+        let m = rooms.iter().find(|m| m.room.id == "r-mr").expect("listed");
+        huddle::service::reads::role(&r, &u.id, &m.role)
+    };
+    assert_eq!(
+        (role_of(&ann).await, role_of(&bob).await),
+        (Role::Owner, Role::Member)
+    );
+    let set = async |actor: &User, target: &User, role: Role| {
+        assert_eq!(
+            store
+                .set_role("r-mr", &actor.id, &target.id, role)
+                .await
+                .expect("role"),
+            ModOutcome::Done(())
+        );
+    };
+    set(&ann, &bob, Role::Moderator).await;
+    assert_eq!(role_of(&bob).await, Role::Moderator);
+    set(&ann, &bob, Role::Owner).await;
+    assert_eq!(
+        (role_of(&ann).await, role_of(&bob).await),
+        (Role::Moderator, Role::Owner),
+        "handed over: the old owner is a moderator"
+    );
+    set(&bob, &ann, Role::Member).await;
+    assert_eq!(role_of(&ann).await, Role::Member);
+}
+
+/// The owner's close (`room.close`) deletes the read state too: a room made
+/// again under the same id has no read positions and counts only its own
+/// messages.
+pub(super) async fn owner_close_forgets_read_state(t: &Engine) {
+    let store = t.store.as_ref();
+    let (ann, bob) = (user("ann"), user("bob"));
+    let r = room("r-cr", "CRS222", 50, false);
+    create(store, &r, &ann, "a1").await;
+    join(store, "r-cr", &bob).await;
+    for text in ["one", "two", "three"] {
+        appended(send(store, "r-cr", &bob, text, None).await);
+    }
+    let closed = Event::RoomClosed { by: ann.clone() };
+    assert_eq!(
+        store
+            .close_by_owner("r-cr", &ann.id, &closed)
+            .await
+            .expect("close"),
+        ModOutcome::Done(())
+    );
+    create(store, &r, &ann, "a2").await;
+    store
+        .remember_room(&ann.id, "r-cr", now_ms())
+        .await
+        .expect("remember");
+    join(store, "r-cr", &bob).await;
+    assert_eq!(
+        unread(store, &bob, "r-cr").await,
+        (0, 0),
+        "bob's old position is gone"
+    );
+    for text in ["four", "five", "six"] {
+        appended(send(store, "r-cr", &bob, text, None).await);
+    }
+    assert_eq!(
+        unread(store, &ann, "r-cr").await.1,
+        3,
+        "only the new room's messages count"
     );
 }

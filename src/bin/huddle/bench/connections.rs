@@ -2,7 +2,9 @@
 //! servers' resident memory per connection. The latency reported is each
 //! connection's connect + hello + join time; with `--join-rate` the
 //! connections arrive at that rate (a crowd joining, `--rooms 1` for one
-//! big room), otherwise 200 at a time.
+//! big room), otherwise 200 at a time. Every connection is read from the
+//! moment its join is answered, as a real client's is: events the server
+//! queued for a client nobody reads would count as the server's memory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let hold = args.duration;
     let sem = Arc::new(tokio::sync::Semaphore::new(200));
     let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Readers run until this says stop (after the hold).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut pace = args
         .join_rate
         .filter(|r| *r > 0.0)
@@ -39,6 +43,7 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
         let room = rooms[i % rooms.len()].clone();
         let sem = sem.clone();
         let opened = opened.clone();
+        let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
             let started = Instant::now();
@@ -53,7 +58,7 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
             let took = started.elapsed();
             drop(permit);
             opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok::<(Ws, std::time::Duration), String>((ws, took))
+            Ok::<_, String>((tokio::spawn(drain(ws, stop)), took))
         }));
     }
     let mut joins = ClientStats::new();
@@ -62,9 +67,9 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok(Ok((ws, took))) => {
+            Ok(Ok((reader, took))) => {
                 let _ = joins.latency.record((took.as_micros() as u64).max(1));
-                sockets.push(ws);
+                sockets.push(reader);
             }
             Ok(Err(e)) => {
                 failures += 1;
@@ -85,21 +90,13 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
         began.elapsed().as_secs_f64(),
         hold
     );
-    // Hold them, answering pings.
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|mut ws| {
-            tokio::spawn(async move {
-                let until = tokio::time::Instant::now() + hold;
-                while let Ok(Some(Ok(_))) = tokio::time::timeout_at(until, ws.next()).await {}
-                ws
-            })
-        })
-        .collect();
+    // Hold them (their readers answer pings), measure midway.
     tokio::time::sleep(hold / 2).await;
     let rss_after = rss_bytes(&args.server_pid);
+    tokio::time::sleep(hold / 2).await;
+    let _ = stop_tx.send(true);
     let mut held = Vec::new();
-    for r in readers {
+    for r in sockets {
         if let Ok(ws) = r.await {
             held.push(ws);
         }
@@ -129,4 +126,19 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
         rss_per_connection,
         connect_failures: failures,
     })
+}
+
+/// Reads (and drops) what the server sends `ws` until `stop` says so or the
+/// server closes it; hands the socket back so that it closes only then.
+async fn drain(mut ws: Ws, mut stop: tokio::sync::watch::Receiver<bool>) -> Ws {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return ws,
+            frame = ws.next() => {
+                if !matches!(frame, Some(Ok(_))) {
+                    return ws;
+                }
+            }
+        }
+    }
 }

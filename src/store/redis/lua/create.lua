@@ -9,7 +9,7 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'code', ARGV[2], 'name', ARGV[3],
   'created_by', ARGV[4], 'created_at', ARGV[5], 'max_participants', ARGV[6],
-  'private', ARGV[7], 'seq', 0, 'last_activity', ARGV[16])
+  'private', ARGV[7], 'seq', 0, 'last_activity', ARGV[16], 'owner', ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
 redis.call('ZADD', KEYS[8], 0, ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[10])

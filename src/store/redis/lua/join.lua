@@ -3,13 +3,24 @@
 -- participants with this user: then nothing proportional to the room is
 -- written, and the caller coalesces the change). Order owned by
 -- `scripts::Join`.
+-- A user banned from the room (`bans:{R}`, 1.1) is refused, on every join,
+-- first or not; an expired ban is removed. The ban's end is compared with
+-- ARGV now.
 -- KEYS: room, members, member_conns, presence, messages, events, message,
---       member_ids
+--       member_ids, bans
 -- ARGV: user_id, user_json, conn, presence_member, now, msg_id, tail, ttl_ms,
 --       log_len, channel, deadline
--- Replies: {'no_room'} | {'full'} | {'ok', 1, seq of the system message} |
+-- Replies: {'no_room'} | {'banned', until (ms, -1 none)} | {'full'} | {'ok', 1, seq of the system message} |
 --          {'ok', 0} | {'quiet', participant count}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
+local ban = redis.call('HGET', KEYS[9], ARGV[1])
+if ban then
+  local ok, rec = pcall(cjson.decode, ban)
+  local until_ms = -1
+  if ok and type(rec) == 'table' then until_ms = tonumber(rec['until']) or -1 end
+  if until_ms < 0 or until_ms > tonumber(ARGV[5]) then return {'banned', until_ms} end
+  redis.call('HDEL', KEYS[9], ARGV[1])
+end
 local first = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
 local count = 0
 if first then

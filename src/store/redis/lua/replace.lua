@@ -1,14 +1,20 @@
 -- Compare-and-set of a message's state, appending its event.
 -- Order owned by `scripts::Replace`.
--- KEYS: room, events, message, countable
--- ARGV: expected, tail, log_len, now, channel, msg_id, deleting (1 or 0),
---       deadline
+-- An edit names its author (`muted_user`): muted in the room (`mutes:{R}`,
+-- 1.1, until > now), the edit is refused. A deletion names nobody ('').
 -- A delete takes the message out of `countable:{R}` (unread counts).
--- Replies: {'gone'} | {'changed'} | {'ok', seq}
+-- KEYS: room, events, message, mutes, countable
+-- ARGV: expected, tail, log_len, now, channel, muted_user, msg_id,
+--       deleting (1 or 0), deadline
+-- Replies: {'gone'} | {'changed'} | {'muted', until} | {'ok', seq}
 local cur = redis.call('GET', KEYS[3])
 if not cur then return {'gone'} end
 if cur ~= ARGV[1] then return {'changed'} end
+if ARGV[6] ~= '' then
+  local muted = tonumber(redis.call('HGET', KEYS[4], ARGV[6]) or '0')
+  if muted > tonumber(ARGV[4]) then return {'muted', muted} end
+end
 local seq, env = append_event(KEYS[1], KEYS[2], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
 redis.call('SET', KEYS[3], env, 'KEEPTTL')
-if ARGV[7] == '1' then redis.call('ZREM', KEYS[4], ARGV[6]) end
+if ARGV[8] == '1' then redis.call('ZREM', KEYS[5], ARGV[7]) end
 return {'ok', seq}

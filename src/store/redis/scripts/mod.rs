@@ -17,7 +17,10 @@
 //!
 //! The arguments and replies of the counter scripts (typing, abuse limits)
 //! live in `counters`, those of the big-room scripts (roster, member pages,
-//! `participants.changed`) in `crowd`; the rest are here.
+//! `participants.changed`) in `crowd`, those of the moderation verbs (1.1)
+//! in `moderation`; the rest are here. `mod_close.lua` also derives keys
+//! from room prefixes (`member_conns:{R}:`, `typing:{R}:`), like
+//! `close.lua`.
 
 use redis::{Cmd, Script, ToRedisArgs, Value};
 
@@ -25,6 +28,7 @@ use super::parse::{corrupt, status};
 
 mod counters;
 mod crowd;
+pub(super) mod moderation;
 mod reads;
 
 use crate::error::{StoreError, StoreResult};
@@ -94,6 +98,8 @@ pub(super) struct Scripts {
     pub(super) mine: Script,
     /// `receipts.lua`: `room.receipts`.
     pub(super) receipts: Script,
+    /// The moderation verbs (`moderation`).
+    pub(super) moderation: moderation::ModScripts,
 }
 
 impl Scripts {
@@ -122,6 +128,7 @@ impl Scripts {
             read: with_common(include_str!("../lua/read.lua")),
             mine: with_common(include_str!("../lua/mine.lua")),
             receipts: Script::new(include_str!("../lua/receipts.lua")),
+            moderation: moderation::ModScripts::new(&header, COMMON, GUARD),
         }
     }
 }
@@ -229,6 +236,8 @@ pub(super) struct Send<'a> {
     pub(super) message: String,
     /// `dedupe:{R}:USER:CLIENT_MSG_ID`.
     pub(super) dedupe: &'a str,
+    /// `mutes:{R}`: a muted author is refused.
+    pub(super) mutes: String,
     /// `countable:{R}`: the message counts as unread for others.
     pub(super) countable: String,
     /// `reads:{R}`: the author has read up to it.
@@ -261,6 +270,7 @@ impl ScriptArgs for Send<'_> {
             .key(&self.event.events)
             .key(&self.message)
             .key(self.dedupe)
+            .key(&self.mutes)
             .key(&self.countable)
             .key(&self.reads)
             .arg(self.user)
@@ -287,6 +297,8 @@ pub(super) enum SendReply {
     NotMember,
     /// The `client_msg_id` was used for this message id.
     Duplicate(String),
+    /// The author is muted until then (ms).
+    Muted(u64),
 }
 
 impl ScriptReply for SendReply {
@@ -297,6 +309,7 @@ impl ScriptReply for SendReply {
             "no_room" => Ok(SendReply::NoRoom),
             "not_member" => Ok(SendReply::NotMember),
             "duplicate" => Ok(SendReply::Duplicate(item(&data, "send")?)),
+            "muted" => Ok(SendReply::Muted(item(&data, "send")?)),
             other => Err(corrupt(format!("send script said {other}"))),
         }
     }
@@ -440,6 +453,8 @@ pub(super) struct Join<'a> {
     pub(super) now: u64,
     /// The "joined" system message.
     pub(super) note: Note<'a>,
+    /// `bans:{R}`: a banned user is refused.
+    pub(super) bans: String,
     /// Refuse after this Redis time, ms.
     pub(super) deadline: i64,
 }
@@ -447,6 +462,7 @@ pub(super) struct Join<'a> {
 impl ScriptArgs for Join<'_> {
     fn bind(&self, inv: &mut Bound) {
         self.keys.bind(inv);
+        inv.key(&self.bans);
         inv.arg(self.user_id)
             .arg(self.user_json)
             .arg(self.conn)
@@ -473,6 +489,8 @@ pub(super) enum JoinReply {
     /// The user's first connection joined a big room (no system message);
     /// the participant count now.
     Quiet(u32),
+    /// The user is banned until then (ms; -1 no end).
+    Banned(i64),
 }
 
 impl ScriptReply for JoinReply {
@@ -485,6 +503,7 @@ impl ScriptReply for JoinReply {
             }),
             "no_room" => Ok(JoinReply::NoRoom),
             "full" => Ok(JoinReply::Full),
+            "banned" => Ok(JoinReply::Banned(item(&data, "join")?)),
             "quiet" => Ok(JoinReply::Quiet(item(&data, "join")?)),
             other => Err(corrupt(format!("join script said {other}"))),
         }
@@ -650,6 +669,10 @@ pub(super) struct Replace<'a> {
     pub(super) log_len: u32,
     /// Now, Unix ms.
     pub(super) now: u64,
+    /// `mutes:{R}`.
+    pub(super) mutes: String,
+    /// An edit's author, refused while muted; `""` for a deletion.
+    pub(super) muted_user: &'a str,
     /// Refuse after this Redis time, ms.
     pub(super) deadline: i64,
 }
@@ -659,12 +682,14 @@ impl ScriptArgs for Replace<'_> {
         inv.key(&self.event.room)
             .key(&self.event.events)
             .key(&self.message)
+            .key(&self.mutes)
             .key(&self.countable)
             .arg(self.expected)
             .arg(self.tail)
             .arg(self.log_len)
             .arg(self.now)
             .arg(&self.event.channel)
+            .arg(self.muted_user)
             .arg(self.msg_id)
             .arg(if self.deleting { "1" } else { "0" })
             .arg(self.deadline);
@@ -680,6 +705,8 @@ pub(super) enum ReplaceReply {
     Changed,
     /// The message expired.
     Gone,
+    /// The editing author is muted until then (ms).
+    Muted(u64),
 }
 
 impl ScriptReply for ReplaceReply {
@@ -689,6 +716,7 @@ impl ScriptReply for ReplaceReply {
             "ok" => Ok(ReplaceReply::Replaced(item(&data, "replace")?)),
             "changed" => Ok(ReplaceReply::Changed),
             "gone" => Ok(ReplaceReply::Gone),
+            "muted" => Ok(ReplaceReply::Muted(item(&data, "replace")?)),
             other => Err(corrupt(format!("replace script said {other}"))),
         }
     }
@@ -712,6 +740,8 @@ pub(super) struct Close {
     pub(super) changes: String,
     /// `changes_gate:{R}`.
     pub(super) changes_gate: String,
+    /// `roles:{R}`, `bans:{R}`, `mutes:{R}`.
+    pub(super) moderation: [String; 3],
     /// `reads:{R}`.
     pub(super) reads: String,
     /// `countable:{R}`.
@@ -732,6 +762,9 @@ impl ScriptArgs for Close {
             .key(&self.member_ids)
             .key(&self.changes)
             .key(&self.changes_gate)
+            .key(&self.moderation[0])
+            .key(&self.moderation[1])
+            .key(&self.moderation[2])
             .key(&self.reads)
             .key(&self.countable)
             .arg(&self.member_conns_prefix)
