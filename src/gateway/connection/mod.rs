@@ -31,8 +31,8 @@ use hyper::upgrade::Upgraded;
 use rand::RngExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -253,6 +253,22 @@ struct Connection {
     drained: bool,
 }
 
+/// What woke a connection's loop.
+enum Step {
+    /// The hub cut the connection off.
+    Killed,
+    /// The client sent something (or the stream ended).
+    Read(Option<Result<WsMessage, WsError>>),
+    /// Something was queued for the client.
+    Queued(Option<Outbound>),
+    /// The node is shutting down.
+    Drain,
+    /// Time to ping the client.
+    Ping,
+    /// The timer fired: the idle or hello deadline, or a typing lapse.
+    Timer,
+}
+
 /// What follows a frame from the client.
 enum Flow {
     /// Read the next one.
@@ -291,7 +307,12 @@ impl Connection {
                 // Kicked, banned or the room closed: the hub has detached
                 // this connection; forget the rooms without leaving them.
                 let rooms = out.take_removed();
-                pumping(Box::pin(self.forget(rooms)), out, socket.get_ref().tcp()).await;
+                Box::pin(pumping(
+                    Box::pin(self.forget(rooms)),
+                    out,
+                    socket.get_ref().tcp(),
+                ))
+                .await;
                 continue;
             }
             if self.kill.is_killed() {
@@ -300,10 +321,18 @@ impl Connection {
             if out.backed_up() {
                 // Left by a request that ran while the client was not
                 // reading: wait for the socket now (or give up on it).
-                out.write(socket.get_ref().tcp()).await;
+                Box::pin(out.write(socket.get_ref().tcp())).await;
                 continue;
             }
             let lapse = self.typing.next_lapse();
+            // One timer serves the idle and hello deadlines and the next
+            // typing lapse: each timer in the select below would be room
+            // kept in every connection's task.
+            let said_hello = self.user.is_some();
+            let wake = lapse.map_or(quiet.next(said_hello), |at| at.min(quiet.next(said_hello)));
+            if idle.deadline() != wake {
+                idle.as_mut().reset(wake);
+            }
             // The select below reaches the timers only when the queue is not
             // ready (polling the drain future locks the node-wide shutdown
             // token, too dear for every event). A room busy enough to keep
@@ -325,17 +354,28 @@ impl Connection {
                     continue;
                 }
                 if ping.tick().now_or_never().is_some() {
-                    out.send_now(wire::ping_frame(), tcp).await;
+                    Box::pin(out.send_now(wire::ping_frame(), tcp)).await;
                 }
                 if lapse.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                    pumping(Box::pin(self.lapse_typing()), out, tcp).await;
+                    Box::pin(pumping(Box::pin(self.lapse_typing()), out, tcp)).await;
                     continue;
                 }
             }
-            tokio::select! {
+            // The select only chooses; what follows runs after its futures
+            // are gone, so the task never holds both at once (rustc keeps a
+            // select's futures alive through an awaiting branch body).
+            let step = tokio::select! {
                 biased;
-                _ = self.kill.killed() => return self.kill.code().unwrap_or(close::NORMAL),
-                next = socket.next(), if reading => {
+                _ = self.kill.killed() => Step::Killed,
+                next = socket.next(), if reading => Step::Read(next),
+                item = out.rx.recv() => Step::Queued(item),
+                _ = &mut drain, if reading && !self.drained => Step::Drain,
+                _ = ping.tick() => Step::Ping,
+                _ = &mut idle => Step::Timer,
+            };
+            match step {
+                Step::Killed => return self.kill.code().unwrap_or(close::NORMAL),
+                Step::Read(next) => {
                     quiet.heard(tokio::time::Instant::now());
                     idle.as_mut().reset(quiet.next(self.user.is_some()));
                     // tungstenite answers pings and closes on its next write:
@@ -344,7 +384,7 @@ impl Connection {
                         let _ = socket.flush();
                     }
                     if let Some(control) = socket.get_mut().take_control() {
-                        out.send_now(control, socket.get_ref().tcp()).await;
+                        Box::pin(out.send_now(control, socket.get_ref().tcp())).await;
                     }
                     let data = matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))));
                     let flow = match next {
@@ -353,7 +393,7 @@ impl Connection {
                             let tcp = socket.get_ref().tcp();
                             // Boxed: a request's state lives on the heap only
                             // while it runs.
-                            pumping(Box::pin(self.on_frame(next)), out, tcp).await
+                            Box::pin(pumping(Box::pin(self.on_frame(next)), out, tcp)).await
                         }
                     };
                     match flow {
@@ -367,7 +407,7 @@ impl Connection {
                             // goes out between frames: a client sending fast
                             // must not hold up its own replies and events.
                             if let Ok(item) = out.rx.try_recv() {
-                                out.pump(item, socket.get_ref().tcp()).await;
+                                Box::pin(out.pump(item, socket.get_ref().tcp())).await;
                             }
                         }
                         Flow::Closed => return close::NONE,
@@ -377,25 +417,29 @@ impl Connection {
                         }
                     }
                 }
-                item = out.rx.recv() => {
+                Step::Queued(item) => {
                     // This connection holds a sender: the queue does not end.
-                    let Some(item) = item else { return close::NORMAL };
-                    out.pump(item, socket.get_ref().tcp()).await;
+                    let Some(item) = item else {
+                        return close::NORMAL;
+                    };
+                    Box::pin(out.pump(item, socket.get_ref().tcp())).await;
                 }
-                _ = &mut drain, if reading && !self.drained => {
+                Step::Drain => {
                     reading = false;
                     self.start_drain();
                 }
-                _ = ping.tick() => out.send_now(wire::ping_frame(), socket.get_ref().tcp()).await,
-                _ = sleep_until_some(lapse) => {
-                    pumping(Box::pin(self.lapse_typing()), out, socket.get_ref().tcp()).await;
+                Step::Ping => {
+                    Box::pin(out.send_now(wire::ping_frame(), socket.get_ref().tcp())).await
                 }
-                _ = &mut idle => {
-                    let said_hello = self.user.is_some();
-                    if let Some(code) = quiet.expired(said_hello, tokio::time::Instant::now()) {
+                Step::Timer => {
+                    let now = tokio::time::Instant::now();
+                    if lapse.is_some_and(|at| at <= now) {
+                        let tcp = socket.get_ref().tcp();
+                        Box::pin(pumping(Box::pin(self.lapse_typing()), out, tcp)).await;
+                    }
+                    if let Some(code) = quiet.expired(self.user.is_some(), now) {
                         return self.closed_for_quiet(code);
                     }
-                    idle.as_mut().reset(quiet.next(said_hello));
                 }
             }
         }
@@ -445,14 +489,6 @@ impl Connection {
         if self.tx.try_send(Outbound::Close(code)).is_err() {
             self.kill.kill(code);
         }
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
