@@ -168,9 +168,32 @@ async fn a_ban_across_nodes_removes_the_user_at_once_and_holds_across_a_restart(
         metrics.contains("huddle_moderation_actions_total{action=\"role\"} 1"),
         "{metrics}"
     );
+    // The banned connection forgot the room at once: with the bystander
+    // gone too, node B holds the room's channel no more (a connection that
+    // kept the room would hold it until it closed, and leave it then).
+    bystander
+        .ok(json!({"type": "room.leave", "room": room}))
+        .await;
+    owner
+        .wait_event("participant.left of u4", EVENT_TIMEOUT, |e| {
+            e["room"] == room && e["event"] == "participant.left" && e["user"]["id"] == "u4"
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, metrics) = b.http_get("/metrics").await;
+        if metrics.contains("huddle_pubsub_channels 0") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B still holds the room's channel:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The banned connection closing does not make the user leave twice.
     drop(target);
-    let seen = bystander.drain_events(QUIET).await;
+    let seen = owner.drain_events(QUIET).await;
     assert!(
         seen.iter().all(|e| e["event"] != "participant.left"),
         "{seen:?}"

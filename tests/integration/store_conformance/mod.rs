@@ -154,10 +154,12 @@ fn appended(o: AppendOutcome) -> Message {
 mod big_rooms;
 mod cases;
 mod moderation;
+mod moderation_edges;
 
 use self::big_rooms::*;
 use self::cases::*;
 use self::moderation::*;
+use self::moderation_edges::*;
 
 // ---------------------------------------------------------------------------
 // Engines: every case runs on its own store, once per engine, as its own test
@@ -390,6 +392,10 @@ conformance! {
     room_updates(1000, HOUR);
     owner_close_deletes_everything(1000, HOUR);
     idle_close_forgets_moderation(1000, HOUR);
+    handover_to_the_absent_and_the_muted(1000, HOUR);
+    unmute_and_unban_refusals(1000, HOUR);
+    big_room_kick_and_ban(1000, HOUR);
+    ban_listing_is_bounded(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log
