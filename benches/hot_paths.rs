@@ -74,7 +74,8 @@ fn fanout_benches(c: &mut Criterion) {
                     id: id as u64,
                     tx,
                     kill: Arc::new(Kill::default()),
-                    user: Default::default(),
+                    conn: Arc::from(format!("c{id}")),
+                    user: Arc::default(),
                 },
             );
             receivers.push(rx);

@@ -45,7 +45,7 @@ cargo test --locked --all-targets "$@"
 # with --redis-cluster instead of --redis.
 if [ "$#" -eq 0 ]; then
   HUDDLE_TEST_REDIS=cluster cargo test --locked --test integration -- \
-    cluster:: messages:: moderation:: presence:: rooms:: abuse:: storm:: \
+    cluster:: messages:: moderation:: presence:: rooms:: abuse:: storm:: reads:: \
     --skip nginx_cluster:: --skip store_conformance:: --skip bench_abuse::
 fi
 

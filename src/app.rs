@@ -25,7 +25,7 @@ use crate::layout::Keys;
 use crate::metrics::{Metrics, StateLabel};
 use crate::service::{
     Janitor, JanitorSettings, LimitSettings, Limits, MessageService, ModerationService,
-    RoomService, RoomSettings, SessionService,
+    ReadService, RoomService, RoomSettings, SessionService,
 };
 use crate::store::breaker::BreakerState;
 use crate::store::redis::{ConnMode, RedisOptions, cluster_client};
@@ -48,6 +48,8 @@ struct Inner {
     messages: MessageService,
     /// Roles and moderation (protocol 1.1).
     moderation: ModerationService,
+    /// Read-state rules.
+    reads: ReadService,
     sessions: SessionService,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -218,6 +220,7 @@ impl App {
             },
             metrics.clone(),
         );
+        let reads = ReadService::new(store.clone(), bus.clone());
         let rooms = RoomService::new(
             store.clone(),
             store.clone(),
@@ -228,6 +231,7 @@ impl App {
                 resume_max_events: config.resume_max_events,
                 typing_repeat: config.typing_repeat,
             },
+            reads.clone(),
         );
         let messages = MessageService::new(
             store.clone(),
@@ -271,6 +275,7 @@ impl App {
                 rooms,
                 messages,
                 moderation,
+                reads,
                 sessions,
                 metrics,
                 draining: AtomicBool::new(false),
@@ -296,10 +301,14 @@ impl App {
     pub(crate) fn messages(&self) -> &MessageService {
         &self.inner.messages
     }
-
     /// Moderation rules.
     pub(crate) fn moderation(&self) -> &ModerationService {
         &self.inner.moderation
+    }
+
+    /// Read-state rules.
+    pub(crate) fn reads(&self) -> &ReadService {
+        &self.inner.reads
     }
     /// Session rules.
     pub(crate) fn sessions(&self) -> &SessionService {

@@ -199,10 +199,10 @@ mod tests {
     }
 
     #[test]
-    fn moderation_events_come_after_the_1_0_tags_and_round_trip() {
+    fn events_of_1_1_come_after_the_1_0_tags_and_round_trip() {
         let user = message(0).user;
         // bincode writes the variant index first: the 1.0 and big-room
-        // variants keep theirs, the 1.1 moderation ones follow.
+        // variants keep theirs, the 1.1 moderation ones follow, then `read`.
         let tag = |ev: &Event| encode(0, ev, 0)[HEADER_LEN];
         assert_eq!(tag(&Event::ParticipantLeft(user.clone())), 4);
         assert_eq!(
@@ -232,6 +232,14 @@ mod tests {
                 },
             ),
             (10, Event::RoomClosed { by: user.clone() }),
+            (
+                11,
+                Event::Read {
+                    user: user.id.clone(),
+                    conn: "c1".into(),
+                    read_seq: 7,
+                },
+            ),
         ] {
             assert_eq!(tag(&ev), want, "{}", ev.name());
             assert_eq!(decode(&encode(0, &ev, 0)).expect("decodes").event, ev);

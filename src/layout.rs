@@ -16,13 +16,16 @@
 //! | `member_ids:{R}` | sorted set | the ids of `room_members`, all scored 0: the lexical index `room.members` pages through |
 //! | `changes:{R}` | list | membership changes of a big room waiting for its next `participants.changed` (`j`/`l` + user JSON); capped, expires |
 //! | `changes_gate:{R}` | string | set for 1 s (`SET NX PX`) by whoever publishes the room's `participants.changed`: at most one per room per second, across nodes |
-//! | `roles:{R}` | hash | user id → `moderator` (1.1; members are absent; the owner is the `owner` field of `room:{R}`, absent: `created_by`) |
+//! | `roles:{R}` | hash | user id → `moderator` (1.1; members are absent; the owner is the `owner` field of `room:{R}`, absent: `created_by`); also read by `room.mine` |
 //! | `bans:{R}` | hash | user id → ban record JSON `{user, until (ms, -1 none), by, reason}`; expired entries are ignored and removed lazily |
 //! | `mutes:{R}` | hash | user id → muted until (ms); expired = not muted |
 //! | `room_messages:{R}` | sorted set | message id by seq |
 //! | `message:{R}:M` | string | envelope of the message's latest event; expires with `message_ttl` |
 //! | `room_events:{R}` | sorted set | envelopes by seq, capped at `event_log_len` |
 //! | `dedupe:{R}:USER:CLIENT_MSG_ID` | string | message id, 24 h |
+//! | `reads:{R}` | hash | user id → read_seq (`room.read`; a send marks its author's); deleted with the room |
+//! | `countable:{R}` | sorted set | message id by seq, for the messages unread counts count (not system; deleted and expired ones removed): unread = `ZCOUNT` after read_seq |
+//! | `user_rooms:{U}` | sorted set | room ids a user joined, by join time (ms), the newest 1,000: `room.mine`'s candidates, dropped lazily once stale; tagged by user |
 //! | `active_rooms` | sorted set | room id by last activity (ms); one shard of the room index (below) |
 //! | `public_rooms` | sorted set | public room ids by last activity (ms), for `room.list`; same shard |
 //! | `public_rooms_ready` | string | set once `public_rooms` was filled from `active_rooms` |
@@ -56,8 +59,9 @@
 //!
 //! Every other key outside a room is used one key per command (`session:`,
 //! `user_sessions:`, `node_sessions:`, `session_rooms:`, `nodes`,
-//! `room_code:`, `activity:`, `limit:`, `cache:`, `lock:`): none is written
-//! in one atomic step with another, so they may live in any slot. Their cost
+//! `room_code:`, `activity:`, `limit:`, `cache:`, `lock:`, and
+//! `user_rooms:{U}`, tagged by its user): none is written in one atomic
+//! step with another, so they may live in any slot. Their cost
 //! per connection and per message is in docs/scaling.md.
 
 /// Shards of the room index on a Redis Cluster (`Keys::clustered`).
@@ -162,6 +166,19 @@ impl Keys {
     /// `dedupe:{R}:USER:CLIENT_MSG_ID`.
     pub fn dedupe(&self, room: &str, user: &str, client_msg_id: &str) -> String {
         format!("{}dedupe:{{{room}}}:{user}:{client_msg_id}", self.prefix)
+    }
+    /// `reads:{R}`.
+    pub fn reads(&self, room: &str) -> String {
+        format!("{}reads:{{{room}}}", self.prefix)
+    }
+    /// `countable:{R}`.
+    pub fn countable(&self, room: &str) -> String {
+        format!("{}countable:{{{room}}}", self.prefix)
+    }
+    /// `user_rooms:{U}`: hashed by the user, so the index of one user is
+    /// one key in one slot, apart from the rooms' slots.
+    pub fn user_rooms(&self, user: &str) -> String {
+        format!("{}user_rooms:{{{user}}}", self.prefix)
     }
     /// The `active_rooms` shard `shard` (`active_rooms` itself when the
     /// index is not split).
@@ -306,6 +323,8 @@ mod tests {
             k.bans(r),
             k.mutes(r),
             k.channel(r),
+            k.reads(r),
+            k.countable(r),
         ] {
             assert!(key.starts_with("huddle:"), "{key}");
             assert_eq!(hash_tag(&key), Some(r), "{key}");
@@ -320,6 +339,7 @@ mod tests {
         );
         assert_eq!(k.public_rooms_of(r), "huddle:public_rooms");
         assert_eq!(hash_tag(&k.session("c1")), None);
+        assert_eq!(hash_tag(&k.user_rooms("u1")), Some("u1"));
     }
 
     #[test]

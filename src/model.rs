@@ -220,6 +220,20 @@ pub enum Event {
         /// The owner who closed it.
         by: User,
     },
+    /// Ephemeral: a user read a room up to `read_seq` (protocol 1.1 "Read
+    /// state"). Told only to that user's other connections: every node's
+    /// hub delivers it to the local connections of `user` joined to the
+    /// room, except `conn`, the connection that asked. Last in the enum (after
+    /// the moderation variants), so the bincode tags before it do not move.
+    Read {
+        /// Whose read position moved (user id).
+        user: String,
+        /// The connection that sent `room.read` (its session id): it is not
+        /// told.
+        conn: String,
+        /// The read position now.
+        read_seq: u64,
+    },
 }
 
 /// A participant's role in a room (protocol 1.1).
@@ -285,6 +299,7 @@ impl Event {
             Event::MemberUpdated { .. } => "member.updated",
             Event::MemberRemoved { .. } => "member.removed",
             Event::RoomClosed { .. } => "room.closed",
+            Event::Read { .. } => "read",
         }
     }
 

@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::model::{AttachmentInput, Event, Message, Room, User};
+use crate::model::AttachmentInput;
 
+mod events;
 mod moderation;
 pub mod replies;
+
+pub use events::event_frame;
 
 /// A request id as the client sent it (an integer), echoed in the reply.
 pub type RequestId = serde_json::Number;
@@ -104,6 +107,27 @@ pub enum Request {
         /// Page size, 1–500 (default 100).
         #[serde(default)]
         limit: Option<i64>,
+    },
+    /// The user has read a room up to `seq`.
+    #[serde(rename = "room.read")]
+    RoomRead {
+        /// Room id.
+        room: String,
+        /// Read up to this seq (capped at the room's last seq).
+        seq: u64,
+    },
+    /// The rooms the user participates in, with read state.
+    #[serde(rename = "room.mine")]
+    RoomMine {
+        /// How many, 1–200 (default 100).
+        #[serde(default)]
+        limit: Option<i64>,
+    },
+    /// Every participant's read position in a room of at most 100.
+    #[serde(rename = "room.receipts")]
+    RoomReceipts {
+        /// Room id.
+        room: String,
     },
     /// Public rooms, most recently active first.
     #[serde(rename = "room.list")]
@@ -288,6 +312,9 @@ impl Request {
             Request::RoomGet { .. } => "room.get",
             Request::RoomMembers { .. } => "room.members",
             Request::RoomList { .. } => "room.list",
+            Request::RoomRead { .. } => "room.read",
+            Request::RoomMine { .. } => "room.mine",
+            Request::RoomReceipts { .. } => "room.receipts",
             Request::MessageSend { .. } => "message.send",
             Request::MessageHistory { .. } => "message.history",
             Request::MessageEdit { .. } => "message.edit",
@@ -309,7 +336,7 @@ impl Request {
 }
 
 /// Every verb name, for pre-registering metrics.
-pub const VERBS: [&str; 24] = [
+pub const VERBS: [&str; 27] = [
     "room.update",
     "member.role",
     "member.kick",
@@ -334,6 +361,9 @@ pub const VERBS: [&str; 24] = [
     "room.list",
     "message.send",
     "message.history",
+    "room.read",
+    "room.mine",
+    "room.receipts",
 ];
 
 /// Parses one text frame.
@@ -435,89 +465,6 @@ pub fn failure(id: Option<&RequestId>, error: &ApiError) -> String {
     }
 }
 
-#[derive(Serialize)]
-struct EventFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    room: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
-    event: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a Message>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a User>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    active: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    participant_count: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    joined: Option<&'a [User]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    left: Option<&'a [User]>,
-}
-
-/// Renders a pushed event frame: `event` of `room`, with its `seq` shown
-/// when the event is durable.
-pub fn event_frame(room: &str, seq: u64, event: &Event) -> String {
-    let mut frame = EventFrame {
-        kind: "event",
-        room,
-        seq: event.is_durable().then_some(seq),
-        event: event.name(),
-        message: None,
-        user: None,
-        active: None,
-        participant_count: None,
-        joined: None,
-        left: None,
-    };
-    match event {
-        Event::MessageCreated(m) | Event::MessageUpdated(m) | Event::MessageDeleted(m) => {
-            frame.message = Some(m)
-        }
-        Event::ParticipantJoined(u) | Event::ParticipantLeft(u) => frame.user = Some(u),
-        Event::Typing { user, active } => {
-            frame.user = Some(user);
-            frame.active = Some(*active);
-        }
-        Event::ParticipantsChanged {
-            count,
-            joined,
-            left,
-        } => {
-            frame.participant_count = Some(*count);
-            frame.joined = Some(joined);
-            frame.left = Some(left);
-        }
-        Event::MemberUpdated { .. } | Event::MemberRemoved { .. } | Event::RoomClosed { .. } => {
-            return moderation::frame(room, event);
-        }
-        Event::RoomUpdated(r) => {
-            // The protocol shows both `"room":"<id>"` and `"room":{…}` here;
-            // a JSON object cannot hold both, so `room` is the room object,
-            // whose `id` is the room id (documented in docs/protocol.md).
-            return room_updated_frame(r);
-        }
-    }
-    to_json(&frame)
-}
-
-fn room_updated_frame(room: &Room) -> String {
-    #[derive(Serialize)]
-    struct RoomUpdated<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        event: &'static str,
-        room: &'a Room,
-    }
-    to_json(&RoomUpdated {
-        kind: "event",
-        event: "room.updated",
-        room,
-    })
-}
-
 /// JSON rendered by this module (an event frame, reply data) embedded as-is
 /// in a reply.
 pub fn raw(json: String) -> Box<RawValue> {
@@ -533,7 +480,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use crate::model::MessageKind;
+    use crate::model::{Event, Message, MessageKind, User};
 
     fn bad(text: &str) -> BadFrame {
         parse(text).expect_err("should be refused")
@@ -688,6 +635,9 @@ mod properties {
         "message.search",
         "typing",
         "presence",
+        "room.read",
+        "room.mine",
+        "room.receipts",
         "nope",
     ];
     const FIELDS: &[&str] = &[
@@ -711,6 +661,7 @@ mod properties {
         "image",
         "url",
         "size",
+        "seq",
     ];
 
     fn scalar() -> impl Strategy<Value = Value> {

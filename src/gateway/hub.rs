@@ -14,6 +14,12 @@
 //! recipients are a vector for the fan-out loop plus each connection's index
 //! in it).
 //!
+//! Read state (protocol 1.1): a `read` event is for one user's own
+//! connections. The bus envelope carries the user and the connection that
+//! moved the position (by `room.read` or by sending); the hub hands the
+//! frame only to that user's local connections joined to the room, except
+//! that one.
+//!
 //! A connection reaches the hub through a `HubListener`, the gateway's
 //! implementation of the services' `Listener`: the services' room
 //! subscription attaches and detaches it, so the order "receive the room's
@@ -133,15 +139,33 @@ pub struct Subscriber {
     pub tx: mpsc::Sender<Outbound>,
     /// Closes it when the queue is full.
     pub kill: Arc<Kill>,
-    /// The user, once `hello` said who: a `member.removed` for them
-    /// detaches this connection.
+    /// The connection's session id: a `read` event skips the connection
+    /// that sent `room.read`.
+    pub conn: Arc<str>,
+    /// The user id, once `hello` said who: a `member.removed` for them
+    /// detaches this connection, and `read` events go to the user's own
+    /// connections only.
     pub user: Arc<OnceLock<Box<str>>>,
 }
 
 impl Subscriber {
+    /// Whether this connection is `id`'s.
     fn is_user(&self, id: &str) -> bool {
         self.user.get().is_some_and(|u| **u == *id)
     }
+}
+
+/// Who gets a frame among a room's local recipients.
+enum Audience<'a> {
+    /// Everyone.
+    All,
+    /// `user`'s connections except `except` (a `read` event).
+    Own {
+        /// The user.
+        user: &'a str,
+        /// The connection that asked.
+        except: &'a str,
+    },
 }
 
 /// A room's local recipients.
@@ -238,6 +262,10 @@ impl EventSink for Hub {
                 .observe((now - env.published_us) as f64 / 1e6);
         }
         let frame = wire::text_frame(&protocol::event_frame(room, env.seq, &env.event));
+        let audience = match &env.event {
+            Event::Read { user, conn, .. } => Audience::Own { user, except: conn },
+            _ => Audience::All,
+        };
         // A removal: who of the room's local connections is cut off after
         // this frame (`Some(None)`: everyone, the room is closed).
         let removed: Option<Option<&str>> = match &env.event {
@@ -256,16 +284,12 @@ impl EventSink for Hub {
         });
         let mut delivered = 0u64;
         for sub in &recipients.subs {
-            match sub.tx.try_send(Outbound::Event(shared.clone())) {
-                Ok(()) => delivered += 1,
-                Err(TrySendError::Full(_)) => {
-                    if sub.kill.kill(close::SLOW) {
-                        self.metrics.slow_consumers.inc();
-                        tracing::info!(conn = sub.id, room, "slow consumer closed");
-                    }
-                }
-                Err(TrySendError::Closed(_)) => {}
+            if let Audience::Own { user, except } = audience
+                && (!sub.is_user(user) || &*sub.conn == except)
+            {
+                continue;
             }
+            delivered += self.push(sub, room, &shared);
         }
         self.metrics.events_delivered.inc_by(delivered);
         let Some(target) = removed else {
@@ -293,6 +317,24 @@ impl EventSink for Hub {
             self.detach(room, id);
         }
         tracing::debug!(room, user = target.unwrap_or("*"), "removed from the room");
+    }
+}
+
+impl Hub {
+    /// Queues `frame` to `sub`; 1 when queued. A full queue closes the
+    /// slow consumer.
+    fn push(&self, sub: &Subscriber, room: &str, frame: &Arc<RoomFrame>) -> u64 {
+        match sub.tx.try_send(Outbound::Event(frame.clone())) {
+            Ok(()) => 1,
+            Err(TrySendError::Full(_)) => {
+                if sub.kill.kill(close::SLOW) {
+                    self.metrics.slow_consumers.inc();
+                    tracing::info!(conn = sub.id, room, "slow consumer closed");
+                }
+                0
+            }
+            Err(TrySendError::Closed(_)) => 0,
+        }
     }
 }
 
@@ -344,6 +386,7 @@ mod tests {
                 id,
                 tx,
                 kill: Arc::new(Kill::default()),
+                conn: Arc::from(format!("c{id}")),
                 user: Arc::new(OnceLock::new()),
             },
             rx,
@@ -432,6 +475,56 @@ mod tests {
             hub.rooms.read().expect("lock").is_empty(),
             "empty rooms are dropped"
         );
+    }
+
+    fn frame_text(out: Outbound) -> String {
+        let Outbound::Event(f) = out else {
+            panic!("an event")
+        };
+        let mut cursor = std::io::Cursor::new(&f.frame[..]);
+        FrameHeader::parse(&mut cursor).unwrap().unwrap();
+        String::from_utf8(f.frame[cursor.position() as usize..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_read_event_goes_to_the_users_other_connections_only() {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let room: Arc<str> = Arc::from("r1");
+        let mut queues = Vec::new();
+        // 0 and 1: Ann (1 sent room.read); 2: Bob; 3: no hello yet.
+        for (id, who) in [
+            (0, Some("ann")),
+            (1, Some("ann")),
+            (2, Some("bob")),
+            (3, None),
+        ] {
+            let (s, rx) = sub(id, 4);
+            if let Some(who) = who {
+                s.user.set(Box::from(who)).unwrap();
+            }
+            hub.attach(&room, s);
+            queues.push(rx);
+        }
+        let read = Event::Read {
+            user: "ann".into(),
+            conn: "c1".into(),
+            read_seq: 7,
+        };
+        hub.deliver("r1", &codec::encode(0, &read, 1));
+        let text = frame_text(queues[0].try_recv().expect("Ann's other tab"));
+        assert_eq!(
+            text,
+            r#"{"type":"event","room":"r1","event":"read","read_seq":7}"#
+        );
+        for q in &mut queues[1..] {
+            assert!(q.try_recv().is_err(), "not the asking tab, nor anyone else");
+        }
+
+        // Every other event still goes to everyone.
+        hub.deliver("r1", &codec::encode(0, &Event::ParticipantLeft(user()), 1));
+        for q in &mut queues {
+            assert!(frame_text(q.try_recv().expect("everyone")).contains("participant.left"));
+        }
     }
 
     #[test]

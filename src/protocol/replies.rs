@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::model::{BanRecord, Message, Participant, Room, User};
+use crate::model::{BanRecord, Message, Participant, Role, Room, User};
 
 /// Serializes a reply's data once, to embed in the reply frame.
 pub fn data<T: Serialize>(value: &T) -> Box<RawValue> {
@@ -103,6 +103,52 @@ pub struct RoomsData<'a> {
     pub rooms: &'a [Room],
 }
 
+/// `room.read`: `{"read_seq"}`.
+#[derive(Debug, Serialize)]
+pub struct ReadData {
+    /// The user's read position after the call.
+    pub read_seq: u64,
+}
+
+/// One room of `room.mine`: the room object with the user's read state and
+/// role added (JSON only: `Room` itself also travels in bincode, where a
+/// field cannot be added).
+#[derive(Debug, Serialize)]
+pub struct MineRoom<'a> {
+    /// The room's fields, inline.
+    #[serde(flatten)]
+    pub room: &'a Room,
+    /// The user's read position.
+    pub read_seq: u64,
+    /// Messages after it: not system, not the user's own, not deleted.
+    pub unread: u64,
+    /// The user's role.
+    pub role: Role,
+}
+
+/// `room.mine`: `{"rooms"}`.
+#[derive(Debug, Serialize)]
+pub struct MineData<'a> {
+    /// Most recently active first.
+    pub rooms: Vec<MineRoom<'a>>,
+}
+
+/// One participant's read position.
+#[derive(Debug, Serialize)]
+pub struct Receipt<'a> {
+    /// The participant.
+    pub user: &'a User,
+    /// Read up to this seq (0: never).
+    pub read_seq: u64,
+}
+
+/// `room.receipts`: `{"reads"}`.
+#[derive(Debug, Serialize)]
+pub struct ReceiptsData<'a> {
+    /// Every participant.
+    pub reads: Vec<Receipt<'a>>,
+}
+
 /// `hello`.
 #[derive(Debug, Serialize)]
 pub struct HelloData<'a> {
@@ -141,5 +187,38 @@ mod tests {
             data(&PingData { server_time: 7 }).get(),
             r#"{"server_time":7}"#
         );
+    }
+
+    #[test]
+    fn a_mine_room_is_the_room_object_with_three_fields_added() {
+        let room = Room {
+            id: "r".into(),
+            code: "ABC234".into(),
+            name: "Lobby".into(),
+            created_by: "u".into(),
+            created_at: 1,
+            max_participants: 50,
+            private: false,
+            participant_count: 2,
+            last_seq: 9,
+        };
+        let v: serde_json::Value = serde_json::from_str(
+            data(&MineData {
+                rooms: vec![MineRoom {
+                    room: &room,
+                    read_seq: 4,
+                    unread: 3,
+                    role: Role::Owner,
+                }],
+            })
+            .get(),
+        )
+        .expect("json");
+        let r = &v["rooms"][0];
+        assert_eq!(r["id"], "r");
+        assert_eq!(r["last_seq"], 9);
+        assert_eq!(r["read_seq"], 4);
+        assert_eq!(r["unread"], 3);
+        assert_eq!(r["role"], "owner");
     }
 }

@@ -7,6 +7,8 @@
 //! - `MessageService`: sending and reading messages.
 //! - `ModerationService`: roles, kicks, bans, mutes, room updates and
 //!   closes (protocol 1.1), with their audit trail.
+//! - `ReadService`: read state: `room.read`, `room.mine`, receipts, the
+//!   user's room index.
 //! - `SessionService`: who a connection is (guest or JWT) and its session
 //!   record.
 //! - `RoomSubscription`: a connection's hold on a room's events, taken
@@ -23,6 +25,7 @@ pub mod janitor;
 pub mod limits;
 pub mod messages;
 pub mod moderation;
+pub mod reads;
 pub mod rooms;
 pub mod sessions;
 pub mod subscription;
@@ -33,6 +36,7 @@ pub use janitor::{Janitor, JanitorSettings};
 pub use limits::{LimitSettings, Limits};
 pub use messages::MessageService;
 pub use moderation::ModerationService;
+pub use reads::{MineEntry, ReadService};
 pub use rooms::{JoinHistory, Joined, NewRoom, RoomService, RoomSettings};
 pub use sessions::{Claims, SessionService};
 pub use subscription::{Listener, RoomSubscription};

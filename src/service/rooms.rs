@@ -19,6 +19,7 @@ use rand::RngExt;
 
 use super::crowd::Crowd;
 use super::limits::Limits;
+use super::reads::ReadService;
 use super::subscription::{Listener, RoomSubscription};
 use super::typing::TYPING_TTL;
 use super::{int_field, room_id, text_field};
@@ -100,6 +101,8 @@ pub struct RoomService {
     settings: RoomSettings,
     /// Big rooms' `participants.changed`.
     crowd: Crowd,
+    /// The user's room index behind `room.mine`, kept on join and leave.
+    reads: ReadService,
 }
 
 /// A room as `room.create` asks for it, before validation.
@@ -153,8 +156,10 @@ impl RoomService {
         bus: Arc<dyn EventBus>,
         limits: Limits,
         settings: RoomSettings,
+        reads: ReadService,
     ) -> RoomService {
         RoomService {
+            reads,
             crowd: Crowd::new(rooms.clone(), bus.clone()),
             rooms,
             messages,
@@ -220,7 +225,10 @@ impl RoomService {
             };
             match self.rooms.create_room(&room, user, conn, &note).await? {
                 CreateOutcome::Created(room) => {
-                    self.track(conn, &room.id, true).await;
+                    tokio::join!(
+                        self.track(conn, &room.id, true),
+                        self.reads.joined(&user.id, &room.id)
+                    );
                     return Ok(room);
                 }
                 CreateOutcome::CodeTaken => continue,
@@ -305,14 +313,23 @@ impl RoomService {
                 )));
             }
             JoinOutcome::Joined { first } => {
-                self.track(conn, room_id, true).await;
+                // The user's room index on every join, not only the first:
+                // an index that lost the room (or predates it) is written
+                // again. Both records at once: they are independent.
+                tokio::join!(
+                    self.track(conn, room_id, true),
+                    self.reads.joined(&user.id, room_id)
+                );
                 if first {
                     self.announce(room_id, Event::ParticipantJoined(user.clone()))
                         .await;
                 }
             }
             JoinOutcome::JoinedQuietly { .. } => {
-                self.track(conn, room_id, true).await;
+                tokio::join!(
+                    self.track(conn, room_id, true),
+                    self.reads.joined(&user.id, room_id)
+                );
                 self.crowd.joined(room_id, user);
             }
         }
@@ -364,12 +381,14 @@ impl RoomService {
         self.track(conn, room_id, false).await;
         match outcome {
             LeaveOutcome::Left { last: true } => {
+                self.reads.left(&user.id, room_id).await;
                 self.announce(room_id, Event::ParticipantLeft(user.clone()))
                     .await;
                 Ok(())
             }
             LeaveOutcome::Left { last: false } => Ok(()),
             LeaveOutcome::LeftQuietly { .. } => {
+                self.reads.left(&user.id, room_id).await;
                 self.crowd.left(room_id, user);
                 Ok(())
             }
@@ -459,7 +478,8 @@ impl RoomService {
 
     /// Tells the room that a kick or ban removed `user` (the store wrote
     /// the system message): `participant.left`, or the coalesced
-    /// `participants.changed` of a big room, as a leave does.
+    /// `participants.changed` of a big room, as a leave does; the room
+    /// leaves the user's room index (`room.mine`), as after a final leave.
     pub(crate) async fn removed(&self, room: &str, user: &User, removal: &Removal) {
         match removal {
             Removal::Left => {
@@ -467,8 +487,9 @@ impl RoomService {
                     .await
             }
             Removal::LeftQuietly(_) => self.crowd.left(room, user),
-            Removal::Absent => {}
+            Removal::Absent => return,
         }
+        self.reads.left(&user.id, room).await;
     }
 
     /// Records which rooms a session joined, for the janitor. Losing this
@@ -544,7 +565,7 @@ mod tests {
     fn service() -> RoomService {
         let sink: Arc<dyn EventSink> = Arc::new(NoSink);
         let store = Arc::new(MemoryStore::new(StoreSettings::default(), sink.clone()));
-        let bus = Arc::new(MemoryBus::new(sink));
+        let bus: Arc<MemoryBus> = Arc::new(MemoryBus::new(sink));
         let limits = Limits::new(
             store.clone(),
             crate::service::LimitSettings {
@@ -557,10 +578,11 @@ mod tests {
         RoomService::new(
             store.clone(),
             store.clone(),
-            store,
-            bus,
+            store.clone(),
+            bus.clone(),
             limits,
             RoomSettings::default(),
+            ReadService::new(store, bus),
         )
     }
 

@@ -7,6 +7,9 @@
 //! seq order exactly as with the Redis scripts. Expiry is lazy: expired
 //! messages, sessions and cache entries are skipped when read and dropped
 //! when next written.
+//!
+//! `state` holds the state types and shared helpers; the repositories are
+//! here and in `cache`, `crowd`, `limits`, `log`, `moderation`, `reads`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +24,7 @@ use super::{
 };
 use crate::codec;
 use crate::events::{EventLog, EventSink};
-use crate::model::{Event, Message, Room, User, now_ms, now_us};
+use crate::model::{Event, Message, Room, User, now_ms};
 
 /// The in-memory engine. Cheap to clone.
 #[derive(Clone)]
@@ -34,68 +37,11 @@ mod crowd;
 mod limits;
 mod log;
 mod moderation;
+mod reads;
+mod state;
 
-/// Where the memory engine reads the time, Unix ms: the system clock in a
-/// node (`now_ms`), a clock the test moves in tests, so TTLs can be checked
-/// without sleeping.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-struct Inner {
-    /// TTLs and the log length.
-    settings: StoreSettings,
-    /// Where durable events are published.
-    sink: Arc<dyn EventSink>,
-    /// The time every expiry and activity stamp is read from.
-    clock: Clock,
-    /// Everything stored, behind one lock.
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    rooms: HashMap<String, RoomState>,
-    codes: HashMap<String, String>,
-    sessions: HashMap<String, (SessionRecord, u64)>,
-    user_sessions: HashMap<String, HashSet<String>>,
-    session_rooms: HashMap<String, HashSet<String>>,
-    nodes: HashMap<String, u64>,
-    node_sessions: HashMap<String, HashSet<String>>,
-    /// user → (last seen ms, messages sent, expires at ms)
-    activity: HashMap<String, (u64, u64, u64)>,
-    /// (room, user) → (expires at ms, last told at ms)
-    typing: HashMap<(String, String), (u64, u64)>,
-    cache: HashMap<String, (Vec<u8>, u64)>,
-    locks: HashMap<String, u64>,
-    /// Abuse-limit counters: name → (count, window ends at ms).
-    limits: HashMap<String, (u64, u64)>,
-    /// Big rooms' membership changes waiting for their next
-    /// `participants.changed`, and until when (ms) the last one holds the
-    /// room's window: room → (changes, gate until).
-    changes: HashMap<String, (Vec<super::Change>, u64)>,
-}
-
-struct RoomState {
-    room: Room,
-    last_activity: u64,
-    /// user id → the user and their connections in the room
-    members: HashMap<String, Member>,
-    /// seq → message id
-    by_seq: BTreeMap<u64, String>,
-    /// message id → (envelope of the latest event, expires at ms)
-    messages: HashMap<String, (Vec<u8>, u64)>,
-    events: VecDeque<(u64, Vec<u8>)>,
-    dedupe: HashMap<(String, String), (String, u64)>,
-    /// Owner, moderators, bans and mutes (`memory::moderation`).
-    moderation: moderation::Moderation,
-}
-
-struct Member {
-    user: User,
-    conns: HashSet<String>,
-    /// When the user's latest connection joined (ms): the roster of a big
-    /// room lists the most recent first.
-    joined_at: u64,
-}
+pub use state::Clock;
+use state::{Inner, Member, RoomState, State, decode_stored, room_view, trim_expired};
 
 impl MemoryStore {
     /// A new, empty store that hands durable events to `sink`.
@@ -131,76 +77,6 @@ impl MemoryStore {
     }
 }
 
-impl Inner {
-    /// Now, Unix ms, by the store's clock.
-    fn now(&self) -> u64 {
-        (self.clock)()
-    }
-
-    /// Appends a durable event about `message` to the room: assigns the seq,
-    /// stores the message state and the event, publishes. Caller holds the lock.
-    fn append_event(&self, rs: &mut RoomState, event: Event) -> u64 {
-        let now = self.now();
-        rs.room.last_seq += 1;
-        let seq = rs.room.last_seq;
-        let env = codec::encode(seq, &event, now_us());
-        if let Some(m) = event.message() {
-            // A message keeps the expiry of its creation through edits.
-            let expires = match (&event, rs.messages.get(&m.id)) {
-                (Event::MessageCreated(_), _) | (_, None) => {
-                    now + self.settings.message_ttl.as_millis() as u64
-                }
-                (_, Some((_, expires))) => *expires,
-            };
-            if matches!(event, Event::MessageCreated(_)) {
-                rs.by_seq.insert(seq, m.id.clone());
-            }
-            rs.messages.insert(m.id.clone(), (env.clone(), expires));
-        }
-        rs.events.push_back((seq, env.clone()));
-        while rs.events.len() > self.settings.event_log_len as usize {
-            rs.events.pop_front();
-        }
-        rs.last_activity = now;
-        self.sink.deliver(&rs.room.id, &env);
-        seq
-    }
-}
-
-/// Drops expired messages and every event older than the oldest message
-/// still alive (those events are all about expired messages).
-fn trim_expired(rs: &mut RoomState, now: u64) {
-    let mut oldest_alive = None;
-    let mut expired = Vec::new();
-    for (seq, id) in &rs.by_seq {
-        match rs.messages.get(id) {
-            Some((_, exp)) if *exp > now => {
-                oldest_alive = Some(*seq);
-                break;
-            }
-            _ => expired.push((*seq, id.clone())),
-        }
-    }
-    for (seq, id) in expired {
-        rs.by_seq.remove(&seq);
-        rs.messages.remove(&id);
-    }
-    let keep_from = oldest_alive.unwrap_or(u64::MAX);
-    while rs.events.front().is_some_and(|(seq, _)| *seq < keep_from) {
-        rs.events.pop_front();
-    }
-}
-
-fn decode_stored(env: &[u8]) -> StoreResult<Message> {
-    codec::decode_message(env).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn room_view(rs: &RoomState) -> Room {
-    let mut room = rs.room.clone();
-    room.participant_count = rs.members.len() as u32;
-    room
-}
-
 #[async_trait]
 impl RoomStore for MemoryStore {
     async fn create_room(
@@ -226,6 +102,7 @@ impl RoomStore for MemoryStore {
             events: VecDeque::new(),
             dedupe: HashMap::new(),
             moderation: moderation::Moderation::default(),
+            reads: reads::RoomReads::default(),
         };
         rs.members.insert(
             creator.id.clone(),
@@ -576,6 +453,9 @@ impl MessageStore for MemoryStore {
             return Ok(ReplaceOutcome::Muted(until));
         }
         let seq = self.inner.append_event(rs, event.clone());
+        if let Event::MessageDeleted(m) = event {
+            rs.reads.gone(m.seq);
+        }
         Ok(ReplaceOutcome::Replaced(seq))
     }
 
@@ -627,6 +507,7 @@ impl MemoryStore {
         let seq = self
             .inner
             .append_event(rs, Event::MessageCreated(stored.clone()));
+        rs.reads.sent(&message.user.id, message.kind, seq);
         if let Some(key) = dedupe_key {
             rs.dedupe.retain(|_, (_, exp)| *exp > now);
             let expires = now + self.inner.settings.dedupe_ttl.as_millis() as u64;

@@ -26,6 +26,7 @@ use crate::model::{Event, Message, Room, SeqEvent, User};
 pub mod breaker;
 pub mod memory;
 pub mod moderation;
+pub mod reads;
 pub mod redis;
 
 pub use self::moderation::{
@@ -33,6 +34,9 @@ pub use self::moderation::{
 };
 
 pub use self::memory::MemoryStore;
+pub use self::reads::{
+    MyRoom, RECEIPTS_MAX, ReadOutcome, ReadStore, ReceiptsOutcome, RoleFacts, USER_ROOMS_MAX,
+};
 pub use self::redis::RedisStore;
 
 /// Outcome of `RoomStore::create_room`.
@@ -491,7 +495,14 @@ pub trait LimitStore: Send + Sync {
 
 /// A store that is every repository at once (both engines are).
 pub trait Store:
-    RoomStore + MessageStore + SessionStore + CacheStore + LimitStore + StoreHealth + ModerationStore
+    RoomStore
+    + MessageStore
+    + SessionStore
+    + CacheStore
+    + LimitStore
+    + StoreHealth
+    + ModerationStore
+    + ReadStore
 {
 }
 
@@ -502,7 +513,8 @@ impl<
         + CacheStore
         + LimitStore
         + StoreHealth
-        + ModerationStore,
+        + ModerationStore
+        + ReadStore,
 > Store for T
 {
 }

@@ -26,6 +26,7 @@ mod nginx_cluster;
 mod operations;
 mod presence;
 mod protocol_errors;
+mod reads;
 mod redis_cluster_harness;
 mod redis_cluster_mode;
 mod redis_tls;

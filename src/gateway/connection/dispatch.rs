@@ -15,8 +15,9 @@ use crate::error::{ApiError, ErrorCode, ServiceError, close};
 use crate::metrics::TypeLabel;
 use crate::model::now_ms;
 use crate::protocol::replies::{
-    BansData, Empty, HelloData, HistoryData, MembersData, MessageData, PingData, PresenceData,
-    RoomData, RoomWithParticipants, RoomsData, SearchData, data,
+    BansData, Empty, HelloData, HistoryData, MembersData, MessageData, MineData, MineRoom,
+    PingData, PresenceData, ReadData, Receipt, ReceiptsData, RoomData, RoomWithParticipants,
+    RoomsData, SearchData, data,
 };
 use crate::protocol::{self, Request, RequestId};
 
@@ -270,6 +271,37 @@ impl Connection {
                     }),
                 Err(e) => Err(e),
             },
+            Request::RoomRead { room, seq } => app
+                .reads()
+                .read(&user, &self.conn_id, &room, seq)
+                .await
+                .map(|read_seq| Some(data(&ReadData { read_seq }))),
+            Request::RoomMine { limit } => app.reads().mine(&user, limit).await.map(|rooms| {
+                Some(data(&MineData {
+                    rooms: rooms
+                        .iter()
+                        .map(|m| MineRoom {
+                            room: &m.room,
+                            read_seq: m.read_seq,
+                            unread: m.unread,
+                            role: m.role,
+                        })
+                        .collect(),
+                }))
+            }),
+            Request::RoomReceipts { room } => {
+                app.reads().receipts(&user, &room).await.map(|reads| {
+                    Some(data(&ReceiptsData {
+                        reads: reads
+                            .iter()
+                            .map(|(user, read_seq)| Receipt {
+                                user,
+                                read_seq: *read_seq,
+                            })
+                            .collect(),
+                    }))
+                })
+            }
             Request::RoomList { limit } => app
                 .rooms()
                 .list(limit)
@@ -281,7 +313,7 @@ impl Connection {
                 content,
                 attachment,
                 client_msg_id,
-            } => app
+            } => match app
                 .messages()
                 .send(
                     &user,
@@ -292,15 +324,22 @@ impl Connection {
                     client_msg_id.as_deref(),
                 )
                 .await
-                .map(|sent| {
+            {
+                Ok(sent) => {
                     if !sent.duplicate {
                         app.metrics().messages_sent.inc();
                         self.messages_sent += 1;
+                        // The send marked the room read for its author:
+                        // their other connections are told.
+                        app.reads()
+                            .sent(&user, &self.conn_id, &room, sent.message.seq);
                     }
-                    Some(data(&MessageData {
+                    Ok(Some(data(&MessageData {
                         message: &sent.message,
-                    }))
-                }),
+                    })))
+                }
+                Err(e) => Err(e),
+            },
             Request::MessageHistory {
                 room,
                 before,

@@ -98,6 +98,7 @@ pub async fn run(
                 id,
                 tx: tx.clone(),
                 kill: kill.clone(),
+                conn: Arc::from(conn_id.as_str()),
                 user: user_slot.clone(),
             },
         ));
@@ -227,8 +228,9 @@ struct Connection {
     address: IpAddr,
     /// Who, once `hello` succeeded.
     user: Option<User>,
-    /// The user id as the hub sees it (set by `hello`), so that a
-    /// `member.removed` for this user detaches this connection.
+    /// The user id as the hub sees it (set by `hello`, shared with this
+    /// connection's `Subscriber`), so that a `member.removed` for this user
+    /// detaches this connection and `read` events reach it.
     user_slot: Arc<std::sync::OnceLock<Box<str>>>,
     /// The rooms joined on this connection, each held by its subscription.
     rooms: JoinedRooms,

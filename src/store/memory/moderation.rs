@@ -12,8 +12,8 @@ use crate::codec;
 use crate::model::{Event, Role, Room, User, now_us};
 use crate::store::moderation::{MAX_BANS_LISTED, ban_listing_key, permitted};
 use crate::store::{
-    Action, BIG_ROOM, BanRecord, ModOutcome, ModerationStore, Removal, RemoveRequest, RoomChanges,
-    Standing, StoreResult,
+    Action, BIG_ROOM, BanRecord, ModOutcome, ModerationStore, Removal, RemoveRequest, RoleFacts,
+    RoomChanges, Standing, StoreResult,
 };
 
 /// A room's moderation state.
@@ -46,6 +46,16 @@ impl Moderation {
     /// Until when `user` is muted, if muted at `now`.
     pub(super) fn muted_until(&self, user: &str, now: u64) -> Option<u64> {
         self.mutes.get(user).copied().filter(|until| *until > now)
+    }
+
+    /// What `room.mine` decides `user`'s role from: the owner set by a
+    /// hand-over (`None`: the creator) and whether `user` is a moderator,
+    /// as `mine.lua` reads them from `room:{R}` and `roles:{R}`.
+    pub(super) fn role_facts(&self, user: &str) -> RoleFacts {
+        RoleFacts {
+            owner: self.owner.clone(),
+            moderator: self.moderators.contains(user),
+        }
     }
 }
 

@@ -56,6 +56,7 @@ impl RedisStore {
         let args = Trim {
             messages: k.room_messages(room),
             events: k.room_events(room),
+            countable: k.countable(room),
             message_prefix: k.message_prefix(room),
         };
         let Trimmed(_) = self
@@ -129,6 +130,8 @@ impl RedisStore {
                 message: k.message(room, &message.id),
                 dedupe: &dedupe_key,
                 mutes: k.mutes(room),
+                countable: k.countable(room),
+                reads: k.reads(room),
                 user: &message.user.id,
                 msg_id: &message.id,
                 tail: &tail,
@@ -329,6 +332,9 @@ impl MessageStore for RedisStore {
         let args = Replace {
             event: &keys,
             message: self.k().message(room, &m.id),
+            countable: self.k().countable(room),
+            msg_id: &m.id,
+            deleting: matches!(event, Event::MessageDeleted(_)),
             expected,
             tail: &tail,
             log_len: self.inner.settings.event_log_len,
@@ -425,6 +431,7 @@ impl EventLog for RedisStore {
             room: k.room(room),
             events: k.room_events(room),
             messages: k.room_messages(room),
+            countable: k.countable(room),
             since,
             message_prefix: k.message_prefix(room),
         };

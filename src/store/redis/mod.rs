@@ -30,6 +30,7 @@
 //! | `rooms`, `messages`, `sessions`, `cache` | one trait impl each |
 //! | `crowd` | big rooms: the bounded roster, member pages, the `participants.changed` gate |
 //! | `moderation` | roles, bans, mutes and the moderation verbs (1.1), one script each |
+//! | `reads` | read state: `room.read`, unread counts, `room.mine`, receipts |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,6 +62,7 @@ mod messages;
 mod moderation;
 mod parse;
 mod pool;
+mod reads;
 mod rooms;
 mod scripts;
 mod sessions;

@@ -382,6 +382,8 @@ impl ModerationStore for RedisStore {
                 k.roles(room),
                 k.bans(room),
                 k.mutes(room),
+                k.reads(room),
+                k.countable(room),
             ],
             actor,
             closed: &closed,

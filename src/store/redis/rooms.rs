@@ -561,6 +561,8 @@ impl RoomStore for RedisStore {
                 changes: k.changes(room),
                 changes_gate: k.changes_gate(room),
                 moderation: [k.roles(room), k.bans(room), k.mutes(room)],
+                reads: k.reads(room),
+                countable: k.countable(room),
                 member_conns_prefix: k.member_conns_prefix(room),
                 before_ms,
             };

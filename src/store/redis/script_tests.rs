@@ -175,6 +175,8 @@ async fn send(
         message: k.message(ROOM, id),
         dedupe: &k.dedupe(ROOM, "ann", ""),
         mutes: k.mutes(ROOM),
+        countable: k.countable(ROOM),
+        reads: k.reads(ROOM),
         user: "ann",
         msg_id: id,
         tail: &t,
@@ -212,6 +214,9 @@ async fn a_write_past_its_deadline_is_refused_and_never_applied() {
     let edit = Replace {
         event: &event,
         message: k.message(ROOM, "note"),
+        countable: k.countable(ROOM),
+        msg_id: "note",
+        deleting: false,
         expected: &stored,
         tail: &edit_tail,
         log_len: 100,
@@ -270,6 +275,7 @@ async fn the_expiry_trim_drops_expired_messages_and_their_events() {
     let trim = Trim {
         messages: k.room_messages(ROOM),
         events: k.room_events(ROOM),
+        countable: k.countable(ROOM),
         message_prefix: k.message_prefix(ROOM),
     };
     let removed: Trimmed = run(&mut conn, &scripts.trim, &trim).await.expect("trim");
@@ -279,6 +285,15 @@ async fn the_expiry_trim_drops_expired_messages_and_their_events() {
         .await
         .expect("index");
     assert_eq!(ids, ["long-1", "long-2"]);
+    let counted: Vec<String> = conn
+        .zrange(k.countable(ROOM), 0, -1)
+        .await
+        .expect("countable");
+    assert_eq!(
+        counted,
+        ["long-1", "long-2"],
+        "expired messages stop counting"
+    );
     let scores: Vec<(Vec<u8>, u64)> = conn
         .zrange_withscores(k.room_events(ROOM), 0, -1)
         .await
@@ -293,6 +308,7 @@ async fn the_expiry_trim_drops_expired_messages_and_their_events() {
         room: k.room(ROOM),
         events: k.room_events(ROOM),
         messages: k.room_messages(ROOM),
+        countable: k.countable(ROOM),
         since: 0,
         message_prefix: k.message_prefix(ROOM),
     };
@@ -343,6 +359,7 @@ async fn with_replica_acks_events_are_published_only_when_released_and_in_order(
         room: k.room(ROOM),
         events: k.room_events(ROOM),
         messages: k.room_messages(ROOM),
+        countable: k.countable(ROOM),
         since: 0,
         message_prefix: k.message_prefix(ROOM),
     };

@@ -16,7 +16,7 @@ fn crowd_user(i: usize) -> User {
 
 /// Creates `id` (capacity 1000) by `ann` and joins users 1..`extra` (each on
 /// connection `c-<id>`): `extra + 1` participants.
-async fn crowd(store: &dyn Store, id: &str, code: &str, extra: usize) -> User {
+pub(super) async fn crowd(store: &dyn Store, id: &str, code: &str, extra: usize) -> User {
     let ann = user("ann");
     create(store, &room(id, code, 1000, false), &ann, "a1").await;
     for i in 1..=extra {

@@ -155,11 +155,13 @@ mod big_rooms;
 mod cases;
 mod moderation;
 mod moderation_edges;
+mod reads;
 
 use self::big_rooms::*;
 use self::cases::*;
 use self::moderation::*;
 use self::moderation_edges::*;
+use self::reads::*;
 
 // ---------------------------------------------------------------------------
 // Engines: every case runs on its own store, once per engine, as its own test
@@ -396,6 +398,14 @@ conformance! {
     unmute_and_unban_refusals(1000, HOUR);
     big_room_kick_and_ban(1000, HOUR);
     ban_listing_is_bounded(1000, HOUR);
+    read_positions(1000, HOUR);
+    unread_counts(1000, HOUR);
+    unread_after_expiry(1000, Duration::from_secs(1));
+    my_rooms_order_limit_and_stale(1000, HOUR);
+    read_receipts(1000, HOUR);
+    room_index_bound(1000, HOUR);
+    my_rooms_roles_follow_moderation(1000, HOUR);
+    owner_close_forgets_read_state(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log

@@ -20,8 +20,9 @@
 -- write_message(msg_key, messages_key, msg_id, seq, env, ttl):
 --   stores the envelope as the message's state with its TTL and indexes
 --   the id by seq.
--- trim_expired(messages_key, events_key, msg_prefix, max_remove):
---   drops expired messages from the index and every event older than the
+-- trim_expired(messages_key, events_key, msg_prefix, max_remove, countable_key):
+--   drops expired messages from the index (and from `countable:{R}`, the
+--   messages unread counts count) and every event older than the
 --   oldest message still alive. The message keys it reads are found here,
 --   `msg_prefix .. id`: the prefix is the room's `message:{R}:`, so they
 --   share the room's hash tag (and slot) with the declared KEYS.
@@ -60,12 +61,12 @@ local function write_message(msg_key, messages_key, msg_id, seq, env, ttl)
   redis.call('SET', msg_key, env, 'PX', ttl)
   redis.call('ZADD', messages_key, seq, msg_id)
 end
-local function trim_expired(messages_key, events_key, msg_prefix, max_remove)
+local function trim_expired(messages_key, events_key, msg_prefix, max_remove, countable_key)
   local removed = 0
   while removed < max_remove do
     local batch = redis.call('ZRANGE', messages_key, 0, 99, 'WITHSCORES')
     if #batch == 0 then
-      redis.call('DEL', events_key)
+      redis.call('DEL', events_key, countable_key)
       return removed
     end
     for i = 1, #batch, 2 do
@@ -74,6 +75,7 @@ local function trim_expired(messages_key, events_key, msg_prefix, max_remove)
         return removed
       end
       redis.call('ZREM', messages_key, batch[i])
+      redis.call('ZREM', countable_key, batch[i])
       removed = removed + 1
     end
   end

@@ -7,7 +7,7 @@
 -- releases the code and drops the room from the index.
 -- Order owned by `scripts::moderation::CloseRoom`.
 -- KEYS: room, members, messages, events, presence, member_ids, changes,
---       changes_gate, roles, bans, mutes
+--       changes_gate, roles, bans, mutes, reads, countable
 -- ARGV: actor, closed envelope, channel, member_conns prefix, typing prefix,
 --       deadline
 -- Replies: {'no_room'} | {'forbidden', actor role, 'member'} | {'ok', code}
@@ -20,5 +20,5 @@ for _, u in ipairs(redis.call('HKEYS', KEYS[2])) do
   redis.call('DEL', ARGV[4] .. u, ARGV[5] .. u)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
-  KEYS[9], KEYS[10], KEYS[11])
+  KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13])
 return {'ok', code}

@@ -2,8 +2,10 @@
 -- Order owned by `scripts::Replace`.
 -- An edit names its author (`muted_user`): muted in the room (`mutes:{R}`,
 -- 1.1, until > now), the edit is refused. A deletion names nobody ('').
--- KEYS: room, events, message, mutes
--- ARGV: expected, tail, log_len, now, channel, muted_user, deadline
+-- A delete takes the message out of `countable:{R}` (unread counts).
+-- KEYS: room, events, message, mutes, countable
+-- ARGV: expected, tail, log_len, now, channel, muted_user, msg_id,
+--       deleting (1 or 0), deadline
 -- Replies: {'gone'} | {'changed'} | {'muted', until} | {'ok', seq}
 local cur = redis.call('GET', KEYS[3])
 if not cur then return {'gone'} end
@@ -14,4 +16,5 @@ if ARGV[6] ~= '' then
 end
 local seq, env = append_event(KEYS[1], KEYS[2], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
 redis.call('SET', KEYS[3], env, 'KEEPTTL')
+if ARGV[8] == '1' then redis.call('ZREM', KEYS[5], ARGV[7]) end
 return {'ok', seq}

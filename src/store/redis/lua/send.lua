@@ -1,7 +1,8 @@
 -- Appends a message. Order owned by `scripts::Send`.
 -- A muted author (`mutes:{R}`, 1.1, until > now) is refused before
 -- anything is written.
--- KEYS: room, members, messages, events, message, dedupe, mutes
+-- KEYS: room, members, messages, events, message, dedupe, mutes, countable,
+--       reads
 -- ARGV: user, msg_id, tail, ttl_ms, log_len, now, channel, dedupe_mode,
 --       dedupe_ttl_ms, deadline
 -- dedupe_mode: 0 none, 1 check then remember, 2 remember (the original expired)
@@ -22,5 +23,9 @@ if ARGV[8] == '1' then
 end
 local seq, env = append_event(KEYS[1], KEYS[4], ARGV[7], ARGV[3], ARGV[5], ARGV[6])
 write_message(KEYS[5], KEYS[3], ARGV[2], seq, env, ARGV[4])
+-- Read state: a sent message counts as unread for others, and its author
+-- has read the room up to it (so their own messages never count for them).
+redis.call('ZADD', KEYS[8], seq, ARGV[2])
+redis.call('HSET', KEYS[9], ARGV[1], seq)
 if ARGV[8] ~= '0' then redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[9]) end
 return {'ok', seq}

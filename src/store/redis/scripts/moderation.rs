@@ -242,8 +242,8 @@ impl ScriptArgs for Bans<'_> {
 /// `mod_close.lua`.
 pub(in crate::store::redis) struct CloseRoom<'a> {
     /// room, members, messages, events, presence, member_ids, changes,
-    /// changes_gate, roles, bans, mutes.
-    pub(in crate::store::redis) keys: [String; 11],
+    /// changes_gate, roles, bans, mutes, reads, countable.
+    pub(in crate::store::redis) keys: [String; 13],
     pub(in crate::store::redis) actor: &'a str,
     /// The whole `room.closed` envelope.
     pub(in crate::store::redis) closed: &'a [u8],
