@@ -444,6 +444,14 @@ async fn room_update_and_close_reach_both_nodes() {
     owner
         .expect_err(json!({"type": "room.close", "room": room}), "forbidden")
         .await;
+    // Typing in a room that exists but was not joined is `forbidden`.
+    let mut outsider = user(&b, "u9", "Otto").await;
+    outsider
+        .expect_err(
+            json!({"type": "typing", "room": room, "active": true}),
+            "forbidden",
+        )
+        .await;
     moderator
         .ok(json!({"type": "room.close", "room": room}))
         .await;
@@ -451,11 +459,17 @@ async fn room_update_and_close_reach_both_nodes() {
         let ev = event(c, &room, "room.closed").await;
         assert_eq!(ev["by"]["id"], "u2", "{ev}");
     }
-    for c in [&mut owner, &mut target, &mut bystander] {
+    for c in [&mut owner, &mut target, &mut bystander, &mut outsider] {
         c.expect_err(json!({"type": "room.get", "room": room}), "not_found")
             .await;
         c.expect_err(
             json!({"type": "message.send", "room": room, "content": "hello?"}),
+            "not_found",
+        )
+        .await;
+        // Typing too: the room is gone, not merely not joined.
+        c.expect_err(
+            json!({"type": "typing", "room": room, "active": true}),
             "not_found",
         )
         .await;

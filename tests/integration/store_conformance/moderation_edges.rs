@@ -1,7 +1,8 @@
 //! Conformance cases of `ModerationStore` at its edges (issue 14): the
 //! hand-over to someone absent or muted, unmute and unban refusals and an
 //! unban by a moderator, kicks and bans in a big room (no system message),
-//! and the bounded `room.bans` listing. Plus, outside the engine matrix,
+//! the bounded `room.bans` listing, an edit after a close and a send retried
+//! after a mute. Plus, outside the engine matrix,
 //! every moderation write on Redis waiting for its replica acknowledgements.
 
 use huddle::model::Role;
@@ -418,4 +419,90 @@ async fn redis_moderation_writes_wait_for_replicas() {
     // The close went through on the master: the code and index are freed.
     assert_eq!(store.room("r-acks").await.expect("room"), None);
     assert_eq!(store.room_id_by_code("ACK222").await.expect("code"), None);
+}
+
+/// An edit or deletion landing after the owner closed the room is `Gone`,
+/// and does not bring a partial room back (on Redis it would recreate the
+/// room hash, and every later verb would fail).
+pub(super) async fn replace_after_close(t: &Engine) {
+    let store = t.store.as_ref();
+    let ann = user("ann");
+    let r = room("r-late-edit", "LTE222", 50, false);
+    create(store, &r, &ann, "a1").await;
+    let said = appended(send(store, "r-late-edit", &ann, "before", None).await);
+    let stored = store
+        .message("r-late-edit", &said.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    let closed = Event::RoomClosed { by: ann.clone() };
+    assert_eq!(
+        store
+            .close_by_owner("r-late-edit", &ann.id, &closed)
+            .await
+            .expect("close"),
+        ModOutcome::Done(())
+    );
+    let mut edited = said.clone();
+    edited.content = "too late".into();
+    let mut deleted = said.clone();
+    deleted.deleted = true;
+    for event in [
+        Event::MessageUpdated(edited),
+        Event::MessageDeleted(deleted),
+    ] {
+        assert_eq!(
+            store
+                .replace("r-late-edit", &stored.raw, &event)
+                .await
+                .expect("replace"),
+            ReplaceOutcome::Gone,
+            "{}",
+            event.name()
+        );
+    }
+    assert_eq!(store.room("r-late-edit").await.expect("room"), None);
+    // The room can be made again under its id, whole.
+    create(store, &r, &ann, "a2").await;
+    appended(send(store, "r-late-edit", &ann, "again", None).await);
+}
+
+/// A send retried with its `client_msg_id` after its author was muted gets
+/// the message stored before the mute; a new send is refused.
+pub(super) async fn retry_after_mute(t: &Engine) {
+    let store = t.store.as_ref();
+    let (ann, bob) = (user("ann"), user("bob"));
+    create(
+        store,
+        &room("r-retry-mute", "RTM222", 50, false),
+        &ann,
+        "a1",
+    )
+    .await;
+    join_ok(store, "r-retry-mute", &bob, "b1").await;
+    let first = appended(send(store, "r-retry-mute", &bob, "hello", Some("c1")).await);
+    let until = t.now() + 600_000;
+    store
+        .mute("r-retry-mute", &ann.id, &bob.id, Some(until))
+        .await
+        .expect("mute");
+    match send(store, "r-retry-mute", &bob, "hello", Some("c1")).await {
+        AppendOutcome::Duplicate(m) => assert_eq!(m.id, first.id),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    let before = store
+        .room("r-retry-mute")
+        .await
+        .expect("room")
+        .expect("exists");
+    assert_eq!(
+        send(store, "r-retry-mute", &bob, "new", Some("c2")).await,
+        AppendOutcome::Muted(until)
+    );
+    let after = store
+        .room("r-retry-mute")
+        .await
+        .expect("room")
+        .expect("exists");
+    assert_eq!(after.last_seq, before.last_seq, "nothing was written");
 }
