@@ -514,3 +514,77 @@ async fn the_memory_engine_removes_and_bans_the_same_way() {
         .expect_err(json!({"type": "room.get", "room": rid}), "not_found")
         .await;
 }
+
+/// Mute durations are bounded exactly at 1 s and 30 days, and only actions
+/// that changed something are counted: a kick of someone who is not in the
+/// room and an unban of someone who is not banned succeed uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_bounds_and_what_the_metric_counts() {
+    let node = solo(&[]).await;
+    let mut owner = guest(&node, "Owen").await;
+    let room = owner.create_room("bounds", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let mut target = guest(&node, "Tim").await;
+    target.join(&rid).await;
+    let tid = target.user_id();
+    const DAY: i64 = 86_400_000;
+    for refused in [999, 30 * DAY + 1] {
+        owner
+            .expect_err(
+                json!({"type": "member.mute", "room": rid, "user": tid, "duration_ms": refused}),
+                "bad_request",
+            )
+            .await;
+    }
+    let got = owner.ok(json!({"type": "room.get", "room": rid})).await;
+    assert!(
+        participant(&got["participants"], &tid)
+            .get("muted_until")
+            .is_none(),
+        "a refused mute changes nothing: {got}"
+    );
+    for (n, ok) in [1_000, 30 * DAY].into_iter().enumerate() {
+        let before = huddle::model::now_ms() as i64;
+        owner
+            .ok(json!({"type": "member.mute", "room": rid, "user": tid, "duration_ms": ok}))
+            .await;
+        let ev = owner
+            .wait_event("member.updated", EVENT_TIMEOUT, |e| {
+                e["event"] == "member.updated" && e["user"]["id"] == tid.as_str()
+            })
+            .await;
+        let until = ev["user"]["muted_until"].as_i64().expect("muted");
+        assert!(
+            until >= before + ok && until <= before + ok + 5_000,
+            "{n}: {ev}"
+        );
+    }
+    // Nothing to do: not counted.
+    owner
+        .ok(json!({"type": "member.kick", "room": rid, "user": "nobody"}))
+        .await;
+    owner
+        .ok(json!({"type": "member.unban", "room": rid, "user": "nobody"}))
+        .await;
+    let (_, metrics) = node.http_get("/metrics").await;
+    assert!(
+        metrics.contains("huddle_moderation_actions_total{action=\"mute\"} 2"),
+        "{metrics}"
+    );
+    for action in ["kick", "unban"] {
+        let line = format!("huddle_moderation_actions_total{{action=\"{action}\"}}");
+        assert!(!metrics.contains(&line), "{action} counted:\n{metrics}");
+    }
+    // A ban of someone absent is recorded, and lifting it counts.
+    owner
+        .ok(json!({"type": "member.ban", "room": rid, "user": "nobody"}))
+        .await;
+    owner
+        .ok(json!({"type": "member.unban", "room": rid, "user": "nobody"}))
+        .await;
+    let (_, metrics) = node.http_get("/metrics").await;
+    for action in ["ban", "unban"] {
+        let line = format!("huddle_moderation_actions_total{{action=\"{action}\"}} 1");
+        assert!(metrics.contains(&line), "{action} not counted:\n{metrics}");
+    }
+}
