@@ -22,7 +22,7 @@ use crate::model::{
     Event, Message, MessageKind, Participant, Role, Room, User, now_ms, system_user,
 };
 use crate::store::{
-    Action, BanRecord, ModOutcome, ModerationStore, RemoveRequest, RoomChanges, Standing,
+    Action, BanRecord, ModOutcome, ModerationStore, Removal, RemoveRequest, RoomChanges, Standing,
 };
 
 /// Longest `reason`.
@@ -206,7 +206,15 @@ impl ModerationService {
     }
 
     /// Tells the room about `user`'s standing now, if they are a participant.
-    async fn tell_standing(&self, room: &str, user: &str) -> Result<(), ServiceError> {
+    async fn tell_standing(&self, room: &str, user: &str) {
+        // The change is applied and stored already: a failure to read it
+        // back costs only the live view, so it is logged, not returned.
+        if let Err(e) = self.try_tell_standing(room, user).await {
+            tracing::warn!(room, user, error = %e, "could not announce a standing");
+        }
+    }
+
+    async fn try_tell_standing(&self, room: &str, user: &str) -> Result<(), ServiceError> {
         let Some(member) = self.store.member(room, user).await? else {
             return Ok(());
         };
@@ -277,9 +285,9 @@ impl ModerationService {
             Some(target),
             Some(role.as_str()),
         );
-        self.tell_standing(room, target).await?;
+        self.tell_standing(room, target).await;
         if role == Role::Owner {
-            self.tell_standing(room, &actor.id).await?;
+            self.tell_standing(room, &actor.id).await;
         }
         Ok(())
     }
@@ -360,7 +368,11 @@ impl ModerationService {
             )
             .await?;
         let removal = refusal(room, action, out)?;
-        self.audit(action, actor, room, Some(target), reason.as_deref());
+        // Kicking someone who is not in the room changes nothing: not
+        // counted (a ban of them is: the ban is recorded).
+        if action == Action::Ban || !matches!(removal, Removal::Absent) {
+            self.audit(action, actor, room, Some(target), reason.as_deref());
+        }
         self.rooms.removed(room, &user, &removal).await;
         Ok(())
     }
@@ -370,8 +382,10 @@ impl ModerationService {
         let room = room_id(room)?;
         let target = user_field(target)?;
         let out = self.store.unban(room, &actor.id, target).await?;
-        refusal(room, Action::Unban, out)?;
-        self.audit(Action::Unban, actor, room, Some(target), None);
+        // Lifting a ban that was not in force changes nothing: not counted.
+        if refusal(room, Action::Unban, out)? {
+            self.audit(Action::Unban, actor, room, Some(target), None);
+        }
         Ok(())
     }
 
@@ -404,7 +418,7 @@ impl ModerationService {
         let out = self.store.mute(room, &actor.id, target, until).await?;
         refusal(room, action, out)?;
         self.audit(action, actor, room, Some(target), None);
-        self.tell_standing(room, target).await?;
+        self.tell_standing(room, target).await;
         Ok(())
     }
 

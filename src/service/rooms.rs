@@ -500,6 +500,12 @@ impl RoomService {
         }
     }
 
+    /// `not_found` unless the room exists (for a verb on a room the
+    /// connection does not hold: never joined, or closed since).
+    pub async fn ensure_exists(&self, id: &str) -> Result<(), ServiceError> {
+        self.existing(id).await.map(|_| ())
+    }
+
     async fn existing(&self, id: &str) -> Result<Room, ServiceError> {
         let id = room_id(id)?;
         self.rooms.room(id).await?.ok_or_else(|| not_found(id))

@@ -340,9 +340,6 @@ impl MessageStore for MemoryStore {
         if !rs.members.contains_key(&message.user.id) {
             return Ok(AppendOutcome::NotMember);
         }
-        if let Some(until) = rs.moderation.muted_until(&message.user.id, now) {
-            return Ok(AppendOutcome::Muted(until));
-        }
         let dedupe_key = client_msg_id.map(|c| (message.user.id.clone(), c.to_owned()));
         if let Some(key) = &dedupe_key
             && let Some((id, expires)) = rs.dedupe.get(key)
@@ -359,6 +356,11 @@ impl MessageStore for MemoryStore {
             if let Some(m) = prior {
                 return Ok(AppendOutcome::Duplicate(m));
             }
+        }
+        // After the duplicate check: a retry of a send stored before the
+        // mute gets the stored message, as any retry does.
+        if let Some(until) = rs.moderation.muted_until(&message.user.id, now) {
+            return Ok(AppendOutcome::Muted(until));
         }
         Ok(self.append_fresh(rs, message, dedupe_key, now))
     }

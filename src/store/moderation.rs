@@ -16,6 +16,16 @@
 
 use super::StoreResult;
 pub use crate::model::BanRecord;
+
+/// Most bans one `room.bans` reply lists (the ones ending soonest, bans
+/// without an end last), so the reply and the script stay bounded.
+pub const MAX_BANS_LISTED: usize = 500;
+
+/// The order in which bans are kept when more than `MAX_BANS_LISTED` are in
+/// force: soonest end first, bans without an end (`until` < 0) last.
+pub fn ban_listing_key(ban: &BanRecord) -> (bool, i64, &str) {
+    (ban.until < 0, ban.until, ban.user.id.as_str())
+}
 use crate::model::{Event, Message, Role, Room, User};
 use async_trait::async_trait;
 
@@ -270,7 +280,9 @@ pub trait ModerationStore: Send + Sync {
         until: Option<u64>,
     ) -> StoreResult<ModOutcome<()>>;
 
-    /// `room.bans`: the bans in force.
+    /// `room.bans`: the bans in force, at most `MAX_BANS_LISTED`: the ones
+    /// ending soonest (bans without an end last; ties by user id), ordered
+    /// by user id.
     async fn bans(&self, room: &str, actor: &str) -> StoreResult<ModOutcome<Vec<BanRecord>>>;
 
     /// `room.close`: publishes `event` (`room.closed`), then deletes the

@@ -168,9 +168,32 @@ async fn a_ban_across_nodes_removes_the_user_at_once_and_holds_across_a_restart(
         metrics.contains("huddle_moderation_actions_total{action=\"role\"} 1"),
         "{metrics}"
     );
+    // The banned connection forgot the room at once: with the bystander
+    // gone too, node B holds the room's channel no more (a connection that
+    // kept the room would hold it until it closed, and leave it then).
+    bystander
+        .ok(json!({"type": "room.leave", "room": room}))
+        .await;
+    owner
+        .wait_event("participant.left of u4", EVENT_TIMEOUT, |e| {
+            e["room"] == room && e["event"] == "participant.left" && e["user"]["id"] == "u4"
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, metrics) = b.http_get("/metrics").await;
+        if metrics.contains("huddle_pubsub_channels 0") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B still holds the room's channel:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The banned connection closing does not make the user leave twice.
     drop(target);
-    let seen = bystander.drain_events(QUIET).await;
+    let seen = owner.drain_events(QUIET).await;
     assert!(
         seen.iter().all(|e| e["event"] != "participant.left"),
         "{seen:?}"
@@ -421,6 +444,14 @@ async fn room_update_and_close_reach_both_nodes() {
     owner
         .expect_err(json!({"type": "room.close", "room": room}), "forbidden")
         .await;
+    // Typing in a room that exists but was not joined is `forbidden`.
+    let mut outsider = user(&b, "u9", "Otto").await;
+    outsider
+        .expect_err(
+            json!({"type": "typing", "room": room, "active": true}),
+            "forbidden",
+        )
+        .await;
     moderator
         .ok(json!({"type": "room.close", "room": room}))
         .await;
@@ -428,11 +459,17 @@ async fn room_update_and_close_reach_both_nodes() {
         let ev = event(c, &room, "room.closed").await;
         assert_eq!(ev["by"]["id"], "u2", "{ev}");
     }
-    for c in [&mut owner, &mut target, &mut bystander] {
+    for c in [&mut owner, &mut target, &mut bystander, &mut outsider] {
         c.expect_err(json!({"type": "room.get", "room": room}), "not_found")
             .await;
         c.expect_err(
             json!({"type": "message.send", "room": room, "content": "hello?"}),
+            "not_found",
+        )
+        .await;
+        // Typing too: the room is gone, not merely not joined.
+        c.expect_err(
+            json!({"type": "typing", "room": room, "active": true}),
             "not_found",
         )
         .await;
@@ -476,4 +513,78 @@ async fn the_memory_engine_removes_and_bans_the_same_way() {
     owner
         .expect_err(json!({"type": "room.get", "room": rid}), "not_found")
         .await;
+}
+
+/// Mute durations are bounded exactly at 1 s and 30 days, and only actions
+/// that changed something are counted: a kick of someone who is not in the
+/// room and an unban of someone who is not banned succeed uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_bounds_and_what_the_metric_counts() {
+    let node = solo(&[]).await;
+    let mut owner = guest(&node, "Owen").await;
+    let room = owner.create_room("bounds", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let mut target = guest(&node, "Tim").await;
+    target.join(&rid).await;
+    let tid = target.user_id();
+    const DAY: i64 = 86_400_000;
+    for refused in [999, 30 * DAY + 1] {
+        owner
+            .expect_err(
+                json!({"type": "member.mute", "room": rid, "user": tid, "duration_ms": refused}),
+                "bad_request",
+            )
+            .await;
+    }
+    let got = owner.ok(json!({"type": "room.get", "room": rid})).await;
+    assert!(
+        participant(&got["participants"], &tid)
+            .get("muted_until")
+            .is_none(),
+        "a refused mute changes nothing: {got}"
+    );
+    for (n, ok) in [1_000, 30 * DAY].into_iter().enumerate() {
+        let before = huddle::model::now_ms() as i64;
+        owner
+            .ok(json!({"type": "member.mute", "room": rid, "user": tid, "duration_ms": ok}))
+            .await;
+        let ev = owner
+            .wait_event("member.updated", EVENT_TIMEOUT, |e| {
+                e["event"] == "member.updated" && e["user"]["id"] == tid.as_str()
+            })
+            .await;
+        let until = ev["user"]["muted_until"].as_i64().expect("muted");
+        assert!(
+            until >= before + ok && until <= before + ok + 5_000,
+            "{n}: {ev}"
+        );
+    }
+    // Nothing to do: not counted.
+    owner
+        .ok(json!({"type": "member.kick", "room": rid, "user": "nobody"}))
+        .await;
+    owner
+        .ok(json!({"type": "member.unban", "room": rid, "user": "nobody"}))
+        .await;
+    let (_, metrics) = node.http_get("/metrics").await;
+    assert!(
+        metrics.contains("huddle_moderation_actions_total{action=\"mute\"} 2"),
+        "{metrics}"
+    );
+    for action in ["kick", "unban"] {
+        let line = format!("huddle_moderation_actions_total{{action=\"{action}\"}}");
+        assert!(!metrics.contains(&line), "{action} counted:\n{metrics}");
+    }
+    // A ban of someone absent is recorded, and lifting it counts.
+    owner
+        .ok(json!({"type": "member.ban", "room": rid, "user": "nobody"}))
+        .await;
+    owner
+        .ok(json!({"type": "member.unban", "room": rid, "user": "nobody"}))
+        .await;
+    let (_, metrics) = node.http_get("/metrics").await;
+    for action in ["ban", "unban"] {
+        let line = format!("huddle_moderation_actions_total{{action=\"{action}\"}} 1");
+        assert!(metrics.contains(&line), "{action} not counted:\n{metrics}");
+    }
 }

@@ -192,6 +192,8 @@ impl Connection {
         active: bool,
     ) -> Result<Option<Box<RawValue>>, ApiError> {
         let Some(key) = self.rooms.get(room).map(|s| s.room().clone()) else {
+            // A room that is gone (closed, or never was) is `not_found`.
+            self.app.rooms().ensure_exists(room).await?;
             return Err(ServiceError::Forbidden("join the room before typing in it".into()).into());
         };
         if self.typing.set(&key, active, tokio::time::Instant::now()) {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::{MemoryStore, RoomState, room_view};
 use crate::codec;
 use crate::model::{Event, Role, Room, User, now_us};
-use crate::store::moderation::permitted;
+use crate::store::moderation::{MAX_BANS_LISTED, ban_listing_key, permitted};
 use crate::store::{
     Action, BIG_ROOM, BanRecord, ModOutcome, ModerationStore, Removal, RemoveRequest, RoleFacts,
     RoomChanges, Standing, StoreResult,
@@ -171,6 +171,8 @@ impl ModerationStore for MemoryStore {
         match role {
             Role::Owner => {
                 m.moderators.remove(target);
+                // Nobody may unmute an owner: the hand-over lifts the mute.
+                m.mutes.remove(target);
                 m.moderators.insert(actor.to_owned());
                 m.owner = Some(target.to_owned());
             }
@@ -281,6 +283,8 @@ impl ModerationStore for MemoryStore {
         }
         rs.moderation.bans.retain(|_, ban| ban.holds(now));
         let mut bans: Vec<BanRecord> = rs.moderation.bans.values().cloned().collect();
+        bans.sort_by(|a, b| ban_listing_key(a).cmp(&ban_listing_key(b)));
+        bans.truncate(MAX_BANS_LISTED);
         bans.sort_by(|a, b| a.user.id.cmp(&b.user.id));
         Ok(ModOutcome::Done(bans))
     }

@@ -456,6 +456,24 @@ impl RedisStore {
         (self.inner.timeout.as_millis() as u64 / 2).max(1)
     }
 
+    /// Checks the acknowledgements of a durable write that appended no
+    /// event (a moderation verb, a refusal): fewer than wanted are
+    /// `StoreError::Unconfirmed`, whatever the script answered (`None`:
+    /// acknowledgements are off).
+    fn acked(&self, acks: Option<u32>) -> StoreResult<()> {
+        let wanted = self.inner.replica_acks;
+        match acks {
+            Some(acks) if acks < wanted => {
+                self.inner.metrics.redis_unconfirmed.inc();
+                Err(StoreError::Unconfirmed(format!(
+                    "{acks} of {wanted} replicas confirmed within {} ms",
+                    self.wait_ms()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Finishes a durable write of the event `seq` that `acks` replicas
     /// confirmed (`None`: acknowledgements are off, nothing to do). Enough
     /// confirmations publish every event up to it (`publish.lua`); too few

@@ -44,7 +44,9 @@ impl RedisStore {
         }
     }
 
-    /// Runs a moderation script that writes and parses its reply.
+    /// Runs a moderation script that writes and parses its reply. It is a
+    /// durable write: with replica acknowledgements, fewer than wanted are
+    /// `StoreError::Unconfirmed` whatever the script answered.
     async fn moderate(
         &self,
         op: &'static str,
@@ -52,7 +54,9 @@ impl RedisStore {
         args: &impl super::scripts::ScriptArgs,
     ) -> StoreResult<ModReply> {
         let mut c = self.conn().await?;
-        self.script(&mut c, op, script, args).await
+        let (reply, acks) = self.invoke_durable(&mut c, op, script, args).await?;
+        self.acked(acks)?;
+        ModReply::parse(reply)
     }
 }
 
@@ -153,6 +157,29 @@ impl ModerationStore for RedisStore {
             let _: () = self
                 .timed("public_rooms", index.query_async(&mut c))
                 .await?;
+            if !private {
+                // A close may have run between the script and the ZADD and
+                // dropped the room from the index already: the index is in
+                // another slot, so the room is checked after the ZADD and
+                // the entry taken back if it is gone.
+                let exists: bool = self
+                    .timed(
+                        "room_exists",
+                        redis::cmd("EXISTS").arg(k.room(room)).query_async(&mut c),
+                    )
+                    .await?;
+                if !exists {
+                    let _: () = self
+                        .timed(
+                            "public_rooms",
+                            redis::cmd("ZREM")
+                                .arg(k.public_rooms_of(room))
+                                .arg(room)
+                                .query_async(&mut c),
+                        )
+                        .await?;
+                }
+            }
         }
         match self.read_rooms(&mut c, &[room.to_owned()]).await?.pop() {
             Some(Some(room)) => Ok(ModOutcome::Done(room)),
@@ -170,6 +197,7 @@ impl ModerationStore for RedisStore {
         let args = SetRole {
             keys: self.role_keys(room),
             members: self.k().room_members(room),
+            mutes: self.k().mutes(room),
             actor,
             target,
             role,
@@ -227,6 +255,10 @@ impl ModerationStore for RedisStore {
             )
             .await?;
         let reply = ModReply::parse(reply)?;
+        if !matches!(reply, ModReply::Ok(_)) {
+            // No event appended: nothing to publish, only the acks to check.
+            self.acked(acks)?;
+        }
         if let Some(out) = refusal(&reply) {
             return Ok(out);
         }
@@ -361,15 +393,17 @@ impl ModerationStore for RedisStore {
             deadline: self.deadline(),
         };
         let mut c = self.conn().await?;
-        let reply: ModReply = self
-            .script(
+        let (reply, acks) = self
+            .invoke_durable(
                 &mut c,
                 "room_close_owner",
                 &self.inner.scripts.moderation.close,
                 &args,
             )
             .await?;
+        let reply = ModReply::parse(reply)?;
         if let Some(out) = refusal(&reply) {
+            self.acked(acks)?;
             return Ok(out);
         }
         let ModReply::Ok(data) = reply else {
@@ -399,6 +433,9 @@ impl ModerationStore for RedisStore {
         let _: () = self
             .timed("active_rooms", index.query_async(&mut c))
             .await?;
+        // The room is gone on the master either way: its code and index
+        // entries are released first, then the replicas' word is reported.
+        self.acked(acks)?;
         Ok(ModOutcome::Done(()))
     }
 }

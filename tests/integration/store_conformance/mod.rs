@@ -154,11 +154,13 @@ fn appended(o: AppendOutcome) -> Message {
 mod big_rooms;
 mod cases;
 mod moderation;
+mod moderation_edges;
 mod reads;
 
 use self::big_rooms::*;
 use self::cases::*;
 use self::moderation::*;
+use self::moderation_edges::*;
 use self::reads::*;
 
 // ---------------------------------------------------------------------------
@@ -392,6 +394,12 @@ conformance! {
     room_updates(1000, HOUR);
     owner_close_deletes_everything(1000, HOUR);
     idle_close_forgets_moderation(1000, HOUR);
+    handover_to_the_absent_and_the_muted(1000, HOUR);
+    unmute_and_unban_refusals(1000, HOUR);
+    big_room_kick_and_ban(1000, HOUR);
+    ban_listing_is_bounded(1000, HOUR);
+    replace_after_close(1000, HOUR);
+    retry_after_mute(1000, HOUR);
     read_positions(1000, HOUR);
     unread_counts(1000, HOUR);
     unread_after_expiry(1000, Duration::from_secs(1));

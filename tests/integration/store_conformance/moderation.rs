@@ -9,19 +9,19 @@ use huddle::store::{BanRecord, ModOutcome, Removal, RemoveRequest, RoomChanges};
 
 use super::*;
 
-fn forbidden<T: std::fmt::Debug>(out: ModOutcome<T>) {
+pub(super) fn forbidden<T: std::fmt::Debug>(out: ModOutcome<T>) {
     assert!(
         matches!(out, ModOutcome::Forbidden { .. }),
         "expected Forbidden, got {out:?}"
     );
 }
 
-async fn roles_of(store: &dyn Store, room: &str, users: &[&User]) -> Vec<Role> {
+pub(super) async fn roles_of(store: &dyn Store, room: &str, users: &[&User]) -> Vec<Role> {
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
     store.roles(room, &ids).await.expect("roles")
 }
 
-async fn join_ok(store: &dyn Store, room: &str, who: &User, conn: &str) {
+pub(super) async fn join_ok(store: &dyn Store, room: &str, who: &User, conn: &str) {
     let out = store
         .join(room, who, conn, &note(room, "joined"))
         .await
@@ -34,7 +34,7 @@ async fn join_ok(store: &dyn Store, room: &str, who: &User, conn: &str) {
 }
 
 /// A kick or ban of `target` by `actor`.
-async fn remove(
+pub(super) async fn remove(
     store: &dyn Store,
     room: &str,
     actor: &User,
@@ -254,7 +254,7 @@ pub(super) async fn mutes_in_the_send_path(t: &Engine) {
     join_ok(store, "r-mute", &bob, "b1").await;
     let said = appended(send(store, "r-mute", &bob, "before", None).await);
     let until = t.now() + 60_000;
-    // A member may not mute; a moderator may not mute the owner.
+    // A member may not mute anyone (here: the owner).
     forbidden(
         store
             .mute("r-mute", &bob.id, &ann.id, Some(until))

@@ -1,7 +1,8 @@
 -- member.role: permission check and the role change; handing the room over
 -- (`owner`) makes the old owner (the actor: only the owner may) a
--- moderator. Order owned by `scripts::moderation::SetRole`.
--- KEYS: room, roles, members
+-- moderator and lifts the new owner's mute (nobody may unmute an owner).
+-- Order owned by `scripts::moderation::SetRole`.
+-- KEYS: room, roles, members, mutes
 -- ARGV: actor, target, role, deadline
 -- Replies: {'no_room'} | {'forbidden', actor role, target role} |
 --          {'not_participant'} | {'ok'}
@@ -15,6 +16,7 @@ end
 if ARGV[3] == 'owner' then
   redis.call('HSET', KEYS[1], 'owner', ARGV[2])
   redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[4], ARGV[2])
   redis.call('HSET', KEYS[2], ARGV[1], 'moderator')
 elseif ARGV[3] == 'moderator' then
   redis.call('HSET', KEYS[2], ARGV[2], 'moderator')

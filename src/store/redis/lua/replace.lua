@@ -6,7 +6,11 @@
 -- KEYS: room, events, message, mutes, countable
 -- ARGV: expected, tail, log_len, now, channel, muted_user, msg_id,
 --       deleting (1 or 0), deadline
+-- A room that is gone (closed by its owner or the idle sweep; its message
+-- records are left to expire) is 'gone' too: appending would recreate a
+-- partial room hash.
 -- Replies: {'gone'} | {'changed'} | {'muted', until} | {'ok', seq}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 local cur = redis.call('GET', KEYS[3])
 if not cur then return {'gone'} end
 if cur ~= ARGV[1] then return {'changed'} end

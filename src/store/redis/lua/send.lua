@@ -1,6 +1,7 @@
 -- Appends a message. Order owned by `scripts::Send`.
 -- A muted author (`mutes:{R}`, 1.1, until > now) is refused before
--- anything is written.
+-- anything is written, unless the send is a retry of one stored already
+-- (the duplicate answer comes first).
 -- KEYS: room, members, messages, events, message, dedupe, mutes, countable,
 --       reads
 -- ARGV: user, msg_id, tail, ttl_ms, log_len, now, channel, dedupe_mode,
@@ -9,8 +10,6 @@
 -- Replies: {'no_room'} | {'not_member'} | {'muted', until} | {'duplicate', prior_id} | {'ok', seq}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'no_room'} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'not_member'} end
-local muted = tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0')
-if muted > tonumber(ARGV[6]) then return {'muted', muted} end
 if ARGV[8] == '1' then
   local prior = redis.call('GET', KEYS[6])
   if prior then
@@ -21,6 +20,10 @@ if ARGV[8] == '1' then
     return {'duplicate', prior}
   end
 end
+-- After the duplicate branch: a retry of a send stored before the mute
+-- gets the stored message, as any retry does.
+local muted = tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0')
+if muted > tonumber(ARGV[6]) then return {'muted', muted} end
 local seq, env = append_event(KEYS[1], KEYS[4], ARGV[7], ARGV[3], ARGV[5], ARGV[6])
 write_message(KEYS[5], KEYS[3], ARGV[2], seq, env, ARGV[4])
 -- Read state: a sent message counts as unread for others, and its author

@@ -103,6 +103,8 @@ pub(in crate::store::redis) struct SetRole<'a> {
     pub(in crate::store::redis) keys: RoleKeys,
     /// `room_members:{R}`.
     pub(in crate::store::redis) members: String,
+    /// `mutes:{R}`: a hand-over lifts the new owner's mute.
+    pub(in crate::store::redis) mutes: String,
     pub(in crate::store::redis) actor: &'a str,
     pub(in crate::store::redis) target: &'a str,
     pub(in crate::store::redis) role: Role,
@@ -113,6 +115,7 @@ impl ScriptArgs for SetRole<'_> {
     fn bind(&self, inv: &mut Bound) {
         self.keys.bind(inv);
         inv.key(&self.members)
+            .key(&self.mutes)
             .arg(self.actor)
             .arg(self.target)
             .arg(self.role.as_str())
@@ -229,7 +232,10 @@ pub(in crate::store::redis) struct Bans<'a> {
 impl ScriptArgs for Bans<'_> {
     fn bind(&self, inv: &mut Bound) {
         self.keys.bind(inv);
-        inv.key(&self.bans).arg(self.actor).arg(self.now);
+        inv.key(&self.bans)
+            .arg(self.actor)
+            .arg(self.now)
+            .arg(crate::store::moderation::MAX_BANS_LISTED);
     }
 }
 
