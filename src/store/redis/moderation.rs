@@ -11,10 +11,10 @@ use redis::Value;
 
 use super::RedisStore;
 use super::parse::{corrupt, note_tail, parse_users};
+use super::scripts::ScriptReply;
 use super::scripts::moderation::{
     Bans, CloseRoom, ModReply, Mute, Remove, RoleKeys, SetRole, Unban, Update,
 };
-use super::scripts::{ReleaseCode, Released, ScriptReply};
 use crate::codec;
 use crate::error::StoreResult;
 use crate::model::{Event, Role, Room, User, now_ms, now_us};
@@ -414,18 +414,7 @@ impl ModerationStore for RedisStore {
             Some(v) => redis::from_redis_value_ref(v).map_err(corrupt)?,
         };
         if !code.is_empty() {
-            let release = ReleaseCode {
-                code_key: k.room_code(&code),
-                room,
-            };
-            let Released(_) = self
-                .script(
-                    &mut c,
-                    "room_code_release",
-                    &self.inner.scripts.release_code,
-                    &release,
-                )
-                .await?;
+            self.release_code(&mut c, room, &code).await?;
         }
         let mut index = redis::pipe();
         index.zrem(k.active_rooms_of(room), room).ignore();

@@ -23,6 +23,28 @@ use crate::store::{
 };
 
 impl RedisStore {
+    /// Frees a closed room's join code, unless it names another room by now.
+    pub(super) async fn release_code(
+        &self,
+        c: &mut Conn<'_>,
+        room: &str,
+        code: &str,
+    ) -> StoreResult<()> {
+        let release = ReleaseCode {
+            code_key: self.k().room_code(code),
+            room,
+        };
+        let Released(_) = self
+            .script(
+                c,
+                "room_code_release",
+                &self.inner.scripts.release_code,
+                &release,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The KEYS of the create, join and leave scripts.
     fn member_keys<'a>(
         &self,
@@ -574,18 +596,7 @@ impl RoomStore for RedisStore {
                 CloseReply::Gone => false,
                 CloseReply::Closed(code) => {
                     if let Some(code) = code {
-                        let release = ReleaseCode {
-                            code_key: k.room_code(&code),
-                            room,
-                        };
-                        let Released(_) = self
-                            .script(
-                                &mut c,
-                                "room_code_release",
-                                &self.inner.scripts.release_code,
-                                &release,
-                            )
-                            .await?;
+                        self.release_code(&mut c, room, &code).await?;
                     }
                     true
                 }
