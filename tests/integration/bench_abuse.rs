@@ -10,28 +10,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{FAST, Node, RedisServer, huddle_bin};
+use crate::common::{FAST, Node, RedisServer, count, huddle_bin, run_bench};
 
-/// Runs `huddle bench abuse ARGS`; returns the exit success, the JSON line
-/// (when there is one) and stderr.
+/// Runs `huddle bench abuse ARGS`.
 async fn bench_abuse(args: &[&str]) -> (bool, Option<Value>, String) {
-    let mut cmd = tokio::process::Command::new(huddle_bin());
-    cmd.args(["bench", "abuse"]).args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .expect("bench abuse finishes within 90 s")
-        .expect("run huddle bench abuse");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = stdout
-        .lines()
-        .last()
-        .map(|l| serde_json::from_str(l).expect("the last stdout line is JSON"));
-    (out.status.success(), json, stderr)
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+    run_bench("abuse", args, Duration::from_secs(90)).await
 }
 
 /// Error answers of a phase, by code.
@@ -45,17 +28,17 @@ fn assert_accounted(phase: &Value, successes: u64) {
         .as_object()
         .expect("errors")
         .values()
-        .map(n)
+        .map(count)
         .sum();
     let closed: u64 = phase["closes"]
         .as_object()
         .expect("closes")
         .values()
-        .map(n)
+        .map(count)
         .sum();
     assert_eq!(
-        n(&phase["attempts"]),
-        successes + answered + closed + n(&phase["failures"]),
+        count(&phase["attempts"]),
+        successes + answered + closed + count(&phase["failures"]),
         "{phase}"
     );
 }
@@ -98,24 +81,24 @@ async fn without_limits_in_the_way_everything_is_counted() {
     assert_eq!(r["mode"], "abuse");
 
     let flood = &r["create_flood"];
-    let created = n(&flood["rooms_created"]);
+    let created = count(&flood["rooms_created"]);
     assert!(created > 0, "{flood}");
-    assert_eq!(n(&flood["accepted"]), created);
+    assert_eq!(count(&flood["accepted"]), created);
     assert_eq!(flood["errors"], serde_json::json!({}), "nothing refused");
     assert!(flood["first_refusal_ms"].is_null());
-    assert_eq!(n(&flood["rooms_checked"]), created.min(1000));
+    assert_eq!(count(&flood["rooms_checked"]), created.min(1000));
     // Whether a left private room lives on is the server's policy (the
     // probe found it does); the count is bounded by what was asked.
-    assert!(n(&flood["rooms_still_exist"]) <= n(&flood["rooms_checked"]));
+    assert!(count(&flood["rooms_still_exist"]) <= count(&flood["rooms_checked"]));
     assert_accounted(flood, created);
     assert!(flood["redis"].is_null());
 
     let guess = &r["code_guess"];
-    assert_eq!(n(&guess["planted"]), 5);
-    let hits = n(&guess["hits"]);
-    assert!(n(&guess["accepted"]) > 0, "{guess}");
+    assert_eq!(count(&guess["planted"]), 5);
+    let hits = count(&guess["hits"]);
+    assert!(count(&guess["accepted"]) > 0, "{guess}");
     assert_eq!(
-        n(&guess["accepted"]),
+        count(&guess["accepted"]),
         hits + errors(guess, "not_found") + errors(guess, "forbidden") + errors(guess, "conflict"),
         "{guess}"
     );
@@ -155,32 +138,32 @@ async fn refusals_and_redis_growth_are_reported() {
     for phase in ["create_flood", "code_guess"] {
         let p = &r[phase];
         assert!(errors(p, "rate_limited") > 0, "{p}");
-        let first = n(&p["first_refusal_ms"]);
+        let first = count(&p["first_refusal_ms"]);
         assert!(first < 3000, "{p}");
         let before = &p["redis"]["before"];
         let after = &p["redis"]["after"];
         assert!(
-            n(&before["used_memory"]) > 0 && n(&before["keys"]) > 0,
+            count(&before["used_memory"]) > 0 && count(&before["keys"]) > 0,
             "{p}"
         );
-        assert!(n(&after["keys"]) > 0, "{p}");
+        assert!(count(&after["keys"]) > 0, "{p}");
     }
     let flood = &r["create_flood"];
-    let created = n(&flood["rooms_created"]);
+    let created = count(&flood["rooms_created"]);
     assert!(created > 0, "{flood}");
     assert_accounted(flood, created);
     // The flood's guests at least leave their session records.
     assert!(
-        n(&flood["redis"]["after"]["keys"]) > n(&flood["redis"]["before"]["keys"]),
+        count(&flood["redis"]["after"]["keys"]) > count(&flood["redis"]["before"]["keys"]),
         "{flood}"
     );
-    assert_accounted(&r["code_guess"], n(&r["code_guess"]["hits"]));
+    assert_accounted(&r["code_guess"], count(&r["code_guess"]["hits"]));
     // The figure agrees with Redis itself.
     let keys = match redis.command(&["DBSIZE"]).await {
         redis::Value::Int(k) => k as u64,
         other => panic!("DBSIZE answered {other:?}"),
     };
-    assert!(keys >= n(&flood["redis"]["after"]["keys"]), "{keys}");
+    assert!(keys >= count(&flood["redis"]["after"]["keys"]), "{keys}");
 }
 
 #[tokio::test]
@@ -281,33 +264,36 @@ async fn per_user_limits_are_met_with_new_guests_unless_patient() {
     assert!(ok, "{stderr}");
     let r = report.expect("a JSON line");
     let flood = &r["create_flood"];
-    let fresh = n(&flood["fresh_guests"]);
+    let fresh = count(&flood["fresh_guests"]);
     assert!(fresh > 0, "{flood}");
-    assert_eq!(n(&flood["max_retry_after_ms"]), 60_000);
+    assert_eq!(count(&flood["max_retry_after_ms"]), 60_000);
     // Each guest, first or new, got its 3 rooms; only the last one of each
     // connection may have been cut short by the deadline.
     let guests = 2 + fresh;
-    let created = n(&flood["rooms_created"]);
+    let created = count(&flood["rooms_created"]);
     assert!(
         created <= 3 * guests && created >= 3 * (guests - 2),
         "{flood}"
     );
-    assert_eq!(n(&flood["rooms_still_exist"]), n(&flood["rooms_checked"]));
+    assert_eq!(
+        count(&flood["rooms_still_exist"]),
+        count(&flood["rooms_checked"])
+    );
     assert_accounted(flood, created);
     let guess = &r["code_guess"];
-    assert!(n(&guess["fresh_guests"]) > 0, "{guess}");
-    assert!(errors(guess, "not_found") >= 2 * (2 + n(&guess["fresh_guests"]) - 2));
-    assert_accounted(guess, n(&guess["hits"]));
+    assert!(count(&guess["fresh_guests"]) > 0, "{guess}");
+    assert!(errors(guess, "not_found") >= 2 * (2 + count(&guess["fresh_guests"]) - 2));
+    assert_accounted(guess, count(&guess["hits"]));
 
     let (ok, report, stderr) = bench_abuse(&[&args[..], &["--patient"]].concat()).await;
     assert!(ok, "{stderr}");
     let r = report.expect("a JSON line");
     for (phase, done) in [("create_flood", 3), ("code_guess", 2)] {
         let p = &r[phase];
-        assert_eq!(n(&p["fresh_guests"]), 0, "{p}");
-        assert_eq!(n(&p["accepted"]), 2 * done, "{p}");
+        assert_eq!(count(&p["fresh_guests"]), 0, "{p}");
+        assert_eq!(count(&p["accepted"]), 2 * done, "{p}");
         assert_eq!(
-            n(&p["attempts"]),
+            count(&p["attempts"]),
             2 * (done + 1),
             "one refusal, then a wait: {p}"
         );

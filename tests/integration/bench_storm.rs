@@ -10,33 +10,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Backend, FAST, Node, heavy, huddle_bin};
+use crate::common::{Backend, FAST, Node, count, heavy, huddle_bin, run_bench};
 
 const SECRET: &str = "bench-storm-secret-0123456789";
 
-/// Runs `huddle bench storm ARGS`; returns the exit success, the JSON line
-/// (when there is one) and stderr.
+/// Runs `huddle bench storm ARGS`.
 async fn bench_storm(args: &[&str]) -> (bool, Option<Value>, String) {
-    let mut cmd = tokio::process::Command::new(huddle_bin());
-    cmd.args(["bench", "storm"])
-        .args(args)
-        .env_remove("HUDDLE_JWT_SECRET")
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("bench storm finishes within 120 s")
-        .expect("run huddle bench storm");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = stdout
-        .lines()
-        .last()
-        .map(|l| serde_json::from_str(l).expect("the last stdout line is JSON"));
-    (out.status.success(), json, stderr)
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+    run_bench("storm", args, Duration::from_secs(120)).await
 }
 
 /// Three nodes whose dead sessions expire `node_timeout` after a kill,
@@ -104,16 +84,16 @@ async fn a_tiny_storm_meets_the_target() {
     assert!(ok, "{stderr}");
     let r = report.expect("a JSON line");
     assert_eq!(r["mode"], "storm");
-    assert_eq!((n(&r["clients"]), n(&r["joined"])), (60, 60), "{r}");
-    assert_eq!(n(&r["victim_clients"]), 30, "half of them: {r}");
-    assert_eq!(n(&r["resumed"]), 30, "{r}");
-    assert_eq!(n(&r["resumed_within_10s"]), 30, "{r}");
-    assert!(n(&r["resume_ms"]["max"]) < 10_000, "{r}");
-    assert_eq!(n(&r["unexpected_drops"]), 0, "{r}");
-    assert!(n(&r["acked"]) > 0, "{r}");
-    assert_eq!(n(&r["verified"]), 60, "{r}");
-    assert_eq!(n(&r["messages_lost"]), 0, "{r}");
-    assert_eq!(n(&r["duplicates"]), 0, "{r}");
+    assert_eq!((count(&r["clients"]), count(&r["joined"])), (60, 60), "{r}");
+    assert_eq!(count(&r["victim_clients"]), 30, "half of them: {r}");
+    assert_eq!(count(&r["resumed"]), 30, "{r}");
+    assert_eq!(count(&r["resumed_within_10s"]), 30, "{r}");
+    assert!(count(&r["resume_ms"]["max"]) < 10_000, "{r}");
+    assert_eq!(count(&r["unexpected_drops"]), 0, "{r}");
+    assert!(count(&r["acked"]) > 0, "{r}");
+    assert_eq!(count(&r["verified"]), 60, "{r}");
+    assert_eq!(count(&r["messages_lost"]), 0, "{r}");
+    assert_eq!(count(&r["duplicates"]), 0, "{r}");
     let a = &r["announcements"];
     for kind in [
         "participant_joined",
@@ -121,7 +101,7 @@ async fn a_tiny_storm_meets_the_target() {
         "participants_changed",
         "system_messages",
     ] {
-        assert_eq!(n(&a[kind]), 0, "{kind}: {r}");
+        assert_eq!(count(&a[kind]), 0, "{kind}: {r}");
     }
     assert_eq!(r["target_met"], true, "{r}");
     assert!(
@@ -150,13 +130,13 @@ async fn clients_back_after_their_sessions_expired_are_reported() {
     assert_eq!(r["target_met"], false, "{r}");
     let a = &r["announcements"];
     assert!(
-        n(&a["participant_left"]) + n(&a["system_messages"]) > 0,
+        count(&a["participant_left"]) + count(&a["system_messages"]) > 0,
         "leaves announced: {r}"
     );
     assert!(a["users"].as_array().is_some_and(|u| !u.is_empty()), "{r}");
-    assert!(n(&r["not_resumed"]) > 0, "{r}");
+    assert!(count(&r["not_resumed"]) > 0, "{r}");
     assert_eq!(
-        n(&r["resumed"]) + n(&r["not_resumed"]),
+        count(&r["resumed"]) + count(&r["not_resumed"]),
         30,
         "every victim client is counted once: {r}"
     );
@@ -176,12 +156,15 @@ async fn resumes_cut_short_are_completed_from_history() {
     let (ok, report, stderr) = bench_storm(&args).await;
     assert!(ok, "{stderr}");
     let r = report.expect("a JSON line");
-    assert_eq!(n(&r["resumed"]), 30, "{r}");
-    assert!(n(&r["incomplete_resumes"]) > 0, "{r}");
-    assert!(n(&r["history_pages"]) >= n(&r["incomplete_resumes"]), "{r}");
-    assert_eq!(n(&r["verified"]), 60, "{r}");
-    assert_eq!(n(&r["messages_lost"]), 0, "{r}");
-    assert_eq!(n(&r["duplicates"]), 0, "{r}");
+    assert_eq!(count(&r["resumed"]), 30, "{r}");
+    assert!(count(&r["incomplete_resumes"]) > 0, "{r}");
+    assert!(
+        count(&r["history_pages"]) >= count(&r["incomplete_resumes"]),
+        "{r}"
+    );
+    assert_eq!(count(&r["verified"]), 60, "{r}");
+    assert_eq!(count(&r["messages_lost"]), 0, "{r}");
+    assert_eq!(count(&r["duplicates"]), 0, "{r}");
 }
 
 #[tokio::test]

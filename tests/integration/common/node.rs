@@ -20,6 +20,37 @@ pub(crate) fn huddle_bin() -> &'static str {
     env!("CARGO_BIN_EXE_huddle")
 }
 
+/// Runs `huddle bench MODE ARGS` (at most `limit`), with no inherited
+/// `HUDDLE_JWT_SECRET`; returns the exit success, the report's JSON line
+/// (the last line of stdout, when there is one) and stderr.
+pub(crate) async fn run_bench(
+    mode: &str,
+    args: &[&str],
+    limit: Duration,
+) -> (bool, Option<serde_json::Value>, String) {
+    let mut cmd = tokio::process::Command::new(huddle_bin());
+    cmd.args(["bench", mode])
+        .args(args)
+        .env_remove("HUDDLE_JWT_SECRET")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("bench {mode} finishes within {limit:?}"))
+        .unwrap_or_else(|e| panic!("run huddle bench {mode}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = stdout
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).expect("the last stdout line is JSON"));
+    (out.status.success(), json, stderr)
+}
+
+/// A report's count.
+pub(crate) fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+}
+
 /// Removes the server's configuration variables (`HUDDLE_*`, `UPSTASH_*`)
 /// inherited from the environment, so a node runs with exactly the flags a
 /// test gives it (a memory-engine test must not pick up a Redis URL).
