@@ -152,3 +152,152 @@ impl Hub {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::error::StoreResult;
+    use crate::events::{EventSink, Presence, RawReplay};
+    use crate::gateway::hub::{Kill, Outbound, Subscriber};
+    use crate::metrics::Metrics;
+    use crate::model::BanRecord;
+
+    /// A store where `gone` users left (banned until 5 when `banned`), or
+    /// the room is gone; records when and for whom it was asked.
+    struct Store {
+        exists: bool,
+        gone: &'static [&'static str],
+        asked: Mutex<Vec<(Instant, Vec<String>)>>,
+    }
+
+    #[async_trait]
+    impl EventLog for Store {
+        async fn envelopes_since(&self, _room: &str, _since: u64) -> StoreResult<RawReplay> {
+            unreachable!("a resync reads no log")
+        }
+
+        async fn presence(&self, _room: &str, users: &[String]) -> StoreResult<Presence> {
+            self.asked
+                .lock()
+                .expect("lock")
+                .push((Instant::now(), users.to_vec()));
+            let gone = users
+                .iter()
+                .map(|u| {
+                    self.gone.contains(&u.as_str()).then(|| {
+                        Some(BanRecord {
+                            user: User {
+                                id: u.clone(),
+                                name: format!("{u} by name"),
+                                image: None,
+                            },
+                            until: 5,
+                            by: system_user(),
+                            reason: None,
+                        })
+                    })
+                })
+                .collect();
+            Ok(Presence {
+                exists: self.exists,
+                gone,
+            })
+        }
+    }
+
+    fn sub(id: u64, user: Option<&str>) -> (Subscriber, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(8);
+        let cell = OnceLock::new();
+        if let Some(u) = user {
+            let _ = cell.set(Box::from(u));
+        }
+        (
+            Subscriber {
+                id,
+                tx,
+                kill: Arc::new(Kill::default()),
+                conn: Arc::from(format!("c{id}")),
+                user: Arc::new(cell),
+            },
+            rx,
+        )
+    }
+
+    fn text(out: Outbound) -> String {
+        let Outbound::Event(f) = out else {
+            panic!("an event, got {out:?}")
+        };
+        let at = f.frame.iter().position(|b| *b == b'{').expect("json");
+        String::from_utf8(f.frame[at..].to_vec()).expect("utf-8")
+    }
+
+    const GRACE: Duration = Duration::from_millis(80);
+
+    #[tokio::test]
+    async fn a_resync_removes_who_left_after_the_grace_only_those() {
+        let hub = Hub::new(Arc::new(Metrics::new()), GRACE);
+        let room: Arc<str> = Arc::from("r1");
+        let mut queues = Vec::new();
+        for (id, who) in [(1, Some("bob")), (2, Some("ann")), (3, None)] {
+            let (s, rx) = sub(id, who);
+            hub.attach(&room, s);
+            queues.push(rx);
+        }
+        let store = Arc::new(Store {
+            exists: true,
+            gone: &["bob"],
+            asked: Mutex::new(Vec::new()),
+        });
+        let log: Arc<dyn EventLog> = store.clone();
+        let attached = Instant::now();
+        hub.resynced("r1", &log);
+        hub.resynced("r1", &log);
+        tokio::time::sleep(GRACE * 3).await;
+        let asked = store.asked.lock().expect("lock").clone();
+        assert_eq!(asked.len(), 1, "one check per room at a time");
+        assert!(
+            asked[0].0 >= attached + GRACE,
+            "a join may be in flight during the grace"
+        );
+        assert_eq!(
+            asked[0].1,
+            ["ann", "bob"],
+            "connections with a user, once each"
+        );
+        let removed = text(queues[0].try_recv().expect("bob is told"));
+        assert!(removed.contains(r#""event":"member.removed""#), "{removed}");
+        assert!(removed.contains(r#""by":{"id":"system""#), "{removed}");
+        assert!(removed.contains(r#""name":"bob by name""#), "{removed}");
+        assert!(removed.contains(r#""banned_until":5"#), "{removed}");
+        assert!(matches!(queues[0].try_recv(), Ok(Outbound::Removed(r)) if *r == room));
+        assert!(queues[1].try_recv().is_err(), "ann stays, told nothing");
+        assert!(queues[2].try_recv().is_err());
+        assert_eq!(hub.local_count("r1"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_resync_of_a_gone_room_closes_it_for_settled_connections() {
+        let hub = Hub::new(Arc::new(Metrics::new()), GRACE);
+        let room: Arc<str> = Arc::from("r1");
+        let (a, mut ra) = sub(1, Some("ann"));
+        hub.attach(&room, a);
+        let log: Arc<dyn EventLog> = Arc::new(Store {
+            exists: false,
+            gone: &[],
+            asked: Mutex::new(Vec::new()),
+        });
+        hub.resynced("r1", &log);
+        tokio::time::sleep(GRACE * 3).await;
+        let closed = text(ra.try_recv().expect("ann is told"));
+        assert!(closed.contains(r#""event":"room.closed""#), "{closed}");
+        assert!(closed.contains(r#""by":{"id":"system""#), "{closed}");
+        assert!(matches!(ra.try_recv(), Ok(Outbound::Removed(_))));
+        assert_eq!(hub.local_count("r1"), 0);
+    }
+}
