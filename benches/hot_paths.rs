@@ -63,7 +63,7 @@ fn fanout_benches(c: &mut Criterion) {
     let bytes = codec::encode(42, &Event::MessageCreated(message()), 1);
     let mut g = c.benchmark_group("fanout");
     for n in [10usize, 100, 1000] {
-        let hub = Hub::new(Arc::new(Metrics::new()));
+        let hub = Hub::new(Arc::new(Metrics::new()), std::time::Duration::ZERO);
         let room: Arc<str> = Arc::from("5f0c2b9e-1d2a-4c3b-9e8f-7a6b5c4d3e2f");
         let mut receivers = Vec::new();
         for id in 0..n {

@@ -9,7 +9,10 @@
 //!   missed ones are read from the room's event log and delivered first;
 //! - after the subscriber lost a room's channel (a reconnect, a failover, a
 //!   slot moved to another master) and got it back, the room is repaired
-//!   the same way.
+//!   the same way;
+//! - after each repair the sink is told the room was resynced
+//!   (`EventSink::resynced`): the ephemeral events lost meanwhile (a
+//!   removal) are not in the log, so the sink re-checks its connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,10 +137,19 @@ impl RoomTable {
         self.sink.deliver(room, payload);
     }
 
+    /// Repairs a room after a gap or a lost channel: replays its log
+    /// (`replay`), then tells the sink the room was resynced, so it can
+    /// re-check its connections for removals told by the lost ephemeral
+    /// events (which are not in the log).
+    pub(super) async fn repair(&mut self, room: &str) {
+        self.replay(room).await;
+        self.sink.resynced(room, &self.log);
+    }
+
     /// Reads what the room's log holds after the last seq delivered and
     /// delivers it in order. A room that has delivered nothing yet has
-    /// nothing to repair (its clients resume with `since`).
-    pub(super) async fn repair(&mut self, room: &str) {
+    /// nothing to replay (its clients resume with `since`).
+    async fn replay(&mut self, room: &str) {
         let last = self.last_seq(room);
         if last == 0 {
             return;
@@ -184,9 +196,10 @@ mod tests {
 
     use super::*;
     use crate::error::StoreResult;
-    use crate::events::RawReplay;
+    use crate::events::{Presence, RawReplay};
     use crate::model::{Event, Message, MessageKind, User, now_ms, now_us};
 
+    /// Records the seqs delivered, and a resync as seq 0.
     #[derive(Default)]
     struct Recorder(Mutex<Vec<u64>>);
 
@@ -194,6 +207,10 @@ mod tests {
         fn deliver(&self, _room: &str, envelope: &[u8]) {
             let seq = codec::peek_seq(envelope).expect("seq");
             self.0.lock().expect("lock").push(seq);
+        }
+
+        fn resynced(&self, _room: &str, _log: &Arc<dyn EventLog>) {
+            self.0.lock().expect("lock").push(0);
         }
     }
 
@@ -207,6 +224,13 @@ mod tests {
                 envelopes: self.0.iter().skip(since as usize).cloned().collect(),
                 last_seq: self.0.len() as u64,
                 complete: true,
+            })
+        }
+
+        async fn presence(&self, _room: &str, users: &[String]) -> StoreResult<Presence> {
+            Ok(Presence {
+                exists: true,
+                gone: vec![None; users.len()],
             })
         }
     }
@@ -253,20 +277,21 @@ mod tests {
         // delivers everything the log holds after 2, in order (6 included,
         // which is still on its way live).
         table.receive("r", &log[4]).await;
-        assert_eq!(*sink.0.lock().expect("lock"), [3, 4, 5, 6]);
+        assert_eq!(*sink.0.lock().expect("lock"), [3, 4, 5, 6, 0]);
         assert_eq!(table.metrics.gap_repairs.get(), 1);
         assert_eq!(table.metrics.events_repaired.get(), 4);
         // What then arrives live is a duplicate and is dropped.
         table.receive("r", &log[3]).await;
         table.receive("r", &log[5]).await;
-        assert_eq!(*sink.0.lock().expect("lock"), [3, 4, 5, 6]);
+        assert_eq!(*sink.0.lock().expect("lock"), [3, 4, 5, 6, 0]);
     }
 
     #[tokio::test]
     async fn a_lost_channel_is_repaired_for_every_held_room() {
         let (mut table, sink, _log) = table();
         table.repair_all().await;
-        assert_eq!(*sink.0.lock().expect("lock"), [3, 4, 5, 6]);
+        // The replay, then the resync (which the sink re-checks).
+        assert_eq!(*sink.0.lock().expect("lock"), [3, 4, 5, 6, 0]);
         // Events of rooms this node does not hold are ignored.
         table
             .receive(
@@ -274,7 +299,7 @@ mod tests {
                 &codec::encode(9, &Event::MessageCreated(message("x")), 0),
             )
             .await;
-        assert_eq!(sink.0.lock().expect("lock").len(), 4);
+        assert_eq!(sink.0.lock().expect("lock").len(), 5);
     }
 
     #[test]

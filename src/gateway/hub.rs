@@ -20,29 +20,40 @@
 //! frame only to that user's local connections joined to the room, except
 //! that one.
 //!
+//! Removals told late (`resync`): ephemeral events (`member.removed`,
+//! `room.closed`) are not in the room's log, so a node whose pub/sub lost one
+//! would keep a removed user's connections attached. After the bus repairs
+//! a room it calls `EventSink::resynced`; the hub then re-checks its local
+//! connections of the room against the store and removes those that no
+//! longer belong, exactly as if it had received the event (with the system
+//! user as `by`).
+//!
 //! A connection reaches the hub through a `HubListener`, the gateway's
 //! implementation of the services' `Listener`: the services' room
 //! subscription attaches and detaches it, so the order "receive the room's
 //! events, then read the snapshot" is kept in one place.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec;
 use crate::error::close;
-use crate::events::EventSink;
+use crate::events::{EventLog, EventSink};
 use crate::metrics::Metrics;
 use crate::model::{Event, now_us};
 use crate::protocol;
 use crate::service::Listener;
 
 use super::wire;
+
+mod resync;
 
 /// What a connection is asked to send, in order. Kept small (16 bytes):
 /// every connection's queue keeps blocks of 32 slots, so all but the
@@ -173,6 +184,9 @@ enum Audience<'a> {
 struct Recipients {
     /// In no particular order: what the fan-out loop walks.
     subs: Vec<Subscriber>,
+    /// When each of `subs` was attached (same places): a resync re-checks
+    /// only connections whose join cannot still be in flight.
+    attached: Vec<Instant>,
     /// Connection number → its place in `subs`, for O(1) attach and detach.
     index: HashMap<u64, usize>,
 }
@@ -183,6 +197,7 @@ impl Recipients {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(sub.id) {
             slot.insert(self.subs.len());
             self.subs.push(sub);
+            self.attached.push(Instant::now());
         }
     }
 
@@ -192,6 +207,7 @@ impl Recipients {
             return;
         };
         self.subs.swap_remove(at);
+        self.attached.swap_remove(at);
         if let Some(moved) = self.subs.get(at) {
             self.index.insert(moved.id, at);
         }
@@ -208,15 +224,30 @@ pub struct Hub {
     rooms: RwLock<HashMap<Arc<str>, Recipients>>,
     /// Fan-out latency, deliveries, slow consumers.
     metrics: Arc<Metrics>,
+    /// Itself, for the resync checks it spawns.
+    me: Weak<Hub>,
+    /// How long a connection must have been attached before a resync may
+    /// remove it: a join's store call (the Redis timeout) may still be in
+    /// flight before.
+    grace: Duration,
+    /// Bounds the resync checks reading the store at once.
+    checks: Semaphore,
+    /// Rooms with a resync check waiting (one per room at a time).
+    pending: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new(metrics: Arc<Metrics>) -> Hub {
-        Hub {
+    /// An empty hub. `grace`: how long a connection is attached before a
+    /// resync may re-check it (the store timeout).
+    pub fn new(metrics: Arc<Metrics>, grace: Duration) -> Arc<Hub> {
+        Arc::new_cyclic(|me| Hub {
             rooms: RwLock::new(HashMap::new()),
             metrics,
-        }
+            me: me.clone(),
+            grace,
+            checks: Semaphore::new(resync::CONCURRENCY),
+            pending: Mutex::new(HashSet::new()),
+        })
     }
 
     /// Adds a connection to a room's local recipients (idempotent).
@@ -261,14 +292,27 @@ impl EventSink for Hub {
                 .fanout_latency
                 .observe((now - env.published_us) as f64 / 1e6);
         }
-        let frame = wire::text_frame(&protocol::event_frame(room, env.seq, &env.event));
-        let audience = match &env.event {
+        self.fan_out(room, env.seq, &env.event, None);
+    }
+
+    fn resynced(&self, room: &str, log: &Arc<dyn EventLog>) {
+        self.schedule_resync(room, log);
+    }
+}
+
+impl Hub {
+    /// Queues `event` of `room` to its local connections (only those in
+    /// `only`, when given) and applies a removal to them.
+    fn fan_out(&self, room: &str, seq: u64, event: &Event, only: Option<&HashSet<u64>>) {
+        let picked = |sub: &Subscriber| only.is_none_or(|ids| ids.contains(&sub.id));
+        let frame = wire::text_frame(&protocol::event_frame(room, seq, event));
+        let audience = match event {
             Event::Read { user, conn, .. } => Audience::Own { user, except: conn },
             _ => Audience::All,
         };
         // A removal: who of the room's local connections is cut off after
         // this frame (`Some(None)`: everyone, the room is closed).
-        let removed: Option<Option<&str>> = match &env.event {
+        let removed: Option<Option<&str>> = match event {
             Event::MemberRemoved { user, .. } => Some(Some(user.id.as_str())),
             Event::RoomClosed { .. } => Some(None),
             _ => None,
@@ -279,11 +323,14 @@ impl EventSink for Hub {
         };
         let shared = Arc::new(RoomFrame {
             room: key.clone(),
-            seq: env.seq,
+            seq,
             frame,
         });
         let mut delivered = 0u64;
         for sub in &recipients.subs {
+            if !picked(sub) {
+                continue;
+            }
             if let Audience::Own { user, except } = audience
                 && (!sub.is_user(user) || &*sub.conn == except)
             {
@@ -298,7 +345,7 @@ impl EventSink for Hub {
         let cut: Vec<&Subscriber> = recipients
             .subs
             .iter()
-            .filter(|sub| target.is_none_or(|user| sub.is_user(user)))
+            .filter(|sub| picked(sub) && target.is_none_or(|user| sub.is_user(user)))
             .collect();
         if cut.is_empty() {
             return;
@@ -318,9 +365,7 @@ impl EventSink for Hub {
         }
         tracing::debug!(room, user = target.unwrap_or("*"), "removed from the room");
     }
-}
 
-impl Hub {
     /// Queues `frame` to `sub`; 1 when queued. A full queue closes the
     /// slow consumer.
     fn push(&self, sub: &Subscriber, room: &str, frame: &Arc<RoomFrame>) -> u64 {
@@ -395,7 +440,7 @@ mod tests {
 
     #[test]
     fn one_frame_shared_by_every_recipient() {
-        let hub = Hub::new(Arc::new(Metrics::new()));
+        let hub = Hub::new(Arc::new(Metrics::new()), Duration::ZERO);
         let room: Arc<str> = Arc::from("r1");
         let (a, mut ra) = sub(1, 4);
         let (b, mut rb) = sub(2, 4);
@@ -428,7 +473,7 @@ mod tests {
     #[test]
     fn full_queue_closes_the_slow_consumer_only() {
         let metrics = Arc::new(Metrics::new());
-        let hub = Hub::new(metrics.clone());
+        let hub = Hub::new(metrics.clone(), Duration::ZERO);
         let room: Arc<str> = Arc::from("r1");
         let (slow, _keep) = sub(1, 1);
         let (fast, mut rf) = sub(2, 8);
@@ -449,7 +494,7 @@ mod tests {
 
     #[test]
     fn detach_keeps_every_other_recipient() {
-        let hub = Hub::new(Arc::new(Metrics::new()));
+        let hub = Hub::new(Arc::new(Metrics::new()), Duration::ZERO);
         let room: Arc<str> = Arc::from("r1");
         let mut queues = Vec::new();
         for id in 0..6 {
@@ -488,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_read_event_goes_to_the_users_other_connections_only() {
-        let hub = Hub::new(Arc::new(Metrics::new()));
+        let hub = Hub::new(Arc::new(Metrics::new()), Duration::ZERO);
         let room: Arc<str> = Arc::from("r1");
         let mut queues = Vec::new();
         // 0 and 1: Ann (1 sent room.read); 2: Bob; 3: no hello yet.
@@ -529,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_removal_detaches_the_removed_users_connections_only() {
-        let hub = Hub::new(Arc::new(Metrics::new()));
+        let hub = Hub::new(Arc::new(Metrics::new()), Duration::ZERO);
         let room: Arc<str> = Arc::from("r1");
         let (a, mut ra) = sub(1, 8);
         let (b, mut rb) = sub(2, 8);

@@ -87,7 +87,7 @@ impl Gateway {
     /// Builds a node from its configuration.
     pub async fn build(config: Config) -> Result<Gateway, BuildError> {
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(metrics.clone()));
+        let hub = Hub::new(metrics.clone(), config.redis_timeout);
         let admission = Arc::new(tokio::sync::Semaphore::new(config.max_inflight_requests));
         let app = App::build(config, metrics, hub.clone()).await?;
         Ok(Gateway {

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 use crate::codec;
 pub use crate::error::{StoreError, StoreResult};
-use crate::events::RawReplay;
+use crate::events::{EventLog, RawReplay};
 use crate::model::{Event, Message, Room, SeqEvent, User};
 
 pub mod breaker;
@@ -503,6 +503,7 @@ pub trait Store:
     + StoreHealth
     + ModerationStore
     + ReadStore
+    + EventLog
 {
 }
 
@@ -514,7 +515,8 @@ impl<
         + LimitStore
         + StoreHealth
         + ModerationStore
-        + ReadStore,
+        + ReadStore
+        + EventLog,
 > Store for T
 {
 }

@@ -30,6 +30,7 @@ mod reads;
 mod redis_cluster_harness;
 mod redis_cluster_mode;
 mod redis_tls;
+mod resync;
 mod rooms;
 mod store_conformance;
 mod storm;

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::{MemoryStore, trim_expired};
 use crate::error::StoreResult;
-use crate::events::{EventLog, RawReplay};
+use crate::events::{EventLog, Presence, RawReplay};
 
 #[async_trait]
 impl EventLog for MemoryStore {
@@ -33,5 +33,21 @@ impl EventLog for MemoryStore {
             last_seq,
             complete,
         })
+    }
+
+    async fn presence(&self, room: &str, users: &[String]) -> StoreResult<Presence> {
+        let now = self.now();
+        let st = self.state();
+        let Some(rs) = st.rooms.get(room) else {
+            return Ok(Presence {
+                exists: false,
+                gone: vec![Some(None); users.len()],
+            });
+        };
+        let gone = users
+            .iter()
+            .map(|u| (!rs.members.contains_key(u)).then(|| rs.moderation.ban(u, now).cloned()))
+            .collect();
+        Ok(Presence { exists: true, gone })
     }
 }

@@ -43,6 +43,11 @@ impl Moderation {
         }
     }
 
+    /// `user`'s ban, if one holds at `now`.
+    pub(super) fn ban(&self, user: &str, now: u64) -> Option<&BanRecord> {
+        self.bans.get(user).filter(|ban| ban.holds(now))
+    }
+
     /// Until when `user` is muted, if muted at `now`.
     pub(super) fn muted_until(&self, user: &str, now: u64) -> Option<u64> {
         self.mutes.get(user).copied().filter(|until| *until > now)

@@ -14,8 +14,8 @@ use super::scripts::{
 };
 use crate::codec;
 use crate::error::{StoreError, StoreResult};
-use crate::events::{EventLog, RawReplay};
-use crate::model::{Event, Message, now_ms, now_us};
+use crate::events::{EventLog, Presence, RawReplay};
+use crate::model::{BanRecord, Event, Message, now_ms, now_us};
 use crate::store::{
     AppendOutcome, HistoryPage, MessageStore, ReplaceOutcome, Replay, ScanCap, StoredMessage,
 };
@@ -452,5 +452,44 @@ impl EventLog for RedisStore {
             last_seq,
             complete,
         })
+    }
+    async fn presence(&self, room: &str, users: &[String]) -> StoreResult<Presence> {
+        if users.is_empty() {
+            return Ok(Presence {
+                exists: true,
+                gone: Vec::new(),
+            });
+        }
+        self.idempotent(|| async move {
+            let k = self.k();
+            let mut c = self.conn().await?;
+            // One slot: the room's hash, members and bans share its tag.
+            let mut pipe = redis::pipe();
+            pipe.cmd("EXISTS")
+                .arg(k.room(room))
+                .cmd("HMGET")
+                .arg(k.room_members(room))
+                .arg(users)
+                .cmd("HMGET")
+                .arg(k.bans(room))
+                .arg(users);
+            let (exists, members, bans): (bool, Vec<Option<String>>, Vec<Option<String>>) =
+                self.timed("presence", pipe.query_async(&mut c)).await?;
+            let now = now_ms();
+            let gone = (0..users.len())
+                .map(|i| {
+                    if members.get(i).is_some_and(Option::is_some) {
+                        return Ok(None);
+                    }
+                    let ban = match bans.get(i).and_then(Option::as_deref) {
+                        Some(raw) => Some(serde_json::from_str::<BanRecord>(raw).map_err(corrupt)?),
+                        None => None,
+                    };
+                    Ok(Some(ban.filter(|b| b.holds(now))))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(Presence { exists, gone })
+        })
+        .await
     }
 }

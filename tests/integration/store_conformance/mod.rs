@@ -398,6 +398,7 @@ conformance! {
     unmute_and_unban_refusals(1000, HOUR);
     big_room_kick_and_ban(1000, HOUR);
     ban_listing_is_bounded(1000, HOUR);
+    presence_for_a_resync(1000, HOUR);
     replace_after_close(1000, HOUR);
     retry_after_mute(1000, HOUR);
     read_positions(1000, HOUR);

@@ -506,3 +506,56 @@ pub(super) async fn retry_after_mute(t: &Engine) {
         .expect("exists");
     assert_eq!(after.last_seq, before.last_seq, "nothing was written");
 }
+
+/// `EventLog::presence`, what a node re-checks after a pub/sub loss: which
+/// users are no longer participants (with their ban), and whether the room
+/// is gone.
+pub(super) async fn presence_for_a_resync(t: &Engine) {
+    use huddle::events::{EventLog, Presence};
+    let store = t.store.as_ref();
+    let (ann, bob, cat, zed) = (user("ann"), user("bob"), user("cat"), user("zed"));
+    create(store, &room("r-pres", "PRS222", 50, false), &ann, "a1").await;
+    join_ok(store, "r-pres", &bob, "b1").await;
+    join_ok(store, "r-pres", &cat, "c1").await;
+    let ids: Vec<String> = [&ann, &bob, &cat, &zed]
+        .iter()
+        .map(|u| u.id.clone())
+        .collect();
+    assert_eq!(
+        EventLog::presence(store, "r-pres", &ids)
+            .await
+            .expect("presence"),
+        Presence {
+            exists: true,
+            gone: vec![None, None, None, Some(None)],
+        },
+        "zed never joined"
+    );
+    // Bob kicked, cat banned for good.
+    remove(store, "r-pres", &ann, &bob, None).await;
+    remove(store, "r-pres", &ann, &cat, Some(-1)).await;
+    let after = EventLog::presence(store, "r-pres", &ids)
+        .await
+        .expect("presence");
+    assert!(after.exists);
+    assert_eq!(after.gone[0], None, "the owner stays");
+    assert_eq!(after.gone[1], Some(None), "kicked, no ban");
+    let Some(Some(ban)) = &after.gone[2] else {
+        panic!("cat is banned: {after:?}")
+    };
+    assert_eq!(
+        (&ban.user, ban.until, &ban.by.id),
+        (&cat, -1, &ann.id),
+        "{ban:?}"
+    );
+    assert_eq!(after.gone[3], Some(None));
+    // Closed: the room is gone.
+    store
+        .close_by_owner("r-pres", &ann.id, &Event::RoomClosed { by: ann.clone() })
+        .await
+        .expect("close");
+    let closed = EventLog::presence(store, "r-pres", &ids)
+        .await
+        .expect("presence");
+    assert!(!closed.exists, "{closed:?}");
+}
