@@ -96,16 +96,16 @@ impl ReadStore for RedisStore {
                 seq,
             };
             let mut c = self.conn().await?;
-            Ok(
-                match self
-                    .script(&mut c, "room_read", &self.inner.scripts.read, &args)
-                    .await?
-                {
-                    MarkReadReply::Read(read_seq, moved) => ReadOutcome::Read { read_seq, moved },
-                    MarkReadReply::NoRoom => ReadOutcome::NoRoom,
-                    MarkReadReply::NotMember => ReadOutcome::NotMember,
-                },
-            )
+            // With replica acknowledgements, `ok` means the replicas have it.
+            let (reply, acks) = self
+                .invoke_durable(&mut c, "room_read", &self.inner.scripts.read, &args)
+                .await?;
+            self.acked(acks)?;
+            Ok(match MarkReadReply::parse(reply)? {
+                MarkReadReply::Read(read_seq, moved) => ReadOutcome::Read { read_seq, moved },
+                MarkReadReply::NoRoom => ReadOutcome::NoRoom,
+                MarkReadReply::NotMember => ReadOutcome::NotMember,
+            })
         })
         .await
     }

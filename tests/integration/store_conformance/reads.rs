@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use huddle::model::{Event, Message, Role};
-use huddle::store::{ModOutcome, MyRoom, ReadOutcome, ReceiptsOutcome, Store};
+use huddle::store::{ModOutcome, MyRoom, ReadOutcome, ReceiptsOutcome, Store, StoreError};
 
 use super::*;
 
@@ -411,4 +411,79 @@ pub(super) async fn owner_close_forgets_read_state(t: &Engine) {
         3,
         "only the new room's messages count"
     );
+}
+
+/// With replica acknowledgements on one Redis: `room.read` waits for the
+/// replica like every durable write (with the only replica gone it is
+/// `Unconfirmed`), and a send the replicas did not confirm moves its
+/// author's position without showing it: `room.mine` and receipts stop at
+/// the seq readers may see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_read_state_waits_for_replicas() {
+    let redis = RedisServer::start().await;
+    let mut replica = redis.start_replica().await;
+    let store = RedisStore::connect_single(
+        &redis.url(),
+        4,
+        ConnMode::Shared,
+        RedisOptions {
+            timeout: Duration::from_millis(600),
+            keys: Keys::new("t:"),
+            settings: settings(1000, Duration::from_secs(3600)),
+            metrics: Arc::new(Metrics::new()),
+            replica_acks: 1,
+        },
+    )
+    .expect("redis store");
+    let store: &dyn Store = &store;
+    let (ann, bob) = (user("ann"), user("bob"));
+    create(store, &room("r-racks", "RAK222", 50, false), &ann, "a1").await;
+    store
+        .remember_room(&ann.id, "r-racks", now_ms())
+        .await
+        .expect("index");
+    join(store, "r-racks", &bob).await;
+    // Every script is loaded while the replica confirms (a first use after
+    // it is gone waits twice, for NOSCRIPT and again, and times out).
+    appended(send(store, "r-racks", &ann, "confirmed", None).await);
+    store.mark_read("r-racks", &bob.id, 1).await.expect("read");
+    store.my_rooms(&ann.id, 10).await.expect("mine");
+    store.receipts("r-racks", &ann.id).await.expect("receipts");
+    let visible = store
+        .room("r-racks")
+        .await
+        .expect("room")
+        .expect("exists")
+        .last_seq;
+    replica.kill();
+    let read = store.mark_read("r-racks", &bob.id, visible).await;
+    assert!(
+        matches!(read, Err(StoreError::Unconfirmed(_))),
+        "room.read waits for the replica: {read:?}"
+    );
+    let sent = store
+        .append(
+            &msg("r-racks", &ann, MessageKind::Text, "unconfirmed"),
+            None,
+        )
+        .await;
+    assert!(
+        matches!(sent, Err(StoreError::Unconfirmed(_))),
+        "the send is not confirmed: {sent:?}"
+    );
+    let mine = store.my_rooms(&ann.id, 10).await.expect("mine");
+    let r = mine
+        .iter()
+        .find(|m| m.room.id == "r-racks")
+        .expect("listed");
+    assert_eq!(r.room.last_seq, visible, "readers see nothing new");
+    assert_eq!(r.read_seq, visible, "the author's position stops there");
+    match store.receipts("r-racks", &ann.id).await.expect("receipts") {
+        ReceiptsOutcome::Reads(reads) => {
+            for (u, seq) in reads {
+                assert!(seq <= visible, "{} at {seq}, past {visible}", u.id);
+            }
+        }
+        other => panic!("receipts: {other:?}"),
+    }
 }

@@ -11,8 +11,10 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {'gone'} end
 trim_expired(KEYS[6], KEYS[7], ARGV[2], 100, KEYS[4])
-local read = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 local upto = visible_seq(KEYS[1])
+-- A send moves its author's position before replicas confirm it (with
+-- acknowledgements on): never show a position past what readers may see.
+local read = math.min(tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'), upto)
 local unread = 0
 if upto > read then unread = redis.call('ZCOUNT', KEYS[4], '(' .. read, upto) end
 local moderator = 0

@@ -17,7 +17,10 @@ for i = 1, #all, 2 do
 end
 if #ids == 0 then return {'ok', users, {}} end
 local reads = redis.call('HMGET', KEYS[3], unpack(ids))
+-- Capped at what readers may see (a send moves its author's position
+-- before replicas confirm it, with acknowledgements on).
+local upto = visible_seq(KEYS[1])
 for i = 1, #reads do
-  if not reads[i] then reads[i] = '0' end
+  reads[i] = tostring(math.min(tonumber(reads[i] or '0'), upto))
 end
 return {'ok', users, reads}

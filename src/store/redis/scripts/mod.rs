@@ -140,7 +140,7 @@ impl Scripts {
             changes: Script::new(include_str!("../lua/changes.lua")),
             read: with_common(include_str!("../lua/read.lua")),
             mine: with_common(include_str!("../lua/mine.lua")),
-            receipts: Script::new(include_str!("../lua/receipts.lua")),
+            receipts: with_common(include_str!("../lua/receipts.lua")),
             moderation: moderation::ModScripts::new(&header, COMMON, GUARD),
         }
     }
