@@ -217,9 +217,13 @@ async fn receipts_and_refusals_change_nothing() {
     for req in [
         json!({"type": "room.read", "room": rid, "seq": -1}),
         json!({"type": "room.read", "room": rid, "seq": "x"}),
+        json!({"type": "room.read", "room": rid, "seq": 1.5}),
+        json!({"type": "room.read", "room": rid, "seq": "1"}),
         json!({"type": "room.read", "room": rid}),
         json!({"type": "room.mine", "limit": 0}),
         json!({"type": "room.mine", "limit": 201}),
+        json!({"type": "room.mine", "limit": 2.5}),
+        json!({"type": "room.mine", "limit": "5"}),
         json!({"type": "room.read", "room": "a}b", "seq": 1}),
     ] {
         bob.expect_err(req, "bad_request").await;
