@@ -144,6 +144,25 @@ async fn send(
         .expect("append")
 }
 
+/// A store on one Redis (with a replica started by the caller) that waits
+/// for one replica's acknowledgement, with a short timeout: the tests that
+/// kill the replica and expect `Unconfirmed`.
+fn acks_store(redis: &RedisServer) -> RedisStore {
+    RedisStore::connect_single(
+        &redis.url(),
+        4,
+        ConnMode::Shared,
+        RedisOptions {
+            timeout: Duration::from_millis(600),
+            keys: Keys::new("t:"),
+            settings: settings(1000, Duration::from_secs(3600)),
+            metrics: Arc::new(Metrics::new()),
+            replica_acks: 1,
+        },
+    )
+    .expect("redis store")
+}
+
 fn appended(o: AppendOutcome) -> Message {
     match o {
         AppendOutcome::Appended(m) => m,

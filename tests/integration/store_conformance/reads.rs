@@ -422,19 +422,7 @@ pub(super) async fn owner_close_forgets_read_state(t: &Engine) {
 async fn redis_read_state_waits_for_replicas() {
     let redis = RedisServer::start().await;
     let mut replica = redis.start_replica().await;
-    let store = RedisStore::connect_single(
-        &redis.url(),
-        4,
-        ConnMode::Shared,
-        RedisOptions {
-            timeout: Duration::from_millis(600),
-            keys: Keys::new("t:"),
-            settings: settings(1000, Duration::from_secs(3600)),
-            metrics: Arc::new(Metrics::new()),
-            replica_acks: 1,
-        },
-    )
-    .expect("redis store");
+    let store = acks_store(&redis);
     let store: &dyn Store = &store;
     let (ann, bob) = (user("ann"), user("bob"));
     create(store, &room("r-racks", "RAK222", 50, false), &ann, "a1").await;
