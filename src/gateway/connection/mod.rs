@@ -346,7 +346,8 @@ impl Connection {
                     if let Some(code) = quiet.expired(said_hello, tokio::time::Instant::now()) {
                         return self.closed_for_quiet(code);
                     }
-                    idle.as_mut().reset(quiet.next(said_hello));
+                    // Otherwise it was the typing lapse, handled below; the
+                    // loop's top sets the timer again.
                 }
                 if reading && !self.drained && drain.as_mut().now_or_never().is_some() {
                     reading = false;
@@ -376,8 +377,8 @@ impl Connection {
             match step {
                 Step::Killed => return self.kill.code().unwrap_or(close::NORMAL),
                 Step::Read(next) => {
+                    // The loop's top moves the timer to the new deadline.
                     quiet.heard(tokio::time::Instant::now());
-                    idle.as_mut().reset(quiet.next(self.user.is_some()));
                     // tungstenite answers pings and closes on its next write:
                     // make it now, then send what it wrote.
                     if matches!(next, Some(Ok(WsMessage::Ping(_) | WsMessage::Close(_)))) {
