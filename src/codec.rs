@@ -15,6 +15,14 @@
 //! on decode; `MessageUpdated`/`MessageDeleted` bodies carry the message's own
 //! creation seq while the header carries the event's seq.
 //!
+//! A user channel (`user_events:{U}`) carries events of any room, so its
+//! messages name the room before the envelope (`address`, `unaddress`):
+//!
+//! ```text
+//! bytes 0..2    room id length, u16 big-endian
+//! bytes 2..     room id (UTF-8), then the envelope above
+//! ```
+//!
 //! The same bytes are published on `events:{R}`, kept in `room_events:{R}` and
 //! stored as the latest state of a message in `message:{R}:M`. This module is
 //! the only place that knows bincode, so the body format can be swapped (bump
@@ -137,6 +145,33 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
     })
 }
 
+/// Prefixes `envelope` with the room it belongs to, for a user channel.
+/// Room ids are short (the protocol bounds them far below 64 KiB); a longer
+/// one is a bug.
+pub fn address(room: &str, envelope: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(room.len()).expect("room ids are far shorter than 64 KiB");
+    let mut out = Vec::with_capacity(2 + room.len() + envelope.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(room.as_bytes());
+    out.extend_from_slice(envelope);
+    out
+}
+
+/// Splits a user channel's message into its room and envelope.
+pub fn unaddress(bytes: &[u8]) -> Result<(&str, &[u8]), CodecError> {
+    let (len, rest) = bytes
+        .split_first_chunk::<2>()
+        .ok_or(CodecError::Truncated(bytes.len()))?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if rest.len() < len {
+        return Err(CodecError::Truncated(bytes.len()));
+    }
+    let (room, envelope) = rest.split_at(len);
+    let room = std::str::from_utf8(room)
+        .map_err(|_| CodecError::Body("the room id is not UTF-8".into()))?;
+    Ok((room, envelope))
+}
+
 /// Decodes a stored message record (the envelope of its latest event).
 pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
     match decode(bytes)?.event {
@@ -189,6 +224,26 @@ mod tests {
         assert_eq!(env.seq, 50);
         assert_eq!(env.event.message().map(|m| m.seq), Some(42));
         assert_eq!(decode_message(&bytes).expect("message").seq, 42);
+    }
+
+    #[test]
+    fn an_addressed_envelope_names_its_room() {
+        let ev = Event::Read {
+            user: "u1".into(),
+            conn: "c1".into(),
+            read_seq: 9,
+        };
+        let env = encode(0, &ev, 5);
+        let bytes = address("röom", &env);
+        let (room, inner) = unaddress(&bytes).expect("splits");
+        assert_eq!(room, "röom");
+        assert_eq!(decode(inner).expect("decodes").event, ev);
+        assert!(matches!(unaddress(&[0]), Err(CodecError::Truncated(1))));
+        assert!(matches!(
+            unaddress(&[0, 9, b'a']),
+            Err(CodecError::Truncated(3))
+        ));
+        assert!(matches!(unaddress(&[0, 1, 0xff]), Err(CodecError::Body(_))));
     }
 
     #[test]

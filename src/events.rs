@@ -1,6 +1,7 @@
 //! The two seams between the store, the bus and the gateway's fan-out.
 //!
-//! - `EventSink`: where a node's received room events go. The gateway's hub
+//! - `EventSink`: where a node's received room events go, and the events
+//!   addressed to one user's connections. The gateway's hub
 //!   implements it; the memory engine (which publishes durable events itself)
 //!   and the buses deliver to it.
 //! - `EventLog`: a room's durable event log, read raw. The Redis bus uses it
@@ -28,6 +29,14 @@ pub trait EventSink: Send + Sync {
     /// Delivers one envelope (`crate::codec`) of `room` to local connections.
     /// Called in seq order per room; must not block.
     fn deliver(&self, room: &str, envelope: &[u8]);
+
+    /// Delivers one envelope of `room` addressed to `user`'s local
+    /// connections, whatever rooms they joined (a `read` event, from the
+    /// user's channel). Must not block. Default: nothing (a sink with no
+    /// connections of its own, as in tests).
+    fn deliver_to_user(&self, user: &str, room: &str, envelope: &[u8]) {
+        let _ = (user, room, envelope);
+    }
 
     /// Says `room` was repaired or subscribed again after pub/sub lost it:
     /// ephemeral events of that time are lost, so the sink may re-check its

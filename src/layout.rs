@@ -46,6 +46,12 @@
 //! to the room's slot, so a room's events travel only inside the shard that
 //! owns the room, and the scripts may publish it next to the room's keys.
 //!
+//! Channel: `user_events:{U}` per user, carrying a room id and an envelope
+//! (`crate::codec::address`): events for one user's connections whatever
+//! rooms they joined (the `read` event). A node subscribes it while it holds
+//! a connection of the user; on a cluster it is a shard channel in the
+//! user's slot.
+//!
 //! ## The room index and Redis Cluster
 //!
 //! The room index (`active_rooms`, `public_rooms`) is the only sorted set
@@ -278,6 +284,17 @@ impl Keys {
     pub fn channel(&self, room: &str) -> String {
         format!("{}events:{{{room}}}", self.prefix)
     }
+    /// A user's pub/sub channel, `user_events:{U}`.
+    pub fn user_channel(&self, user: &str) -> String {
+        format!("{}user_events:{{{user}}}", self.prefix)
+    }
+    /// The user id of a user channel name, if it is one of ours.
+    pub fn user_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("user_events:{")?
+            .strip_suffix('}')
+    }
     /// The room id of a channel name, if it is one of ours.
     pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel
@@ -371,5 +388,11 @@ mod tests {
         assert_eq!(k.room_of_channel(&ch), Some("abc"));
         assert_eq!(k.room_of_channel("other:events:{abc}"), None);
         assert_eq!(k.room_of_channel("t1:room:{abc}"), None);
+        let user = k.user_channel("u-1");
+        assert_eq!(user, "t1:user_events:{u-1}");
+        assert_eq!(hash_tag(&user), Some("u-1"), "hashed by the user");
+        assert_eq!(k.user_of_channel(&user), Some("u-1"));
+        assert_eq!(k.room_of_channel(&user), None, "not a room's");
+        assert_eq!(k.user_of_channel(&ch), None, "not a user's");
     }
 }

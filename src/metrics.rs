@@ -86,6 +86,9 @@ pub struct Metrics {
     pub redis_pool: Family<StateLabel, Gauge>,
     /// Room channels this node is subscribed to.
     pub pubsub_channels: Gauge,
+    /// User channels this node is subscribed to (one per user with a
+    /// connection here).
+    pub pubsub_user_channels: Gauge,
     /// Pub/sub reconnections.
     pub pubsub_reconnects: Counter,
     /// Gap repairs run (seq jump or reconnect).
@@ -136,6 +139,7 @@ impl Metrics {
             redis_latency_seconds: Family::new_with_constructor(latency_histogram),
             redis_pool: Family::default(),
             pubsub_channels: Gauge::default(),
+            pubsub_user_channels: Gauge::default(),
             pubsub_reconnects: Counter::default(),
             gap_repairs: Counter::default(),
             redis_unconfirmed: Counter::default(),
@@ -196,6 +200,11 @@ impl Metrics {
             "pubsub_channels",
             "Room channels subscribed by this node",
             m.pubsub_channels.clone(),
+        );
+        registry.register(
+            "pubsub_user_channels",
+            "User channels subscribed by this node (users with a connection here)",
+            m.pubsub_user_channels.clone(),
         );
         registry.register(
             "pubsub_reconnects",

@@ -9,6 +9,10 @@
 //! (the gateway's hub), which decodes it once and fans the rendered frame
 //! out.
 //!
+//! Events addressed to one user (a `read` event, for the user's connections
+//! whatever rooms they joined) go on the user's channel instead, which a
+//! node subscribes while it holds a connection of the user (`users`).
+//!
 //! Engines: `MemoryBus` (one node: publish is a local delivery),
 //! `RedisBus` (per-room channels on one dedicated pub/sub connection that
 //! heals itself) and `ShardedBus` (a Redis Cluster: per-room shard
@@ -28,6 +32,7 @@ use crate::model::{Event, now_us};
 pub(crate) mod redis;
 pub(crate) mod sharded;
 mod table;
+mod users;
 
 pub(crate) use self::redis::RedisBus;
 pub(crate) use self::sharded::ShardedBus;
@@ -37,6 +42,19 @@ pub(crate) use self::sharded::ShardedBus;
 pub(crate) trait EventBus: Send + Sync {
     /// Publishes an ephemeral event to every node.
     async fn publish(&self, room: &str, event: &Event) -> StoreResult<()>;
+
+    /// Publishes an ephemeral event of `room` to `user`'s connections on
+    /// every node (the user's channel). Best effort: a node that has just
+    /// taken its hold may not receive it yet.
+    async fn publish_to_user(&self, user: &str, room: &str, event: &Event) -> StoreResult<()>;
+
+    /// Takes one hold on `user`'s channel. Returns once the request is
+    /// queued, not once the channel is subscribed (see `users`). Every
+    /// `hold_user` is paired with a `release_user`.
+    async fn hold_user(&self, user: &str);
+
+    /// Releases one hold on `user`'s channel.
+    async fn release_user(&self, user: &str);
 
     /// Takes one hold on the room's channel; returns once this node receives
     /// the room's events. Every `subscribe` is paired with an `unsubscribe`.
@@ -67,6 +85,16 @@ impl EventBus for MemoryBus {
         self.sink.deliver(room, &codec::encode(0, event, now_us()));
         Ok(())
     }
+
+    async fn publish_to_user(&self, user: &str, room: &str, event: &Event) -> StoreResult<()> {
+        self.sink
+            .deliver_to_user(user, room, &codec::encode(0, event, now_us()));
+        Ok(())
+    }
+
+    async fn hold_user(&self, _user: &str) {}
+
+    async fn release_user(&self, _user: &str) {}
 
     async fn subscribe(&self, _room: &str) -> StoreResult<()> {
         Ok(())

@@ -9,6 +9,12 @@
 //! exponential backoff (`backon`), subscribes every held room again, and
 //! repairs each room from its log.
 //!
+//! The same task and connection hold the node's user channels
+//! (`super::users`): their commands come on a queue of their own, taken in
+//! batches, one `SUBSCRIBE`/`UNSUBSCRIBE` of many channels each, and after
+//! the rooms' (a join waits for its room's subscription; nobody waits for a
+//! user's).
+//!
 //! Ephemeral events are published with `PUBLISH` on a self-reconnecting
 //! multiplexed connection handed in by the caller: the store's shared
 //! connection, so publishing and commands share one connection.
@@ -26,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::EventBus;
 use super::table::RoomTable;
+use super::users::{self, UserCommand, UserHolds};
 use crate::codec;
 use crate::error::{StoreError, StoreResult};
 use crate::events::{EventLog, EventSink};
@@ -45,6 +52,8 @@ pub(super) enum Command {
 pub(crate) struct RedisBus {
     /// Subscribe and unsubscribe requests to the subscriber task.
     commands: mpsc::Sender<Command>,
+    /// User channel holds and releases to the subscriber task.
+    users: mpsc::Sender<UserCommand>,
     /// The connection `PUBLISH` goes on; it connects on first use and
     /// reconnects by itself, so a node starts (not ready) while Redis is down.
     publisher: ConnectionManager,
@@ -65,6 +74,8 @@ struct Subscriber {
     healthy: Arc<AtomicBool>,
     /// The held rooms.
     rooms: RoomTable,
+    /// The held user channels.
+    users: UserHolds,
 }
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -89,17 +100,20 @@ impl RedisBus {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let healthy = Arc::new(AtomicBool::new(false));
         let (commands, rx) = mpsc::channel(1024);
+        let (users, users_rx) = mpsc::channel(users::QUEUE);
         let subscriber = Subscriber {
             client,
             keys: keys.clone(),
             timeout,
             metrics: metrics.clone(),
             healthy: healthy.clone(),
-            rooms: RoomTable::new(sink, log, metrics),
+            rooms: RoomTable::new(sink.clone(), log, metrics.clone()),
+            users: UserHolds::new(sink, metrics),
         };
-        tokio::spawn(subscriber.run(rx, stop));
+        tokio::spawn(subscriber.run(rx, users_rx, stop));
         Ok(RedisBus {
             commands,
+            users,
             publisher,
             keys,
             timeout,
@@ -116,10 +130,30 @@ impl EventBus for RedisBus {
             &mut conn,
             "PUBLISH",
             &self.keys.channel(room),
-            event,
+            codec::encode(0, event, now_us()),
             self.timeout,
         )
         .await
+    }
+
+    async fn publish_to_user(&self, user: &str, room: &str, event: &Event) -> StoreResult<()> {
+        let mut conn = self.publisher.clone();
+        publish_on(
+            &mut conn,
+            "PUBLISH",
+            &self.keys.user_channel(user),
+            users::payload(room, event),
+            self.timeout,
+        )
+        .await
+    }
+
+    async fn hold_user(&self, user: &str) {
+        users::request(&self.users, UserCommand::Hold(user.to_owned())).await;
+    }
+
+    async fn release_user(&self, user: &str) {
+        users::request(&self.users, UserCommand::Release(user.to_owned())).await;
     }
 
     async fn subscribe(&self, room: &str) -> StoreResult<()> {
@@ -135,16 +169,16 @@ impl EventBus for RedisBus {
     }
 }
 
-/// Publishes an ephemeral event on `channel` with `verb` (`PUBLISH`, or
-/// `SPUBLISH` on a cluster), within `timeout`.
+/// Publishes `payload` (an envelope, or an addressed one on a user
+/// channel) on `channel` with `verb` (`PUBLISH`, or `SPUBLISH` on a
+/// cluster), within `timeout`.
 pub(super) async fn publish_on(
     conn: &mut impl redis::aio::ConnectionLike,
     verb: &str,
     channel: &str,
-    event: &Event,
+    payload: Vec<u8>,
     timeout: Duration,
 ) -> StoreResult<()> {
-    let payload = codec::encode(0, event, now_us());
     match tokio::time::timeout(
         timeout,
         redis::cmd(verb)
@@ -209,7 +243,12 @@ enum Exit {
 }
 
 impl Subscriber {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut user_cmds: mpsc::Receiver<UserCommand>,
+        stop: CancellationToken,
+    ) {
         let mut attempt: u32 = 0;
         let mut backoff = reconnect_backoff();
         let mut reconnecting = false;
@@ -229,7 +268,10 @@ impl Subscriber {
                     if reconnecting {
                         self.rooms.repair_all().await;
                     }
-                    match self.serve(sink, stream, &mut commands, &stop).await {
+                    match self
+                        .serve(sink, stream, &mut commands, &mut user_cmds, &stop)
+                        .await
+                    {
                         Exit::Stop => return,
                         Exit::Reconnect => {}
                     }
@@ -242,6 +284,11 @@ impl Subscriber {
                     // Answer waiting subscribers instead of leaving them hanging.
                     while let Ok(cmd) = commands.try_recv() {
                         self.apply_offline(cmd);
+                    }
+                    // User holds are counted; `connect` subscribes them.
+                    while let Ok(cmd) = user_cmds.try_recv() {
+                        let cmds = users::batch(cmd, &mut user_cmds);
+                        self.users.apply(cmds);
                     }
                 }
             }
@@ -275,12 +322,13 @@ impl Subscriber {
             .map_err(|_| unavailable("pub/sub connect timed out"))?
             .map_err(unavailable)?;
         let (mut sink, stream) = pubsub.split();
-        let channels: Vec<String> = self
-            .rooms
+        let rooms = self.rooms.held().into_iter().map(|r| self.keys.channel(&r));
+        let users = self
+            .users
             .held()
-            .iter()
-            .map(|r| self.keys.channel(r))
-            .collect();
+            .into_iter()
+            .map(|u| self.keys.user_channel(&u));
+        let channels: Vec<String> = rooms.chain(users).collect();
         if !channels.is_empty() {
             tokio::time::timeout(self.timeout, sink.subscribe(&channels))
                 .await
@@ -295,6 +343,7 @@ impl Subscriber {
         mut sink: PubSubSink,
         mut stream: redis::aio::PubSubStream,
         commands: &mut mpsc::Receiver<Command>,
+        user_cmds: &mut mpsc::Receiver<UserCommand>,
         stop: &CancellationToken,
     ) -> Exit {
         loop {
@@ -303,11 +352,12 @@ impl Subscriber {
                 _ = stop.cancelled() => return Exit::Stop,
                 msg = stream.next() => {
                     let Some(msg) = msg else { return Exit::Reconnect };
-                    let channel = msg.get_channel_name().to_owned();
-                    let Some(room) = self.keys.room_of_channel(&channel).map(str::to_owned) else {
-                        continue;
-                    };
-                    self.rooms.receive(&room, msg.get_payload_bytes()).await;
+                    let channel = msg.get_channel_name();
+                    if let Some(room) = self.keys.room_of_channel(channel).map(str::to_owned) {
+                        self.rooms.receive(&room, msg.get_payload_bytes()).await;
+                    } else if let Some(user) = self.keys.user_of_channel(channel) {
+                        self.users.receive(user, msg.get_payload_bytes());
+                    }
                 }
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return Exit::Stop };
@@ -315,8 +365,44 @@ impl Subscriber {
                         return Exit::Reconnect;
                     }
                 }
+                cmd = user_cmds.recv() => {
+                    let Some(cmd) = cmd else { return Exit::Stop };
+                    let cmds = users::batch(cmd, user_cmds);
+                    if !self.apply_users(&mut sink, cmds).await {
+                        return Exit::Reconnect;
+                    }
+                }
             }
         }
+    }
+
+    /// Applies a batch of user commands on a live connection: one
+    /// `SUBSCRIBE` and one `UNSUBSCRIBE` of the net change; false when the
+    /// connection failed (`connect` subscribes every held user again).
+    async fn apply_users(&mut self, sink: &mut PubSubSink, cmds: Vec<UserCommand>) -> bool {
+        let changes = self.users.apply(cmds);
+        let channels = |users: &[String]| -> Vec<String> {
+            users.iter().map(|u| self.keys.user_channel(u)).collect()
+        };
+        let (subscribe, unsubscribe) =
+            (channels(&changes.subscribe), channels(&changes.unsubscribe));
+        if !subscribe.is_empty()
+            && !matches!(
+                tokio::time::timeout(self.timeout, sink.subscribe(&subscribe)).await,
+                Ok(Ok(()))
+            )
+        {
+            return false;
+        }
+        if !unsubscribe.is_empty()
+            && !matches!(
+                tokio::time::timeout(self.timeout, sink.unsubscribe(&unsubscribe)).await,
+                Ok(Ok(()))
+            )
+        {
+            return false;
+        }
+        true
     }
 
     /// Applies a command on a live connection; false when the connection failed.

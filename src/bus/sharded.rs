@@ -21,6 +21,12 @@
 //! - a connection to any master dropped (a failover, a restart): every held
 //!   room is stale, since which rooms lived there is not known here.
 //!
+//! User channels (`super::users`) are shard channels too, in the user's
+//! slot. Their holds arrive on a queue of their own and are applied in
+//! batches, each user's channel subscribed concurrently with the others; a
+//! user channel lost like a room's is subscribed again, without repair
+//! (what it carries is best effort).
+//!
 //! Stale rooms are subscribed again with jittered exponential backoff until
 //! the cluster answers (a failover takes the cluster about
 //! `cluster-node-timeout` plus an election).
@@ -43,11 +49,13 @@ use super::redis::{
     Command, RECONNECT_MAX, publish_on, reconnect_backoff, release_hold, request_hold, unavailable,
 };
 use super::table::RoomTable;
+use super::users::{self, UserCommand, UserHolds};
+use crate::codec;
 use crate::error::StoreResult;
 use crate::events::{EventLog, EventSink};
 use crate::layout::Keys;
 use crate::metrics::Metrics;
-use crate::model::Event;
+use crate::model::{Event, now_us};
 
 /// Channels subscribed again at once while healing.
 const RESUBSCRIBE_CONCURRENCY: usize = 64;
@@ -56,6 +64,8 @@ const RESUBSCRIBE_CONCURRENCY: usize = 64;
 pub(crate) struct ShardedBus {
     /// Subscribe and unsubscribe requests to the subscriber task.
     commands: mpsc::Sender<Command>,
+    /// User channel holds and releases to the subscriber task.
+    users: mpsc::Sender<UserCommand>,
     /// The store's cluster connection, on which `SPUBLISH` goes.
     publisher: ClusterConnection,
     /// Channel names.
@@ -79,6 +89,11 @@ struct Subscriber {
     /// Held rooms whose channel may have been lost: subscribed again and
     /// repaired by `heal`.
     stale: HashSet<String>,
+    /// The held user channels.
+    users: UserHolds,
+    /// Held users whose channel may have been lost or was not subscribed:
+    /// subscribed again by `heal`.
+    stale_users: HashSet<String>,
 }
 
 impl ShardedBus {
@@ -100,18 +115,22 @@ impl ShardedBus {
     ) -> ShardedBus {
         let healthy = Arc::new(AtomicBool::new(false));
         let (commands, rx) = mpsc::channel(1024);
+        let (users, users_rx) = mpsc::channel(users::QUEUE);
         let subscriber = Subscriber {
             client,
             keys: keys.clone(),
             timeout,
             metrics: metrics.clone(),
             healthy: healthy.clone(),
-            rooms: RoomTable::new(sink, log, metrics),
+            rooms: RoomTable::new(sink.clone(), log, metrics.clone()),
             stale: HashSet::new(),
+            users: UserHolds::new(sink, metrics),
+            stale_users: HashSet::new(),
         };
-        tokio::spawn(subscriber.run(rx, pushes, stop));
+        tokio::spawn(subscriber.run(rx, users_rx, pushes, stop));
         ShardedBus {
             commands,
+            users,
             publisher,
             keys,
             timeout,
@@ -128,10 +147,30 @@ impl EventBus for ShardedBus {
             &mut conn,
             "SPUBLISH",
             &self.keys.channel(room),
-            event,
+            codec::encode(0, event, now_us()),
             self.timeout,
         )
         .await
+    }
+
+    async fn publish_to_user(&self, user: &str, room: &str, event: &Event) -> StoreResult<()> {
+        let mut conn = self.publisher.clone();
+        publish_on(
+            &mut conn,
+            "SPUBLISH",
+            &self.keys.user_channel(user),
+            users::payload(room, event),
+            self.timeout,
+        )
+        .await
+    }
+
+    async fn hold_user(&self, user: &str) {
+        users::request(&self.users, UserCommand::Hold(user.to_owned())).await;
+    }
+
+    async fn release_user(&self, user: &str) {
+        users::request(&self.users, UserCommand::Release(user.to_owned())).await;
     }
 
     async fn subscribe(&self, room: &str) -> StoreResult<()> {
@@ -190,6 +229,7 @@ impl Subscriber {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
+        mut user_cmds: mpsc::Receiver<UserCommand>,
         mut pushes: mpsc::UnboundedReceiver<PushInfo>,
         stop: CancellationToken,
     ) {
@@ -204,7 +244,13 @@ impl Subscriber {
                         self.metrics.pubsub_reconnects.inc();
                         self.stale.extend(self.rooms.held());
                     }
-                    if self.serve(conn, &mut pushes, &mut commands, &stop).await {
+                    // Users held while disconnected, or before: a new
+                    // connection holds none of their channels.
+                    self.stale_users.extend(self.users.held());
+                    if self
+                        .serve(conn, &mut pushes, &mut commands, &mut user_cmds, &stop)
+                        .await
+                    {
                         return;
                     }
                     self.healthy.store(false, Ordering::Relaxed);
@@ -222,6 +268,10 @@ impl Subscriber {
                                 self.rooms.release(&room);
                             }
                         }
+                    }
+                    while let Ok(cmd) = user_cmds.try_recv() {
+                        let cmds = users::batch(cmd, &mut user_cmds);
+                        self.users.apply(cmds);
                     }
                 }
             }
@@ -247,12 +297,13 @@ impl Subscriber {
         mut conn: ClusterConnection,
         pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
         commands: &mut mpsc::Receiver<Command>,
+        user_cmds: &mut mpsc::Receiver<UserCommand>,
         stop: &CancellationToken,
     ) -> bool {
         let mut backoff = reconnect_backoff();
         let mut next_heal = Instant::now();
         loop {
-            let healing = !self.stale.is_empty();
+            let healing = !self.stale.is_empty() || !self.stale_users.is_empty();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return true,
@@ -262,6 +313,8 @@ impl Subscriber {
                         Push::Event { channel, payload } => {
                             if let Some(room) = self.keys.room_of_channel(&channel).map(str::to_owned) {
                                 self.rooms.receive(&room, &payload).await;
+                            } else if let Some(user) = self.keys.user_of_channel(&channel) {
+                                self.users.receive(user, &payload);
                             }
                         }
                         Push::Dropped(channel) => {
@@ -270,12 +323,20 @@ impl Subscriber {
                             {
                                 tracing::info!(room, "shard channel dropped by Redis (slot moved?)");
                                 self.mark_stale(room.to_owned(), &mut next_heal);
+                            } else if let Some(user) = self.keys.user_of_channel(&channel)
+                                && self.users.holds(user)
+                            {
+                                tracing::debug!(user, "user channel dropped by Redis (slot moved?)");
+                                self.mark_user_stale(user.to_owned(), &mut next_heal);
                             }
                         }
                         Push::Disconnected => {
                             tracing::info!(rooms = self.rooms.len(), "a cluster connection dropped; checking every room channel");
                             for room in self.rooms.held() {
                                 self.mark_stale(room, &mut next_heal);
+                            }
+                            for user in self.users.held() {
+                                self.mark_user_stale(user, &mut next_heal);
                             }
                         }
                         Push::Other => {}
@@ -284,6 +345,11 @@ impl Subscriber {
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return true };
                     self.apply(&mut conn, cmd).await;
+                }
+                cmd = user_cmds.recv() => {
+                    let Some(cmd) = cmd else { return true };
+                    let cmds = users::batch(cmd, user_cmds);
+                    self.apply_users(&conn, cmds, &mut next_heal).await;
                 }
                 _ = tokio::time::sleep_until(next_heal), if healing => {
                     if self.heal(&conn).await {
@@ -296,8 +362,72 @@ impl Subscriber {
         }
     }
 
+    fn mark_user_stale(&mut self, user: String, next_heal: &mut Instant) {
+        if self.stale.is_empty() && self.stale_users.is_empty() {
+            *next_heal = Instant::now() + Duration::from_millis(50);
+        }
+        self.stale_users.insert(user);
+    }
+
+    /// Applies a batch of user commands: the users newly held are
+    /// subscribed concurrently (those that fail are left to `heal`), the
+    /// users no longer held unsubscribed.
+    async fn apply_users(
+        &mut self,
+        conn: &ClusterConnection,
+        cmds: Vec<UserCommand>,
+        next_heal: &mut Instant,
+    ) {
+        let changes = self.users.apply(cmds);
+        for user in &changes.unsubscribe {
+            self.stale_users.remove(user);
+        }
+        let failed = self.ssubscribe_users(conn, changes.subscribe).await;
+        for user in failed {
+            self.mark_user_stale(user, next_heal);
+        }
+        let timeout = self.timeout;
+        let keys = &self.keys;
+        futures_util::stream::iter(changes.unsubscribe)
+            .for_each_concurrent(RESUBSCRIBE_CONCURRENCY, |user| {
+                let mut conn = conn.clone();
+                let channel = keys.user_channel(&user);
+                async move {
+                    if let Ok(Err(e)) =
+                        tokio::time::timeout(timeout, conn.sunsubscribe(&channel)).await
+                    {
+                        tracing::debug!(user, error = %e, "SUNSUBSCRIBE of a user channel failed");
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Subscribes the channels of `users` concurrently; the users whose
+    /// subscription failed.
+    async fn ssubscribe_users(&self, conn: &ClusterConnection, users: Vec<String>) -> Vec<String> {
+        let timeout = self.timeout;
+        let keys = &self.keys;
+        futures_util::stream::iter(users)
+            .map(|user| {
+                let mut conn = conn.clone();
+                let channel = keys.user_channel(&user);
+                async move {
+                    let ok = matches!(
+                        tokio::time::timeout(timeout, conn.ssubscribe(&channel)).await,
+                        Ok(Ok(()))
+                    );
+                    (user, ok)
+                }
+            })
+            .buffer_unordered(RESUBSCRIBE_CONCURRENCY)
+            .filter_map(|(user, ok)| async move { (!ok).then_some(user) })
+            .collect()
+            .await
+    }
+
     fn mark_stale(&mut self, room: String, next_heal: &mut Instant) {
-        if self.stale.is_empty() {
+        if self.stale.is_empty() && self.stale_users.is_empty() {
             // A short pause lets the cluster settle a moved slot first.
             *next_heal = Instant::now() + Duration::from_millis(50);
         }
@@ -337,9 +467,21 @@ impl Subscriber {
         }
     }
 
-    /// Subscribes the stale rooms again and repairs each from its log; true
-    /// when none is left.
+    /// Subscribes the stale rooms again and repairs each from its log, and
+    /// the stale users' channels; true when none is left.
     async fn heal(&mut self, conn: &ClusterConnection) -> bool {
+        let users: Vec<String> = std::mem::take(&mut self.stale_users)
+            .into_iter()
+            .filter(|user| self.users.holds(user))
+            .collect();
+        let failed = self.ssubscribe_users(conn, users).await;
+        if !failed.is_empty() {
+            tracing::warn!(
+                failed = failed.len(),
+                "user channels not subscribed again yet; retrying"
+            );
+        }
+        self.stale_users.extend(failed);
         let stale: Vec<String> = self
             .stale
             .iter()
@@ -377,7 +519,7 @@ impl Subscriber {
         if failed > 0 {
             tracing::warn!(failed, "shard channels not subscribed again yet; retrying");
         }
-        self.stale.is_empty()
+        self.stale.is_empty() && self.stale_users.is_empty()
     }
 }
 

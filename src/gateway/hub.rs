@@ -15,10 +15,15 @@
 //! in it).
 //!
 //! Read state (protocol 1.1): a `read` event is for one user's own
-//! connections. The bus envelope carries the user and the connection that
-//! moved the position (by `room.read` or by sending); the hub hands the
-//! frame only to that user's local connections joined to the room, except
-//! that one.
+//! connections, whatever rooms they joined. It arrives on the user's channel
+//! (`EventSink::deliver_to_user`), carrying the connection that moved the
+//! position (by `room.read` or by sending); the hub hands it to every local
+//! connection of the user but that one. The hub therefore also keeps each
+//! user's local connections (from hello to close: `attach_user`), and the
+//! node holds the user's channel for as long (the services'
+//! `UserSubscription`). A `read` event received on a room's channel (as
+//! nodes before per-user channels published it) still goes only to the
+//! user's connections.
 //!
 //! Removals told late (`resync`): ephemeral events (`member.removed`,
 //! `room.closed`) are not in the room's log, so a node whose pub/sub lost one
@@ -71,6 +76,9 @@ pub enum Outbound {
     Joined(Box<Snapshot>),
     /// The connection left the room: drop its events from now on.
     Left(Box<Arc<str>>),
+    /// An event for the connection's user (a `read` event), sent whatever
+    /// rooms the connection joined.
+    Direct(Arc<RoomFrame>),
     /// The connection was removed from the room (kicked, banned, or the
     /// room closed), after its `member.removed` or `room.closed` frame:
     /// drop the room's events from now on and let the connection forget
@@ -222,6 +230,8 @@ impl Recipients {
 pub struct Hub {
     /// Room → its local recipients.
     rooms: RwLock<HashMap<Arc<str>, Recipients>>,
+    /// User → their local connections that said hello (few per user).
+    users: RwLock<HashMap<Box<str>, Vec<Subscriber>>>,
     /// Fan-out latency, deliveries, slow consumers.
     metrics: Arc<Metrics>,
     /// Itself, for the resync checks it spawns.
@@ -242,6 +252,7 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>, grace: Duration) -> Arc<Hub> {
         Arc::new_cyclic(|me| Hub {
             rooms: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
             metrics,
             me: me.clone(),
             grace,
@@ -265,6 +276,32 @@ impl Hub {
                 rooms.remove(room);
             }
         }
+    }
+
+    /// Adds a connection to `user`'s local connections (idempotent).
+    pub fn attach_user(&self, user: &str, sub: Subscriber) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        let subs = users.entry(Box::from(user)).or_default();
+        if subs.iter().all(|s| s.id != sub.id) {
+            subs.push(sub);
+        }
+    }
+
+    /// Removes a connection from `user`'s local connections.
+    pub fn detach_user(&self, user: &str, id: u64) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(subs) = users.get_mut(user) {
+            subs.retain(|s| s.id != id);
+            if subs.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Local connections of a user (that said hello and are open).
+    pub fn user_count(&self, user: &str) -> usize {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.get(user).map_or(0, Vec::len)
     }
 
     /// Local connections joined to a room.
@@ -293,6 +330,38 @@ impl EventSink for Hub {
                 .observe((now - env.published_us) as f64 / 1e6);
         }
         self.fan_out(room, env.seq, &env.event, None);
+    }
+
+    fn deliver_to_user(&self, user: &str, room: &str, envelope: &[u8]) {
+        if self.user_count(user) == 0 {
+            return;
+        }
+        let event = match codec::decode(envelope) {
+            Ok(env) => env.event,
+            Err(e) => {
+                tracing::warn!(user, room, error = %e, "dropping an undecodable user event");
+                return;
+            }
+        };
+        // The connection that moved a read position already knows it.
+        let except = match &event {
+            Event::Read { conn, .. } => Some(conn.as_str()),
+            _ => None,
+        };
+        let frame = Arc::new(RoomFrame {
+            room: Arc::from(room),
+            seq: 0,
+            frame: wire::text_frame(&protocol::event_frame(room, 0, &event)),
+        });
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        let mut delivered = 0u64;
+        for sub in users.get(user).into_iter().flatten() {
+            if except.is_some_and(|conn| *sub.conn == *conn) {
+                continue;
+            }
+            delivered += self.queue(sub, room, Outbound::Direct(frame.clone()));
+        }
+        self.metrics.events_delivered.inc_by(delivered);
     }
 
     fn resynced(&self, room: &str, log: &Arc<dyn EventLog>) {
@@ -369,7 +438,13 @@ impl Hub {
     /// Queues `frame` to `sub`; 1 when queued. A full queue closes the
     /// slow consumer.
     fn push(&self, sub: &Subscriber, room: &str, frame: &Arc<RoomFrame>) -> u64 {
-        match sub.tx.try_send(Outbound::Event(frame.clone())) {
+        self.queue(sub, room, Outbound::Event(frame.clone()))
+    }
+
+    /// Queues `out` to `sub`; 1 when queued. A full queue closes the slow
+    /// consumer.
+    fn queue(&self, sub: &Subscriber, room: &str, out: Outbound) -> u64 {
+        match sub.tx.try_send(out) {
             Ok(()) => 1,
             Err(TrySendError::Full(_)) => {
                 if sub.kill.kill(close::SLOW) {
@@ -406,6 +481,14 @@ impl Listener for HubListener {
 
     fn detach(&self, room: &str) {
         self.hub.detach(room, self.sub.id);
+    }
+
+    fn attach_user(&self, user: &str) {
+        self.hub.attach_user(user, self.sub.clone());
+    }
+
+    fn detach_user(&self, user: &str) {
+        self.hub.detach_user(user, self.sub.id);
     }
 }
 
@@ -570,6 +653,53 @@ mod tests {
         for q in &mut queues {
             assert!(frame_text(q.try_recv().expect("everyone")).contains("participant.left"));
         }
+    }
+
+    #[test]
+    fn a_user_event_goes_to_the_users_other_connections_whatever_they_joined() {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(metrics.clone(), Duration::ZERO);
+        let mut queues = Vec::new();
+        // 0, 1, 2: Ann's (1 sent room.read; none joined the room); 3: Bob.
+        for (id, who) in [(0, "ann"), (1, "ann"), (2, "ann"), (3, "bob")] {
+            let (s, rx) = sub(id, 4);
+            hub.attach_user(who, s.clone());
+            hub.attach_user(who, s);
+            queues.push(rx);
+        }
+        assert_eq!(hub.user_count("ann"), 3, "attaching twice is once");
+        let read = Event::Read {
+            user: "ann".into(),
+            conn: "c1".into(),
+            read_seq: 7,
+        };
+        hub.deliver_to_user("ann", "r1", &codec::encode(0, &read, 1));
+        for id in [0, 2] {
+            let Ok(Outbound::Direct(f)) = queues[id].try_recv() else {
+                panic!("Ann's other tab {id} is told");
+            };
+            assert_eq!(&*f.room, "r1");
+            let mut cursor = std::io::Cursor::new(&f.frame[..]);
+            FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert_eq!(
+                &f.frame[cursor.position() as usize..],
+                br#"{"type":"event","room":"r1","event":"read","read_seq":7}"#
+            );
+        }
+        assert!(queues[1].try_recv().is_err(), "not the asking tab");
+        assert!(queues[3].try_recv().is_err(), "not Bob");
+        assert_eq!(metrics.events_delivered.get(), 2);
+
+        // Closed connections are forgotten; the last takes the user along.
+        hub.detach_user("ann", 0);
+        hub.detach_user("ann", 2);
+        hub.deliver_to_user("ann", "r1", &codec::encode(0, &read, 1));
+        assert!(queues[0].try_recv().is_err());
+        hub.detach_user("ann", 1);
+        hub.detach_user("ann", 1);
+        assert_eq!(hub.user_count("ann"), 0);
+        assert!(!hub.users.read().expect("lock").contains_key("ann"));
+        hub.deliver_to_user("nobody", "r1", b"not even an envelope");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use moderation::ModerationService;
 pub use reads::{MineEntry, ReadService};
 pub use rooms::{JoinHistory, Joined, NewRoom, RoomService, RoomSettings};
 pub use sessions::{Claims, SessionService};
-pub use subscription::{Listener, RoomSubscription};
+pub use subscription::{Listener, RoomSubscription, UserSubscription};
 pub use typing::Typing;
 
 /// Longest accepted URL (image, attachment).

@@ -6,9 +6,10 @@
 //! that does not exist, `forbidden` for one the user is not in, as
 //! `room.members` answers); a read position only grows and never passes the
 //! room's last seq. When `room.read` moves it, a `read` event goes out on
-//! the room's channel carrying the user and the asking connection; every
-//! node's hub hands it only to that user's other connections joined to the
-//! room. A send marks the room read for its author in the store (in the
+//! the user's channel carrying the room and the asking connection; every
+//! node holding a connection of the user (`follow`, from hello to close)
+//! hands it to the user's connections there but the asking one, whatever
+//! rooms they joined. A send marks the room read for its author in the store (in the
 //! send's own script); `sent` then publishes the author's `read` event the
 //! same way, so the author's other tabs clear their badge too.
 //!
@@ -18,6 +19,7 @@
 
 use std::sync::Arc;
 
+use super::subscription::{Listener, UserSubscription};
 use super::{int_field, room_id};
 use crate::bus::EventBus;
 use crate::error::ServiceError;
@@ -72,6 +74,13 @@ impl ReadService {
         ReadService { reads, bus }
     }
 
+    /// Starts handing `user`'s own events (`read`) to the connection behind
+    /// `listener`, on this node, until the subscription is released; the
+    /// connection calls it once hello said who it is.
+    pub async fn follow(&self, user: &User, listener: Arc<dyn Listener>) -> UserSubscription {
+        UserSubscription::start(&user.id, listener, self.bus.clone()).await
+    }
+
     /// `room.read`: `user` (on connection `conn`) has read `room` up to
     /// `seq`; the read position after the call.
     pub async fn read(
@@ -116,7 +125,7 @@ impl ReadService {
             conn: conn.to_owned(),
             read_seq,
         };
-        if let Err(e) = self.bus.publish(room, &event).await {
+        if let Err(e) = self.bus.publish_to_user(&user.id, room, &event).await {
             tracing::warn!(room, error = %e, "could not publish a read event");
         }
     }

@@ -566,6 +566,8 @@ mod tests {
     impl Listener for NoListener {
         fn attach(&self, _: &Arc<str>) {}
         fn detach(&self, _: &str) {}
+        fn attach_user(&self, _: &str) {}
+        fn detach_user(&self, _: &str) {}
     }
 
     fn service() -> RoomService {

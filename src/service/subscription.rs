@@ -12,6 +12,12 @@
 //! gateway implements over its hub) and one hold on the room's bus channel.
 //! `release` gives both back; dropping an unreleased subscription does the
 //! same (the bus hold is returned on a spawned task).
+//!
+//! A `UserSubscription` is the same pair for a user's own events (a `read`
+//! event, whatever rooms the connection joined): the connection's place
+//! among the user's local connections and a hold on the user's channel,
+//! from hello to close. Its bus hold is queued, not awaited (best effort;
+//! `crate::bus`), so hello never waits for it.
 
 use std::sync::Arc;
 
@@ -27,6 +33,11 @@ pub trait Listener: Send + Sync {
     fn attach(&self, room: &Arc<str>);
     /// Stops it.
     fn detach(&self, room: &str);
+    /// Starts handing the events addressed to `user` (the connection's
+    /// user) to the connection (idempotent).
+    fn attach_user(&self, user: &str);
+    /// Stops it.
+    fn detach_user(&self, user: &str);
 }
 
 /// A connection's subscription to one room's events; see the module docs.
@@ -105,6 +116,68 @@ impl Drop for RoomSubscription {
     }
 }
 
+/// A connection's subscription to its user's own events; see the module
+/// docs.
+pub struct UserSubscription {
+    /// The user.
+    user: Box<str>,
+    /// What to give back; `None` once released.
+    holds: Option<Holds>,
+}
+
+impl std::fmt::Debug for UserSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSubscription")
+            .field("user", &self.user)
+            .field("released", &self.holds.is_none())
+            .finish()
+    }
+}
+
+impl UserSubscription {
+    /// Attaches `listener` to `user`'s events and queues a hold on the
+    /// user's channel.
+    pub(super) async fn start(
+        user: &str,
+        listener: Arc<dyn Listener>,
+        bus: Arc<dyn EventBus>,
+    ) -> UserSubscription {
+        listener.attach_user(user);
+        bus.hold_user(user).await;
+        UserSubscription {
+            user: Box::from(user),
+            holds: Some(Holds { listener, bus }),
+        }
+    }
+
+    /// Stops receiving the user's events: detaches the connection, then
+    /// gives the channel hold back.
+    pub async fn release(mut self) {
+        if let Some(holds) = self.holds.take() {
+            holds.listener.detach_user(&self.user);
+            holds.bus.release_user(&self.user).await;
+        }
+    }
+}
+
+impl Drop for UserSubscription {
+    fn drop(&mut self) {
+        let Some(Holds { listener, bus }) = self.holds.take() else {
+            return;
+        };
+        listener.detach_user(&self.user);
+        let user = std::mem::take(&mut self.user);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { bus.release_user(&user).await });
+            }
+            Err(_) => {
+                tracing::debug!(user = %user, "user subscription dropped outside the runtime")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -141,6 +214,12 @@ mod tests {
         fn detach(&self, room: &str) {
             self.0.push(format!("detach {room}"));
         }
+        fn attach_user(&self, user: &str) {
+            self.0.push(format!("attach user {user}"));
+        }
+        fn detach_user(&self, user: &str) {
+            self.0.push(format!("detach user {user}"));
+        }
     }
 
     struct TestBus(Arc<Log>);
@@ -148,6 +227,15 @@ mod tests {
     impl EventBus for TestBus {
         async fn publish(&self, _: &str, _: &Event) -> StoreResult<()> {
             Ok(())
+        }
+        async fn publish_to_user(&self, _: &str, _: &str, _: &Event) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn hold_user(&self, user: &str) {
+            self.0.push(format!("hold {user}"));
+        }
+        async fn release_user(&self, user: &str) {
+            self.0.push(format!("release {user}"));
         }
         async fn subscribe(&self, room: &str) -> StoreResult<()> {
             if self.0.refuse.load(Ordering::Relaxed) {
@@ -217,5 +305,31 @@ mod tests {
             log.steps(),
             ["attach r", "subscribe r", "detach r", "unsubscribe r"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_user_subscription_holds_from_start_to_release_or_drop() {
+        let log = Arc::new(Log::default());
+        let (listener, bus) = parts(&log);
+        let sub = UserSubscription::start("ann", listener.clone(), bus.clone()).await;
+        sub.release().await;
+        let expected = [
+            "attach user ann",
+            "hold ann",
+            "detach user ann",
+            "release ann",
+        ];
+        assert_eq!(log.steps(), expected);
+
+        let log = Arc::new(Log::default());
+        let (listener, bus) = parts(&log);
+        drop(UserSubscription::start("ann", listener, bus).await);
+        for _ in 0..100 {
+            if log.steps().len() == 4 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(log.steps(), expected);
     }
 }

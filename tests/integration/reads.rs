@@ -1,12 +1,17 @@
 //! Read state (protocol 1.1) on two nodes: `room.read` and the `read` event
-//! to the user's other connections only (on any node), unread counts in
+//! to the user's other connections only (on any node, in the room or not), unread counts in
 //! `room.mine` (others' sends, own sends, deletes), `room.receipts`, and
 //! the refusals, each with its code and nothing changed; `room.mine`'s role
 //! and a removed user's `room.mine` on both engines.
 
 use serde_json::{Value, json};
 
-use crate::common::{Client, EVENT_TIMEOUT, QUIET, guest, s, solo, two_jwt_nodes, user};
+use std::time::Duration;
+
+use crate::common::{
+    Client, EVENT_TIMEOUT, FAST, JWT_SECRET, Node, QUIET, guest, s, solo, two_jwt_nodes,
+    two_nodes_on_one_redis, user,
+};
 
 /// The `read` events among what arrives within `QUIET`.
 async fn read_events(c: &mut Client) -> Vec<Value> {
@@ -111,6 +116,169 @@ async fn room_read_tells_the_users_other_connections_on_any_node_and_no_one_else
         "not to the sending connection"
     );
     assert!(read_events(&mut bob_b).await.is_empty());
+}
+
+/// Waits until `node`'s `/metrics` shows `huddle_pubsub_user_channels n`.
+async fn user_channels_become(node: &Node, n: usize) {
+    let want = format!("huddle_pubsub_user_channels {n}\n");
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, metrics) = node.http_get("/metrics").await;
+        if metrics.contains(&want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wanted {want:?}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ann reads on `reader`; her connections `others` (in no room) hear it,
+/// `bystander` (another user) does not. `seq` is a message of `rid`.
+async fn told_outside_the_room(
+    reader: &mut Client,
+    others: &mut [&mut Client],
+    bystander: &mut Client,
+    rid: &str,
+    seq: u64,
+) {
+    let data = reader
+        .ok(json!({"type": "room.read", "room": rid, "seq": seq}))
+        .await;
+    assert_eq!(data["read_seq"], seq);
+    for other in others.iter_mut() {
+        let ev = other
+            .wait_event("ann's read", EVENT_TIMEOUT, |e| e["event"] == "read")
+            .await;
+        assert_eq!(
+            ev,
+            json!({"type": "event", "room": rid, "event": "read", "read_seq": seq})
+        );
+    }
+    assert!(read_events(reader).await.is_empty(), "not the reading tab");
+    assert!(read_events(bystander).await.is_empty(), "not another user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_event_reaches_the_users_connections_in_no_room_on_every_node() {
+    let (_backend, a, b) = two_jwt_nodes().await;
+    let mut ann = user(&a, "ann", "Ann").await;
+    let room = ann.create_room("lobby", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    // Ann's room-list tabs, one on each node, joined to nothing; Bob on B.
+    let mut list_a = user(&a, "ann", "Ann").await;
+    let mut list_b = user(&b, "ann", "Ann").await;
+    let mut bob = user(&b, "bob", "Bob").await;
+    bob.join(&rid).await;
+    user_channels_become(&a, 1).await;
+    user_channels_become(&b, 2).await;
+    let mut seq = 0;
+    for i in 0..2 {
+        seq = bob.send_message(&rid, &format!("hi {i}")).await["seq"]
+            .as_u64()
+            .expect("seq");
+    }
+    ann.drain_events(QUIET).await;
+    told_outside_the_room(
+        &mut ann,
+        &mut [&mut list_a, &mut list_b],
+        &mut bob,
+        &rid,
+        seq,
+    )
+    .await;
+
+    // Her own send marks the room read: both list tabs hear, on both nodes.
+    let sent = ann.send_message(&rid, "mine").await;
+    for list in [&mut list_a, &mut list_b] {
+        let ev = list
+            .wait_event("ann's read after her send", EVENT_TIMEOUT, |e| {
+                e["event"] == "read"
+            })
+            .await;
+        assert_eq!(ev["read_seq"], sent["seq"]);
+        assert_eq!(ev["room"], rid.as_str());
+    }
+    assert!(
+        read_events(&mut ann).await.is_empty(),
+        "not the sending tab"
+    );
+    assert!(read_events(&mut bob).await.is_empty());
+
+    // A node keeps a user's channel while it holds a connection of the user:
+    // B drops Ann's when her last connection there closes, and still tells
+    // A's tab.
+    drop(list_b);
+    user_channels_become(&b, 1).await;
+    let seq = bob.send_message(&rid, "more").await["seq"]
+        .as_u64()
+        .expect("seq");
+    told_outside_the_room(&mut ann, &mut [&mut list_a], &mut bob, &rid, seq).await;
+    drop(list_a);
+    drop(ann);
+    user_channels_become(&a, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_channels_are_subscribed_again_after_the_pubsub_connection_drops() {
+    let mut args = FAST.to_vec();
+    args.extend(["--jwt-secret", JWT_SECRET]);
+    let (redis, a, b) = two_nodes_on_one_redis(&args).await;
+    let mut ann = user(&a, "ann", "Ann").await;
+    let room = ann.create_room("flaky", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let mut list_b = user(&b, "ann", "Ann").await;
+    let mut bob = user(&b, "bob", "Bob").await;
+    bob.join(&rid).await;
+    user_channels_become(&b, 2).await;
+
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert!(
+        matches!(killed, redis::Value::Int(n) if n >= 2),
+        "each node holds a pub/sub connection, CLIENT KILL said {killed:?}"
+    );
+    // What is published while B reconnects is lost (best effort); once B
+    // is back, Ann's channel is subscribed again with the rooms'.
+    let mut told = None;
+    for attempt in 0..40 {
+        let seq = bob.send_message(&rid, &format!("m{attempt}")).await["seq"]
+            .as_u64()
+            .expect("seq");
+        ann.ok(json!({"type": "room.read", "room": rid, "seq": seq}))
+            .await;
+        let heard = list_b
+            .drain_events(Duration::from_millis(250))
+            .await
+            .into_iter()
+            .any(|e| e["event"] == "read" && e["read_seq"] == seq);
+        if heard {
+            told = Some(attempt);
+            break;
+        }
+    }
+    assert!(
+        told.is_some(),
+        "node B never heard Ann's reads again after its pub/sub reconnected"
+    );
+    user_channels_become(&b, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_event_reaches_the_users_connections_in_no_room_on_the_memory_engine() {
+    let node = solo(&["--jwt-secret", JWT_SECRET]).await;
+    let mut ann = user(&node, "ann", "Ann").await;
+    let room = ann.create_room("lobby", json!({})).await;
+    let rid = s(&room, "id").to_string();
+    let mut list = user(&node, "ann", "Ann").await;
+    let mut bob = user(&node, "bob", "Bob").await;
+    bob.join(&rid).await;
+    let seq = bob.send_message(&rid, "hi").await["seq"]
+        .as_u64()
+        .expect("seq");
+    ann.drain_events(QUIET).await;
+    told_outside_the_room(&mut ann, &mut [&mut list], &mut bob, &rid, seq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -613,3 +613,80 @@ fn seq_of_room(room: &serde_json::Value) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("room without last_seq: {room}"))
 }
+
+/// Waits until `want` clients of the master on `port` hold `channel`.
+async fn shard_subscribers_become(cluster: &RedisCluster, port: u16, channel: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = cluster.shard_subscribers(port, channel).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{channel} on {port}: {got} subscribers, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Bob posts in `rid`, Ann reads it on `reader`; whether `listener` (Ann's
+/// tab in no room) hears within a second.
+async fn read_heard(
+    reader: &mut Client,
+    bob: &mut Client,
+    listener: &mut Client,
+    rid: &str,
+) -> bool {
+    let seq = bob.send_message(rid, "news").await["seq"]
+        .as_u64()
+        .expect("seq");
+    reader
+        .ok(json!({"type": "room.read", "room": rid, "seq": seq}))
+        .await;
+    listener
+        .drain_events(Duration::from_secs(1))
+        .await
+        .into_iter()
+        .any(|e| e["event"] == "read" && e["read_seq"] == seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_shard_channel_follows_its_slot_to_another_master() {
+    let _heavy = heavy(module_path!()).await;
+    let cluster = RedisCluster::start_masters_only(3).await;
+    let seeds = cluster.seeds();
+    let jwt = ["--jwt-secret", JWT_SECRET];
+    let a = cluster_node(&seeds, "a", &jwt).await;
+    let b = cluster_node(&seeds, "b", &jwt).await;
+    let mut ann = user(&a, "ann", "Ann").await;
+    let room = ann.create_room("reads", json!({})).await;
+    let rid = s(&room, "id").to_owned();
+    let mut list_b = user(&b, "ann", "Ann").await;
+    let mut bob = user(&b, "bob", "Bob").await;
+    bob.join(&rid).await;
+
+    // Ann's channel is a shard channel in her slot, held by both nodes.
+    let channel = "huddle:user_events:{ann}";
+    let slot = slot_of(channel);
+    assert_eq!(slot, slot_of("ann"), "hashed by the user id");
+    let from = cluster.master_of_slot(slot).await;
+    shard_subscribers_become(&cluster, from, channel, 2).await;
+    assert!(read_heard(&mut ann, &mut bob, &mut list_b, &rid).await);
+
+    // The slot moves: Redis drops the subscriptions; both nodes subscribe
+    // again on the new master and Ann's tab hears her reads again.
+    let to = cluster
+        .master_ports()
+        .await
+        .into_iter()
+        .find(|p| *p != from)
+        .expect("another master");
+    cluster.migrate_slot(slot, to).await;
+    shard_subscribers_become(&cluster, to, channel, 2).await;
+    assert!(read_heard(&mut ann, &mut bob, &mut list_b, &rid).await);
+
+    // When Ann's last connection on a node closes, that node lets go.
+    drop(list_b);
+    shard_subscribers_become(&cluster, to, channel, 1).await;
+}

@@ -475,6 +475,7 @@ impl Connection {
             server_time: now_ms(),
         });
         let _ = self.user_slot.set(user.id.clone().into_boxed_str());
+        self.own = Some(self.app.reads().follow(&user, self.listener.clone()).await);
         self.user = Some(user);
         Ok(reply)
     }

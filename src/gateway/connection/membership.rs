@@ -253,6 +253,9 @@ impl Connection {
     /// Leaves every room and removes the session; runs when the socket ends.
     pub(super) async fn cleanup(&mut self) {
         let typing = self.typing.take_all();
+        if let Some(own) = self.own.take() {
+            own.release().await;
+        }
         let Some(user) = self.user.take() else {
             return;
         };

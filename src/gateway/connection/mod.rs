@@ -43,7 +43,7 @@ use crate::app::App;
 use crate::error::{ApiError, ErrorCode, close};
 use crate::model::User;
 use crate::protocol::{self, RequestId};
-use crate::service::{Listener, Typing};
+use crate::service::{Listener, Typing, UserSubscription};
 
 use self::limits::{Limits, ReadBudget};
 use self::membership::JoinedRooms;
@@ -109,6 +109,7 @@ pub async fn run(
             address,
             user: None,
             user_slot,
+            own: None,
             rooms: JoinedRooms::default(),
             listener,
             tx,
@@ -232,6 +233,9 @@ struct Connection {
     /// connection's `Subscriber`), so that a `member.removed` for this user
     /// detaches this connection and `read` events reach it.
     user_slot: Arc<std::sync::OnceLock<Box<str>>>,
+    /// The user's own events (`read`) reach this connection while it holds
+    /// this (from hello to close).
+    own: Option<UserSubscription>,
     /// The rooms joined on this connection, each held by its subscription.
     rooms: JoinedRooms,
     /// This connection's place in the hub, for new subscriptions.

@@ -260,6 +260,10 @@ impl Writer {
                     held.push(event);
                 }
             },
+            Outbound::Direct(event) => {
+                self.events_out.inc();
+                self.outbox.push(event.frame.clone());
+            }
             Outbound::Pending(room) => {
                 let room = *room;
                 let prev = match self.rooms.get(&room) {
