@@ -373,7 +373,9 @@ impl ModerationService {
         if action == Action::Ban || !matches!(removal, Removal::Absent) {
             self.audit(action, actor, room, Some(target), reason.as_deref());
         }
-        self.rooms.removed(room, &user, &removal).await;
+        self.rooms
+            .removed(room, &user, &removal, note.created_at)
+            .await;
         Ok(())
     }
 

@@ -186,10 +186,13 @@ impl ReadService {
         }
     }
 
-    /// `user` finally left `room`: it leaves their index. A failure is
-    /// logged (`room.mine` drops the entry once it sees the user is gone).
-    pub async fn left(&self, user: &str, room: &str) {
-        if let Err(e) = self.reads.forget_room(user, room).await {
+    /// `user` finally left `room`: it leaves their index, unless they
+    /// joined it again since `before_ms`, a time taken before the leave's
+    /// store call (a rejoin from another tab races this removal). A failure
+    /// is logged (`room.mine` drops the entry once it sees the user is
+    /// gone).
+    pub async fn left(&self, user: &str, room: &str, before_ms: u64) {
+        if let Err(e) = self.reads.forget_room(user, room, before_ms).await {
             tracing::debug!(room, error = %e, "could not drop the room from the user's index");
         }
     }

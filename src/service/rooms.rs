@@ -381,14 +381,14 @@ impl RoomService {
         self.track(conn, room_id, false).await;
         match outcome {
             LeaveOutcome::Left { last: true } => {
-                self.reads.left(&user.id, room_id).await;
+                self.reads.left(&user.id, room_id, note.created_at).await;
                 self.announce(room_id, Event::ParticipantLeft(user.clone()))
                     .await;
                 Ok(())
             }
             LeaveOutcome::Left { last: false } => Ok(()),
             LeaveOutcome::LeftQuietly { .. } => {
-                self.reads.left(&user.id, room_id).await;
+                self.reads.left(&user.id, room_id, note.created_at).await;
                 self.crowd.left(room_id, user);
                 Ok(())
             }
@@ -479,8 +479,9 @@ impl RoomService {
     /// Tells the room that a kick or ban removed `user` (the store wrote
     /// the system message): `participant.left`, or the coalesced
     /// `participants.changed` of a big room, as a leave does; the room
-    /// leaves the user's room index (`room.mine`), as after a final leave.
-    pub(crate) async fn removed(&self, room: &str, user: &User, removal: &Removal) {
+    /// leaves the user's room index (`room.mine`), as after a final leave
+    /// (`before_ms`: a time taken before the removal's store call).
+    pub(crate) async fn removed(&self, room: &str, user: &User, removal: &Removal, before_ms: u64) {
         match removal {
             Removal::Left => {
                 self.announce(room, Event::ParticipantLeft(user.clone()))
@@ -489,7 +490,7 @@ impl RoomService {
             Removal::LeftQuietly(_) => self.crowd.left(room, user),
             Removal::Absent => return,
         }
-        self.reads.left(&user.id, room).await;
+        self.reads.left(&user.id, room, before_ms).await;
     }
 
     /// Records which rooms a session joined, for the janitor. Losing this

@@ -93,8 +93,10 @@ pub trait ReadStore: Send + Sync {
     /// newest `USER_ROOMS_MAX`.
     async fn remember_room(&self, user: &str, room: &str, at_ms: u64) -> StoreResult<()>;
 
-    /// Removes `room` from `user`'s index.
-    async fn forget_room(&self, user: &str, room: &str) -> StoreResult<()>;
+    /// Removes `room` from `user`'s index unless the user joined it (again)
+    /// at or after `joined_before_ms`: a leave passes a time taken before
+    /// its own store call, so a concurrent rejoin's entry stays.
+    async fn forget_room(&self, user: &str, room: &str, joined_before_ms: u64) -> StoreResult<()>;
 
     /// The rooms of `user`'s index that still exist and where the user is
     /// still a participant, most recently active first, at most `limit`;

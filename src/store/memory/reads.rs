@@ -104,9 +104,11 @@ impl ReadStore for MemoryStore {
         Ok(())
     }
 
-    async fn forget_room(&self, user: &str, room: &str) -> StoreResult<()> {
+    async fn forget_room(&self, user: &str, room: &str, joined_before_ms: u64) -> StoreResult<()> {
         let mut st = self.state();
-        if let Some(index) = st.user_rooms.get_mut(user) {
+        if let Some(index) = st.user_rooms.get_mut(user)
+            && index.get(room).is_some_and(|&at| at < joined_before_ms)
+        {
             index.remove(room);
             if index.is_empty() {
                 st.user_rooms.remove(user);

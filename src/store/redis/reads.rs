@@ -8,7 +8,9 @@
 //!   `ZCOUNT` after the user's read_seq, up to the visible seq.
 //! - `room.mine` reads `user_rooms:{U}` (tagged by user), then, scattered
 //!   per room (one slot each), each candidate's `last_activity` and whether
-//!   the user still participates; stale entries are removed from the index;
+//!   the user still participates; stale entries are removed from the index
+//!   (`unindex.lua`, only while their join time is the one read: a join
+//!   meanwhile keeps its entry; a leave's removal likewise spares a rejoin);
 //!   the `limit` most recently active are read with `mine.lua` (room,
 //!   counts and role facts in one call per room, concurrently).
 //! - `room.receipts` is `receipts.lua`, which reads nothing proportional to
@@ -21,7 +23,8 @@ use super::RedisStore;
 use super::conn::Conn;
 use super::parse::{corrupt, parse_room, parse_users};
 use super::scripts::{
-    MarkRead, MarkReadReply, Mine, MineReply, Receipts, ReceiptsReply, ScriptReply,
+    MarkRead, MarkReadReply, Mine, MineReply, Receipts, ReceiptsReply, ScriptReply, Unindex,
+    Unindexed,
 };
 use crate::error::StoreResult;
 use crate::store::{
@@ -29,6 +32,24 @@ use crate::store::{
 };
 
 impl RedisStore {
+    /// Drops `rooms` from `user`'s index, each only while its join time is
+    /// below its bound; how many went.
+    async fn unindex(
+        &self,
+        c: &mut Conn<'_>,
+        user: &str,
+        rooms: &[(&str, u64)],
+    ) -> StoreResult<u64> {
+        let args = Unindex {
+            index: self.k().user_rooms(user),
+            rooms,
+        };
+        let Unindexed(n) = self
+            .script(c, "user_rooms", &self.inner.scripts.unindex, &args)
+            .await?;
+        Ok(n)
+    }
+
     /// One room of `room.mine` (`None`: gone, or the user left it).
     async fn mine_one(
         &self,
@@ -129,11 +150,12 @@ impl ReadStore for RedisStore {
         .await
     }
 
-    async fn forget_room(&self, user: &str, room: &str) -> StoreResult<()> {
+    async fn forget_room(&self, user: &str, room: &str, joined_before_ms: u64) -> StoreResult<()> {
         self.idempotent(|| async move {
             let mut c = self.conn().await?;
-            self.timed("user_rooms", c.zrem(self.k().user_rooms(user), room))
+            self.unindex(&mut c, user, &[(room, joined_before_ms)])
                 .await
+                .map(|_| ())
         })
         .await
     }
@@ -143,15 +165,17 @@ impl ReadStore for RedisStore {
             let k = self.k();
             let mut c = self.conn().await?;
             let index = k.user_rooms(user);
-            let ids: Vec<String> = self.timed("user_rooms", c.zrange(&index, 0, -1)).await?;
-            if ids.is_empty() {
+            let entries: Vec<(String, u64)> = self
+                .timed("user_rooms", c.zrange_withscores(&index, 0, -1))
+                .await?;
+            if entries.is_empty() {
                 return Ok(Vec::new());
             }
             // Each candidate's activity and the user's membership: one
             // group (one slot) per room.
-            let groups = ids
+            let groups = entries
                 .iter()
-                .map(|id| {
+                .map(|(id, _)| {
                     let mut activity = redis::cmd("HGET");
                     activity.arg(k.room(id)).arg("last_activity");
                     let mut member = redis::cmd("HEXISTS");
@@ -160,9 +184,11 @@ impl ReadStore for RedisStore {
                 })
                 .collect();
             let raw = self.scatter(&mut c, "user_rooms_check", groups).await?;
-            let mut live: Vec<(u64, &String)> = Vec::new();
-            let mut stale: Vec<&String> = Vec::new();
-            for (id, pair) in ids.iter().zip(raw) {
+            // (last activity, room, joined at) of the rooms still theirs;
+            // (room, joined at) of the stale ones.
+            let mut live: Vec<(u64, &str, u64)> = Vec::new();
+            let mut stale: Vec<(&str, u64)> = Vec::new();
+            for ((id, joined), pair) in entries.iter().zip(raw) {
                 let [activity, member] = pair.as_slice() else {
                     return Err(corrupt("room.mine check answered an odd count"));
                 };
@@ -170,35 +196,36 @@ impl ReadStore for RedisStore {
                     redis::from_redis_value_ref(activity).map_err(corrupt)?;
                 let member: bool = redis::from_redis_value_ref(member).map_err(corrupt)?;
                 match activity {
-                    Some(at) if member => live.push((at, id)),
-                    _ => stale.push(id),
+                    Some(at) if member => live.push((at, id, *joined)),
+                    _ => stale.push((id, *joined)),
                 }
             }
             live.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
             live.truncate(limit);
             // Concurrently, on twins of one connection (pipelined).
-            let reads = live.iter().map(|(_, id)| {
+            let reads = live.iter().map(|(_, id, _)| {
                 let mut twin = c.twin();
                 async move { self.mine_one(&mut twin, id, user).await }
             });
             let mut rooms = Vec::with_capacity(live.len());
-            for (mine, (_, id)) in futures_util::future::try_join_all(reads)
+            for (mine, (_, id, joined)) in futures_util::future::try_join_all(reads)
                 .await?
                 .into_iter()
                 .zip(&live)
             {
                 match mine {
                     Some(mine) => rooms.push(mine),
-                    None => stale.push(id),
+                    None => stale.push((id, *joined)),
                 }
             }
             if !stale.is_empty() {
-                let mut drop = redis::cmd("ZREM");
-                drop.arg(&index).arg(&stale);
-                if let Err(e) = self
-                    .timed("user_rooms", drop.query_async::<()>(&mut c))
-                    .await
-                {
+                // Each goes only while its join time is the one read here:
+                // a join meanwhile (another tab) keeps its entry.
+                let bounds: Vec<(&str, u64)> = stale
+                    .iter()
+                    .map(|(id, joined)| (*id, joined.saturating_add(1)))
+                    .collect();
+                if let Err(e) = self.unindex(&mut c, user, &bounds).await {
                     tracing::debug!(error = %e, "could not drop stale rooms of a user's index");
                 }
             }

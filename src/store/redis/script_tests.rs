@@ -1,5 +1,6 @@
 //! Focused tests of the scripts against a real `redis-server` started here:
-//! the expiry trim and the late-write refusal.
+//! the expiry trim, the late-write refusal, the deferred publish and the
+//! conditional removal from a user's room index.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +13,7 @@ use redis::{AsyncCommands, Script, Value};
 use super::scripts::{
     Bound, Create, CreateReply, EventKeys, MemberKeys, Note, Publish, Published, Release, Replace,
     ReplaceReply, ScriptArgs, ScriptReply, Scripts, Send, SendReply, Since, SinceReply, Trim,
-    Trimmed,
+    Trimmed, Unindex, Unindexed,
 };
 use crate::codec;
 use crate::error::{StoreError, StoreResult};
@@ -423,4 +424,44 @@ async fn with_replica_acks_events_are_published_only_when_released_and_in_order(
         .expect("published at once")
         .expect("stream open");
     assert_eq!(codec::peek_seq(msg.get_payload_bytes()).expect("seq"), 4);
+}
+
+#[tokio::test]
+async fn a_room_leaves_a_users_index_only_if_not_joined_again() {
+    let (_server, mut conn) = server().await;
+    let scripts = Scripts::new(Publish::Classic, false);
+    let k = Keys::new("t:");
+    let index = k.user_rooms("ann");
+    let _: () = conn
+        .zadd_multiple(&index, &[(100, "old"), (200, "rejoined"), (300, "kept")])
+        .await
+        .expect("zadd");
+    // `room.mine` read "rejoined" at 150 (before another tab joined it
+    // again at 200), and "old" at 100: only "old" goes. "gone" is not
+    // there at all.
+    let Unindexed(n) = run(
+        &mut conn,
+        &scripts.unindex,
+        &Unindex {
+            index: index.clone(),
+            rooms: &[("old", 101), ("rejoined", 151), ("gone", 1_000)],
+        },
+    )
+    .await
+    .expect("unindex");
+    assert_eq!(n, 1);
+    let left: Vec<String> = conn.zrange(&index, 0, -1).await.expect("zrange");
+    assert_eq!(left, ["rejoined", "kept"]);
+    // The bound is strict: a join in the same millisecond stays.
+    let Unindexed(n) = run(
+        &mut conn,
+        &scripts.unindex,
+        &Unindex {
+            index: index.clone(),
+            rooms: &[("kept", 300)],
+        },
+    )
+    .await
+    .expect("unindex");
+    assert_eq!(n, 0);
 }

@@ -262,9 +262,27 @@ pub(super) async fn my_rooms_order_limit_and_stale(t: &Engine) {
         .await
         .expect("join");
     assert_eq!(ids(mine(store, &bob).await), ["r-m2", "r-m1"]);
-    // An explicit forget takes a room out at once.
-    store.forget_room(&bob.id, "r-m1").await.expect("forget");
+    // A forget takes a room out at once, unless the user joined it again
+    // at or after the forget's bound (a rejoin from another tab racing the
+    // leave keeps its entry).
+    store
+        .remember_room(&bob.id, "r-m2", 5_000)
+        .await
+        .expect("rejoin");
+    store
+        .forget_room(&bob.id, "r-m2", 5_000)
+        .await
+        .expect("forget");
+    store
+        .forget_room(&bob.id, "r-m1", now_ms() + 1)
+        .await
+        .expect("forget");
     assert_eq!(ids(mine(store, &bob).await), ["r-m2"]);
+    store
+        .forget_room(&bob.id, "r-m2", 5_001)
+        .await
+        .expect("forget");
+    assert!(ids(mine(store, &bob).await).is_empty());
     assert!(mine(store, &user("nobody")).await.is_empty());
 }
 

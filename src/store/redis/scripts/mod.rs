@@ -43,7 +43,9 @@ pub(super) use crowd::{Changes, ChangesReply, Members, MembersReply, Roster, Ros
 pub(super) use messages::{
     Replace, ReplaceReply, Send, SendReply, Since, SinceReply, Trim, Trimmed,
 };
-pub(super) use reads::{MarkRead, MarkReadReply, Mine, MineReply, Receipts, ReceiptsReply};
+pub(super) use reads::{
+    MarkRead, MarkReadReply, Mine, MineReply, Receipts, ReceiptsReply, Unindex, Unindexed,
+};
 pub(super) use rooms::{
     Close, CloseReply, Create, CreateReply, Join, JoinReply, Leave, LeaveReply, MemberKeys, Note,
     ReleaseCode, Released,
@@ -111,6 +113,8 @@ pub(super) struct Scripts {
     pub(super) mine: Script,
     /// `receipts.lua`: `room.receipts`.
     pub(super) receipts: Script,
+    /// `unindex.lua`: rooms leave a user's index unless joined again.
+    pub(super) unindex: Script,
     /// The moderation verbs (`moderation`).
     pub(super) moderation: moderation::ModScripts,
 }
@@ -141,6 +145,7 @@ impl Scripts {
             read: with_common(include_str!("../lua/read.lua")),
             mine: with_common(include_str!("../lua/mine.lua")),
             receipts: with_common(include_str!("../lua/receipts.lua")),
+            unindex: Script::new(include_str!("../lua/unindex.lua")),
             moderation: moderation::ModScripts::new(&header, COMMON, GUARD),
         }
     }

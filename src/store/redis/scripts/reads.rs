@@ -9,6 +9,35 @@ use redis::Value;
 use super::{Bound, ScriptArgs, ScriptReply, corrupt, item, status};
 use crate::error::StoreResult;
 
+/// `unindex.lua`: drops rooms from a user's index unless joined again.
+pub(in crate::store::redis) struct Unindex<'a> {
+    /// `user_rooms:{U}`.
+    pub(in crate::store::redis) index: String,
+    /// Each room with its bound: it goes while its join time is below.
+    pub(in crate::store::redis) rooms: &'a [(&'a str, u64)],
+}
+
+impl ScriptArgs for Unindex<'_> {
+    fn bind(&self, inv: &mut Bound) {
+        inv.key(&self.index);
+        for (room, bound) in self.rooms {
+            inv.arg(*room).arg(*bound);
+        }
+    }
+}
+
+/// How many rooms `unindex.lua` dropped.
+#[derive(Debug, PartialEq)]
+pub(in crate::store::redis) struct Unindexed(pub(in crate::store::redis) u64);
+
+impl ScriptReply for Unindexed {
+    fn parse(value: Value) -> StoreResult<Self> {
+        redis::from_redis_value::<u64>(value)
+            .map(Unindexed)
+            .map_err(corrupt)
+    }
+}
+
 /// `read.lua`.
 pub(in crate::store::redis) struct MarkRead<'a> {
     /// `room:{R}`.
