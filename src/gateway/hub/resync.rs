@@ -6,7 +6,9 @@
 //!
 //! The check runs in a spawned task, never in the subscriber's loop: at
 //! most one waiting per room, at most `CONCURRENCY` reading the store at
-//! once, users read in chunks of `CHUNK` (one pipeline each). Only
+//! once, users read in chunks of `CHUNK` (one pipeline each). A failed read
+//! is tried again (`ATTEMPTS`, with doubling waits): a resync often follows
+//! a failover, while the store may still be settling. Only
 //! connections attached longer ago than the hub's grace (the store timeout)
 //! are checked: a connection is attached before its join runs, so a younger
 //! one may be joining right now and is not a participant yet. The task waits
@@ -31,6 +33,37 @@ use crate::model::{Event, User, system_user};
 pub(super) const CONCURRENCY: usize = 4;
 /// Users per store read.
 const CHUNK: usize = 256;
+/// Store reads a check tries before it gives up (a resync often follows a
+/// failover, when the store may still be settling).
+const ATTEMPTS: u32 = 5;
+/// The wait after the first failed read, doubled after each (0.25, 0.5, 1,
+/// 2 s: 3.75 s in all).
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Reads where `users` stand in `room`, retrying a failed read; `None`
+/// after `ATTEMPTS` failures (logged: a removal lost with pub/sub then
+/// waits for the room's next resync, or for the connection to close).
+async fn presence_with_retries(
+    log: &Arc<dyn EventLog>,
+    room: &str,
+    users: &[String],
+) -> Option<crate::events::Presence> {
+    let mut wait = RETRY_FIRST;
+    for attempt in 1..=ATTEMPTS {
+        match log.presence(room, users).await {
+            Ok(presence) => return Some(presence),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::info!(room, attempt, error = %e, "resync check failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(room, attempts = ATTEMPTS, error = %e, "resync check failed; giving up");
+            }
+        }
+    }
+    None
+}
 
 impl Hub {
     /// Spawns the re-check of `room`, unless one is already waiting.
@@ -84,12 +117,8 @@ impl Hub {
             .into_iter()
             .collect();
         for chunk in users.chunks(CHUNK) {
-            let presence = match log.presence(&room, chunk).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(room = &*room, error = %e, "resync check failed");
-                    return;
-                }
+            let Some(presence) = presence_with_retries(&log, &room, chunk).await else {
+                return;
             };
             if !presence.exists {
                 let ids: HashSet<u64> = checked.iter().map(|(id, _)| *id).collect();
@@ -174,6 +203,8 @@ mod tests {
         exists: bool,
         gone: &'static [&'static str],
         asked: Mutex<Vec<(Instant, Vec<String>)>>,
+        /// Reads that fail before one succeeds.
+        failing: std::sync::atomic::AtomicU32,
     }
 
     #[async_trait]
@@ -187,6 +218,11 @@ mod tests {
                 .lock()
                 .expect("lock")
                 .push((Instant::now(), users.to_vec()));
+            let failing = &self.failing;
+            if failing.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                failing.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(crate::error::StoreError::Unavailable("failing over".into()));
+            }
             let gone = users
                 .iter()
                 .map(|u| {
@@ -253,6 +289,7 @@ mod tests {
             exists: true,
             gone: &["bob"],
             asked: Mutex::new(Vec::new()),
+            failing: Default::default(),
         });
         let log: Arc<dyn EventLog> = store.clone();
         let attached = Instant::now();
@@ -291,6 +328,7 @@ mod tests {
             exists: false,
             gone: &[],
             asked: Mutex::new(Vec::new()),
+            failing: Default::default(),
         });
         hub.resynced("r1", &log);
         tokio::time::sleep(GRACE * 3).await;
@@ -299,5 +337,36 @@ mod tests {
         assert!(closed.contains(r#""by":{"id":"system""#), "{closed}");
         assert!(matches!(ra.try_recv(), Ok(Outbound::Removed(_))));
         assert_eq!(hub.local_count("r1"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_is_tried_again_until_the_store_answers() {
+        let hub = Hub::new(Arc::new(Metrics::new()), GRACE);
+        let room: Arc<str> = Arc::from("r1");
+        let (a, mut ra) = sub(1, Some("bob"));
+        hub.attach(&room, a);
+        let store = Arc::new(Store {
+            exists: true,
+            gone: &["bob"],
+            asked: Mutex::new(Vec::new()),
+            failing: 2.into(),
+        });
+        let log: Arc<dyn EventLog> = store.clone();
+        hub.resynced("r1", &log);
+        // The grace, then 0.25 s and 0.5 s after the two failures.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let out = loop {
+            if let Ok(out) = ra.try_recv() {
+                break out;
+            }
+            assert!(Instant::now() < deadline, "bob was never told");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(text(out).contains(r#""event":"member.removed""#));
+        assert_eq!(
+            store.asked.lock().expect("lock").len(),
+            3,
+            "two failures, then one answer"
+        );
     }
 }
