@@ -348,14 +348,19 @@ impl RoomStore for RedisStore {
             .await?;
         Ok(match JoinReply::parse(reply)? {
             JoinReply::Joined { first, seq } => {
-                if let Some(seq) = seq {
-                    self.confirm(&mut c, room, seq, acks).await?;
+                match seq {
+                    Some(seq) => self.confirm(&mut c, room, seq, acks).await?,
+                    // No event, but the membership is a write all the same.
+                    None => self.acked(acks)?,
                 }
                 JoinOutcome::Joined { first }
             }
             JoinReply::NoRoom => JoinOutcome::NoRoom,
             JoinReply::Full => JoinOutcome::Full,
-            JoinReply::Quiet(count) => JoinOutcome::JoinedQuietly { count },
+            JoinReply::Quiet(count) => {
+                self.acked(acks)?;
+                JoinOutcome::JoinedQuietly { count }
+            }
             JoinReply::Banned(until) => JoinOutcome::Banned { until },
         })
     }
@@ -385,13 +390,17 @@ impl RoomStore for RedisStore {
             .await?;
         Ok(match LeaveReply::parse(reply)? {
             LeaveReply::Left { last, seq } => {
-                if let Some(seq) = seq {
-                    self.confirm(&mut c, room, seq, acks).await?;
+                match seq {
+                    Some(seq) => self.confirm(&mut c, room, seq, acks).await?,
+                    None => self.acked(acks)?,
                 }
                 LeaveOutcome::Left { last }
             }
             LeaveReply::NotJoined => LeaveOutcome::NotJoined,
-            LeaveReply::Quiet(count) => LeaveOutcome::LeftQuietly { count },
+            LeaveReply::Quiet(count) => {
+                self.acked(acks)?;
+                LeaveOutcome::LeftQuietly { count }
+            }
         })
     }
 

@@ -547,3 +547,44 @@ pub(super) async fn presence_for_a_resync(t: &Engine) {
         .expect("presence");
     assert!(!closed.exists, "{closed:?}");
 }
+
+/// With replica acknowledgements, a join or leave that writes no event (a
+/// second connection of a member; a big room's quiet path) still waits for
+/// them: with the only replica gone each is `Unconfirmed`, not a success
+/// the replicas may never have seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_joins_and_leaves_without_an_event_wait_for_replicas() {
+    let redis = RedisServer::start().await;
+    let mut replica = redis.start_replica().await;
+    let store = acks_store(&redis);
+    let store: &dyn Store = &store;
+    let (ann, bob) = (user("ann"), user("bob"));
+    create(store, &room("r-qa", "QAK222", 50, false), &ann, "a1").await;
+    // Both scripts are loaded while the replica confirms.
+    join_ok(store, "r-qa", &bob, "b1").await;
+    let left = store
+        .leave("r-qa", &bob, "b1", &note("r-qa", "left"))
+        .await
+        .expect("leave");
+    assert_eq!(left, LeaveOutcome::Left { last: true });
+    join_ok(store, "r-qa", &bob, "b1").await;
+    replica.kill();
+    let unconfirmed = |what: &str, e: Option<StoreError>| match e {
+        Some(StoreError::Unconfirmed(_)) => {}
+        other => panic!("{what}: expected Unconfirmed, got {other:?}"),
+    };
+    unconfirmed(
+        "a second connection's join",
+        store
+            .join("r-qa", &bob, "b2", &note("r-qa", "joined"))
+            .await
+            .err(),
+    );
+    unconfirmed(
+        "a leave of one of two connections",
+        store
+            .leave("r-qa", &bob, "b2", &note("r-qa", "left"))
+            .await
+            .err(),
+    );
+}
