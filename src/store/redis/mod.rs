@@ -404,11 +404,19 @@ impl RedisStore {
         if wanted == 0 {
             return Ok((self.invoke(c, op, script, args).await?, None));
         }
-        let mut pipe = redis::pipe();
-        pipe.add_command(Bound::of(args).evalsha(script))
-            .cmd("WAIT")
-            .arg(wanted)
-            .arg(self.wait_ms());
+        // `WAIT` waits `wait_ms` in all: a retry after NOSCRIPT (the first
+        // `WAIT` ran too, for nothing) gets what is left, so the call still
+        // ends within the store timeout, `Unconfirmed` if replicas are gone.
+        let started = std::time::Instant::now();
+        let pipeline = |wait_ms: u64| {
+            let mut pipe = redis::pipe();
+            pipe.add_command(Bound::of(args).evalsha(script))
+                .cmd("WAIT")
+                .arg(wanted)
+                .arg(wait_ms.max(1));
+            pipe
+        };
+        let mut pipe = pipeline(self.wait_ms());
         let mut waiter = self.waiter();
         let c: &mut Conn<'_> = match waiter.as_mut() {
             Some(w) => w,
@@ -428,6 +436,8 @@ impl RedisStore {
                     Err(e) if is_noscript(&e) && !loaded => {
                         script.load_async(&mut *c).await?;
                         loaded = true;
+                        let spent = started.elapsed().as_millis() as u64;
+                        pipe = pipeline(self.wait_ms().saturating_sub(spent));
                         continue;
                     }
                     other => other?,
