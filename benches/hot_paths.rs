@@ -13,10 +13,10 @@ use huddle::codec;
 use huddle::events::EventSink;
 use huddle::gateway::Hub;
 use huddle::gateway::hub::{Kill, Outbound, Subscriber};
+use huddle::gateway::queue;
 use huddle::metrics::Metrics;
 use huddle::model::{Event, Message, MessageKind, User};
 use huddle::protocol;
-use tokio::sync::mpsc;
 
 fn message() -> Message {
     Message {
@@ -67,7 +67,7 @@ fn fanout_benches(c: &mut Criterion) {
         let room: Arc<str> = Arc::from("5f0c2b9e-1d2a-4c3b-9e8f-7a6b5c4d3e2f");
         let mut receivers = Vec::new();
         for id in 0..n {
-            let (tx, rx) = mpsc::channel::<Outbound>(1024);
+            let (tx, rx) = queue::channel::<Outbound>(1024);
             hub.attach(
                 &room,
                 Subscriber {

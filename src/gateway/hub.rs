@@ -44,8 +44,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec;
@@ -56,6 +55,7 @@ use crate::model::{Event, now_us};
 use crate::protocol;
 use crate::service::Listener;
 
+use super::queue::{self, TrySendError};
 use super::wire;
 
 mod resync;
@@ -155,7 +155,7 @@ pub struct Subscriber {
     /// Node-local connection number.
     pub id: u64,
     /// The connection's bounded outbound queue.
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: queue::Sender<Outbound>,
     /// Closes it when the queue is full.
     pub kill: Arc<Kill>,
     /// The connection's session id: a `read` event skips the connection
@@ -507,8 +507,8 @@ mod tests {
         }
     }
 
-    fn sub(id: u64, cap: usize) -> (Subscriber, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn sub(id: u64, cap: usize) -> (Subscriber, queue::Receiver<Outbound>) {
+        let (tx, rx) = queue::channel(cap);
         (
             Subscriber {
                 id,

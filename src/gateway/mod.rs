@@ -46,6 +46,7 @@ use crate::metrics::Metrics;
 
 pub mod connection;
 pub mod hub;
+pub mod queue;
 mod rest;
 mod web;
 pub mod wire;

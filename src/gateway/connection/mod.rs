@@ -29,8 +29,6 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use hyper::upgrade::Upgraded;
 use rand::RngExt;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +36,7 @@ use tracing::Instrument;
 
 use super::Gateway;
 use super::hub::{HubListener, Kill, Outbound, Subscriber};
+use super::queue::{self, TrySendError};
 use super::wire::{self, Socket, Wire};
 use crate::app::App;
 use crate::error::{ApiError, ErrorCode, close};
@@ -88,7 +87,7 @@ pub async fn run(
         tracing::debug!("connected");
         let app = gateway.app().clone();
         let config = app.config();
-        let (tx, rx) = mpsc::channel(config.outbound_queue);
+        let (tx, rx) = queue::channel(config.outbound_queue);
         let kill = Arc::new(Kill::default());
         let mut writer = Writer::new(rx, kill.clone(), &app);
         let user_slot = Arc::new(std::sync::OnceLock::new());
@@ -241,7 +240,7 @@ struct Connection {
     /// This connection's place in the hub, for new subscriptions.
     listener: Arc<dyn Listener>,
     /// The connection's own queue, for replies and join markers.
-    tx: mpsc::Sender<Outbound>,
+    tx: queue::Sender<Outbound>,
     /// Closes the connection from any task.
     kill: Arc<Kill>,
     /// Rate limit and abuse meter.

@@ -17,9 +17,9 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::super::hub::{Kill, Outbound, RoomFrame, Snapshot};
+use super::super::queue;
 use super::super::wire::{self, Outbox};
 use crate::app::App;
 use crate::error::close;
@@ -94,7 +94,7 @@ impl RoomStates {
 /// state, and the frames gathered for the next write.
 pub(super) struct Writer {
     /// The connection's queue: replies, events, join and leave markers.
-    pub(super) rx: mpsc::Receiver<Outbound>,
+    pub(super) rx: queue::Receiver<Outbound>,
     /// Cuts the connection off (slow consumer) or tells a failed write.
     kill: Arc<Kill>,
     /// Per-room delivery state.
@@ -131,7 +131,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 impl Writer {
-    pub(super) fn new(rx: mpsc::Receiver<Outbound>, kill: Arc<Kill>, app: &App) -> Writer {
+    pub(super) fn new(rx: queue::Receiver<Outbound>, kill: Arc<Kill>, app: &App) -> Writer {
         let metrics = app.metrics();
         let frames = |kind: &'static str| {
             metrics

@@ -188,12 +188,12 @@ mod tests {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use tokio::sync::mpsc;
 
     use super::*;
     use crate::error::StoreResult;
     use crate::events::{EventSink, Presence, RawReplay};
     use crate::gateway::hub::{Kill, Outbound, Subscriber};
+    use crate::gateway::queue;
     use crate::metrics::Metrics;
     use crate::model::BanRecord;
 
@@ -247,8 +247,8 @@ mod tests {
         }
     }
 
-    fn sub(id: u64, user: Option<&str>) -> (Subscriber, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(8);
+    fn sub(id: u64, user: Option<&str>) -> (Subscriber, queue::Receiver<Outbound>) {
+        let (tx, rx) = queue::channel(8);
         let cell = OnceLock::new();
         if let Some(u) = user {
             let _ = cell.set(Box::from(u));
