@@ -217,9 +217,12 @@ async fn participants_changed_is_told_at_most_once_a_second_across_nodes() {
     );
     for pair in times.windows(2) {
         let gap = pair[1] - pair[0];
-        // Delivery jitter aside, the gate holds for 1 s of Redis time.
+        // The gate holds for 1 s of Redis time; what the client sees adds
+        // delivery jitter, which reached several hundred ms on a loaded CI
+        // machine (one failure at load 9 with an 850 ms bound). Two events
+        // let through at once would arrive within a few ms.
         assert!(
-            gap >= Duration::from_millis(850),
+            gap >= Duration::from_millis(400),
             "two participants.changed {gap:?} apart"
         );
     }
