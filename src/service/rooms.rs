@@ -25,7 +25,9 @@ use super::typing::TYPING_TTL;
 use super::{int_field, room_id, text_field};
 use crate::bus::EventBus;
 use crate::error::ServiceError;
-use crate::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms, system_user};
+use crate::model::{
+    Event, Message, MessageKind, Participant, Room, SeqEvent, User, now_ms, system_user,
+};
 use crate::store::{
     BIG_ROOM, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, MessageStore, Removal,
     RoomStore, SessionStore,
@@ -65,8 +67,8 @@ impl Default for RoomSettings {
 pub struct Joined {
     /// The room as read after joining.
     pub room: Room,
-    /// Distinct users joined.
-    pub participants: Vec<User>,
+    /// At most `REPLY_PARTICIPANTS` participants, with their roles.
+    pub participants: Vec<Participant>,
     /// Recent messages, or the events after `since`.
     pub history: JoinHistory,
     /// Every durable event up to this seq is covered by the snapshot; live
@@ -313,29 +315,27 @@ impl RoomService {
                 )));
             }
             JoinOutcome::Joined { first } => {
-                // The user's room index on every join, not only the first:
-                // an index that lost the room (or predates it) is written
-                // again. Both records at once: they are independent.
-                tokio::join!(
-                    self.track(conn, room_id, true),
-                    self.reads.joined(&user.id, room_id)
-                );
                 if first {
                     self.announce(room_id, Event::ParticipantJoined(user.clone()))
                         .await;
                 }
             }
-            JoinOutcome::JoinedQuietly { .. } => {
-                tokio::join!(
-                    self.track(conn, room_id, true),
-                    self.reads.joined(&user.id, room_id)
-                );
-                self.crowd.joined(room_id, user);
-            }
+            JoinOutcome::JoinedQuietly { .. } => self.crowd.joined(room_id, user),
         }
-        let room = self.existing(room_id).await?;
-        let participants = self.rooms.roster(room_id, REPLY_PARTICIPANTS).await?;
-        let (history, floor) = match since {
+        // The session's room record, the user's room index (on every join,
+        // not only the first: an index that lost the room, or predates it,
+        // is written again) and the snapshot are independent: all at once.
+        let (snapshot, (), ()) = tokio::join!(
+            self.rooms.snapshot(room_id, REPLY_PARTICIPANTS, since),
+            self.track(conn, room_id, true),
+            self.reads.joined(&user.id, room_id)
+        );
+        let Some(snapshot) = snapshot? else {
+            return Err(not_found(room_id));
+        };
+        let room = snapshot.room;
+        let participants = snapshot.participants;
+        let (history, floor) = match snapshot.replay {
             None => {
                 let page = self
                     .messages
@@ -343,8 +343,7 @@ impl RoomService {
                     .await?;
                 (JoinHistory::Messages(page.messages), room.last_seq)
             }
-            Some(since) => {
-                let replay = self.messages.events_since(room_id, since).await?;
+            Some(replay) => {
                 let mut events = replay.events;
                 // Redact over the whole replay: a deletion past the cut
                 // still hides what it deleted.

@@ -189,9 +189,12 @@ impl SessionService {
             instance: self.instance.to_string(),
             connected_at: now_ms(),
         };
-        self.sessions.open(&record, self.ttl).await?;
-        self.record_activity(user, 0).await;
-        Ok(())
+        // Independent writes: both at once (one round trip, not two).
+        let (opened, ()) = tokio::join!(
+            self.sessions.open(&record, self.ttl),
+            self.record_activity(user, 0)
+        );
+        Ok(opened?)
     }
 
     /// Updates the user's activity record; a failure is only logged, it

@@ -19,12 +19,12 @@ use async_trait::async_trait;
 
 use super::{
     AppendOutcome, Change, Coalesced, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome,
-    MemberPage, MessageStore, ReplaceOutcome, Replay, RoomStore, ScanCap, SessionRecord,
-    SessionStore, StoreError, StoreResult, StoreSettings, StoredMessage,
+    MemberPage, MessageStore, ModerationStore, ReplaceOutcome, Replay, RoomSnapshot, RoomStore,
+    ScanCap, SessionRecord, SessionStore, StoreError, StoreResult, StoreSettings, StoredMessage,
 };
 use crate::codec;
 use crate::events::{EventLog, EventSink};
-use crate::model::{Event, Message, Room, User, now_ms};
+use crate::model::{Event, Message, Participant, Room, User, now_ms};
 
 /// The in-memory engine. Cheap to clone.
 #[derive(Clone)]
@@ -212,6 +212,40 @@ impl RoomStore for MemoryStore {
 
     async fn roster(&self, room: &str, limit: usize) -> StoreResult<Vec<User>> {
         Ok(self.read_roster(room, limit))
+    }
+
+    async fn snapshot(
+        &self,
+        room: &str,
+        limit: usize,
+        since: Option<u64>,
+    ) -> StoreResult<Option<RoomSnapshot>> {
+        // The same reads as the separate calls, in the order a join made
+        // them before (the room, the roster and standings, the replay).
+        let Some(found) = RoomStore::room(self, room).await? else {
+            return Ok(None);
+        };
+        let users = self.read_roster(room, limit);
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        let standings = ModerationStore::standings(self, room, &ids).await?;
+        let participants = users
+            .into_iter()
+            .zip(standings)
+            .map(|(user, s)| Participant {
+                user,
+                role: s.role,
+                muted_until: s.muted_until,
+            })
+            .collect();
+        let replay = match since {
+            Some(since) => Some(self.events_since(room, since).await?),
+            None => None,
+        };
+        Ok(Some(RoomSnapshot {
+            room: found,
+            participants,
+            replay,
+        }))
     }
 
     async fn members(

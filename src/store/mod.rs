@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use crate::codec;
 pub use crate::error::{StoreError, StoreResult};
 use crate::events::{EventLog, RawReplay};
-use crate::model::{Event, Message, Room, SeqEvent, User};
+use crate::model::{Event, Message, Participant, Room, SeqEvent, User};
 
 pub mod breaker;
 pub mod memory;
@@ -210,6 +210,18 @@ pub struct Replay {
     pub complete: bool,
 }
 
+/// A join snapshot (`RoomStore::snapshot`), read in one step after the join.
+#[derive(Debug, Clone)]
+pub struct RoomSnapshot {
+    /// The room (its `last_seq` is the replay's, when there is one).
+    pub room: Room,
+    /// At most the asked-for number of participants, as `RoomStore::roster`
+    /// lists them, each with their role and mute.
+    pub participants: Vec<Participant>,
+    /// With a `since`: the retained events after it.
+    pub replay: Option<Replay>,
+}
+
 /// A connection's session record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
@@ -296,6 +308,17 @@ pub trait RoomStore: Send + Sync {
     /// are at most `limit`; otherwise the most recently joined ones, newest
     /// first (every participant has a live connection, so all are online).
     async fn roster(&self, room: &str, limit: usize) -> StoreResult<Vec<User>>;
+
+    /// What a join answers, in one read (one round trip on Redis): the room,
+    /// `roster(limit)` with each participant's standing, and with `since`
+    /// the events after it (`MessageStore::events_since`). `None`: no such
+    /// room.
+    async fn snapshot(
+        &self,
+        room: &str,
+        limit: usize,
+        since: Option<u64>,
+    ) -> StoreResult<Option<RoomSnapshot>>;
 
     /// A page of at most `limit` members ordered by user id, starting after
     /// the user id `after`. Every user who is a member throughout a walk

@@ -17,7 +17,7 @@ use super::super::hub::{Outbound, Snapshot};
 use super::super::wire;
 use super::Connection;
 use crate::error::{ApiError, ServiceError};
-use crate::model::{Participant, Role, User};
+use crate::model::User;
 use crate::protocol::replies::{Empty, JoinEvents, JoinMessages, RoomData, data};
 use crate::protocol::{self, RequestId};
 use crate::service::{JoinHistory, Joined, NewRoom, RoomSubscription};
@@ -111,28 +111,7 @@ impl Connection {
                 if let Some(fresh) = fresh {
                     self.rooms.insert(fresh);
                 }
-                let participants = match app
-                    .moderation()
-                    .participants(&key, joined.participants.clone())
-                    .await
-                {
-                    Ok(participants) => participants,
-                    // Joined already: the roles are shown as members rather
-                    // than failing the join.
-                    Err(e) => {
-                        tracing::warn!(room = %key, error = %e, "could not read the roles");
-                        joined
-                            .participants
-                            .iter()
-                            .map(|user| Participant {
-                                user: user.clone(),
-                                role: Role::Member,
-                                muted_until: None,
-                            })
-                            .collect()
-                    }
-                };
-                let reply = join_reply(&joined, &participants, app.config().resume_max_bytes);
+                let reply = join_reply(&joined, app.config().resume_max_bytes);
                 self.charge_read(reply.get().len());
                 self.joined(request_id, &key, joined.floor, reply);
                 Ok(None)
@@ -301,7 +280,8 @@ impl Connection {
 
 /// The reply data of a join: the latest messages, or the events after
 /// `since` rendered as they are pushed live.
-fn join_reply(joined: &Joined, participants: &[Participant], max_bytes: usize) -> Box<RawValue> {
+fn join_reply(joined: &Joined, max_bytes: usize) -> Box<RawValue> {
+    let participants = &joined.participants;
     match &joined.history {
         JoinHistory::Messages(messages) => data(&JoinMessages {
             room: &joined.room,

@@ -234,15 +234,16 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         if !c.is_cluster() {
+            let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
             let mut pipe = redis::pipe();
-            for cmd in groups.iter().flatten() {
-                pipe.add_command(cmd.clone());
+            for cmd in groups.into_iter().flatten() {
+                pipe.add_command(cmd);
             }
             let mut flat: Vec<Value> = self.timed(op, pipe.query_async(&mut *c)).await?;
-            let mut out = Vec::with_capacity(groups.len());
+            let mut out = Vec::with_capacity(sizes.len());
             let mut rest = flat.drain(..);
-            for group in &groups {
-                out.push(rest.by_ref().take(group.len()).collect());
+            for size in sizes {
+                out.push(rest.by_ref().take(size).collect());
             }
             return Ok(out);
         }

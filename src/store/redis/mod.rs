@@ -31,6 +31,7 @@
 //! | `crowd` | big rooms: the bounded roster, member pages, the `participants.changed` gate |
 //! | `moderation` | roles, bans, mutes and the moderation verbs (1.1), one script each |
 //! | `reads` | read state: `room.read`, unread counts, `room.mine`, receipts |
+//! | `snapshot` | what a join answers (room, roster, standings, replay) in one script |
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,7 @@ mod reads;
 mod rooms;
 mod scripts;
 mod sessions;
+mod snapshot;
 mod throttle;
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use crate::error::StoreResult;
 use crate::layout::Keys;
 use crate::model::{Message, Room, User, now_ms};
 use crate::store::{
-    Change, Coalesced, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, RoomStore,
+    Change, Coalesced, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, RoomSnapshot,
+    RoomStore,
 };
 
 impl RedisStore {
@@ -417,6 +418,16 @@ impl RoomStore for RedisStore {
 
     async fn roster(&self, room: &str, limit: usize) -> StoreResult<Vec<User>> {
         self.idempotent(|| self.read_roster(room, limit)).await
+    }
+
+    async fn snapshot(
+        &self,
+        room: &str,
+        limit: usize,
+        since: Option<u64>,
+    ) -> StoreResult<Option<RoomSnapshot>> {
+        self.idempotent(|| self.read_snapshot(room, limit, since))
+            .await
     }
 
     async fn members(

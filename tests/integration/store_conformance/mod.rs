@@ -175,12 +175,14 @@ mod cases;
 mod moderation;
 mod moderation_edges;
 mod reads;
+mod snapshot;
 
 use self::big_rooms::*;
 use self::cases::*;
 use self::moderation::*;
 use self::moderation_edges::*;
 use self::reads::*;
+use self::snapshot::*;
 
 // ---------------------------------------------------------------------------
 // Engines: every case runs on its own store, once per engine, as its own test
@@ -428,6 +430,7 @@ conformance! {
     room_index_bound(1000, HOUR);
     my_rooms_roles_follow_moderation(1000, HOUR);
     owner_close_forgets_read_state(1000, HOUR);
+    join_snapshot(1000, HOUR);
 }
 
 /// Durable events are published in seq order with the same envelope the log

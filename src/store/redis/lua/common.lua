@@ -23,7 +23,8 @@
 -- trim_expired(messages_key, events_key, msg_prefix, max_remove, countable_key):
 --   drops expired messages from the index (and from `countable:{R}`, the
 --   messages unread counts count) and every event older than the
---   oldest message still alive. The message keys it reads are found here,
+--   oldest message still alive. It looks at the oldest message alone
+--   first, then in batches of 100. The message keys it reads are found here,
 --   `msg_prefix .. id`: the prefix is the room's `message:{R}:`, so they
 --   share the room's hash tag (and slot) with the declared KEYS.
 local function be64(n)
@@ -63,8 +64,12 @@ local function write_message(msg_key, messages_key, msg_id, seq, env, ttl)
 end
 local function trim_expired(messages_key, events_key, msg_prefix, max_remove, countable_key)
   local removed = 0
+  -- The oldest message is read alone first: it is alive almost always (on
+  -- every resume and send), and then it is all there is to read.
+  local size = 1
   while removed < max_remove do
-    local batch = redis.call('ZRANGE', messages_key, 0, 99, 'WITHSCORES')
+    local batch = redis.call('ZRANGE', messages_key, 0, size - 1, 'WITHSCORES')
+    size = 100
     if #batch == 0 then
       redis.call('DEL', events_key, countable_key)
       return removed

@@ -21,7 +21,8 @@
 //! scripts (typing, abuse limits) in `counters`, those of the big-room
 //! scripts (roster, member pages, `participants.changed`) in `crowd`, those
 //! of the moderation verbs (1.1) in `moderation`, those of read state (1.1)
-//! in `reads`; the shared machinery (the script set, binding, the event
+//! in `reads`, the join snapshot's (room, roster, standings, replay in one
+//! call) in `snapshot`; the shared machinery (the script set, binding, the event
 //! keys, publishing) is here. `mod_close.lua` also derives keys
 //! from room prefixes (`member_conns:{R}:`, `typing:{R}:`), like
 //! `close.lua`.
@@ -36,6 +37,7 @@ mod messages;
 pub(super) mod moderation;
 mod reads;
 mod rooms;
+mod snapshot;
 
 use crate::error::{StoreError, StoreResult};
 pub(super) use counters::{Limit, LimitReply, Tell, Typing};
@@ -50,6 +52,7 @@ pub(super) use rooms::{
     Close, CloseReply, Create, CreateReply, Join, JoinReply, Leave, LeaveReply, MemberKeys, Note,
     ReleaseCode, Released,
 };
+pub(super) use snapshot::{Snapshot, SnapshotRead, SnapshotReply};
 
 const GUARD: &str = include_str!("../lua/guard.lua");
 const COMMON: &str = include_str!("../lua/common.lua");
@@ -105,6 +108,8 @@ pub(super) struct Scripts {
     pub(super) limit: Script,
     pub(super) typing: Script,
     pub(super) roster: Script,
+    /// `snapshot.lua`: what a join answers, in one call.
+    pub(super) snapshot: Script,
     pub(super) members: Script,
     pub(super) changes: Script,
     /// `read.lua`: `room.read`.
@@ -140,6 +145,7 @@ impl Scripts {
             limit: Script::new(include_str!("../lua/limit.lua")),
             typing: Script::new(include_str!("../lua/typing.lua")),
             roster: Script::new(include_str!("../lua/roster.lua")),
+            snapshot: with_common(include_str!("../lua/snapshot.lua")),
             members: Script::new(include_str!("../lua/members.lua")),
             changes: Script::new(include_str!("../lua/changes.lua")),
             read: with_common(include_str!("../lua/read.lua")),

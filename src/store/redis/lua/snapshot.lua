@@ -1,0 +1,62 @@
+-- The join snapshot in one call, read after the join itself (and after the
+-- caller subscribed to the room's events, so nothing after it is missed):
+-- the room's hash and participant count; at most `limit` participants
+-- (as roster.lua: everyone in a room of at most `limit`, else the users of
+-- the newest presence entries, reading at most 4 × limit of them) with the
+-- moderators and mutes among them; and, given `since`, the retained events
+-- after it (as since.lua, after the same expiry trim, up to `visible_seq`).
+-- Order owned by `scripts::Snapshot`.
+-- KEYS: room, members, presence, roles, mutes, events, messages, countable
+-- ARGV: limit, since (-1: no replay), message key prefix (`message:{R}:`,
+--       the room's hash tag)
+-- Replies: {} (no room) |
+--          {{field, value…}, count, partial (0/1), {user_json or false…},
+--           {moderator id…}, {muted id, until…}, seq, {envelope…}}
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return {} end
+local limit = tonumber(ARGV[1])
+local since = tonumber(ARGV[2])
+if since >= 0 then trim_expired(KEYS[7], KEYS[6], ARGV[3], 1000, KEYS[8]) end
+local count = redis.call('HLEN', KEYS[2])
+local ids, users, partial = {}, {}, 0
+if count <= limit then
+  local all = redis.call('HGETALL', KEYS[2])
+  for i = 1, #all, 2 do
+    ids[#ids + 1] = all[i]
+    users[#users + 1] = all[i + 1]
+  end
+else
+  partial = 1
+  local seen, start = {}, 0
+  while #ids < limit and start < 4 * limit do
+    local batch = redis.call('ZREVRANGE', KEYS[3], start, start + limit - 1)
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      local user = string.match(entry, '^(.*):[^:]*$')
+      if user and not seen[user] and #ids < limit then
+        seen[user] = true
+        ids[#ids + 1] = user
+      end
+    end
+    start = start + limit
+  end
+  if #ids > 0 then users = redis.call('HMGET', KEYS[2], unpack(ids)) end
+end
+local moderators, muted = {}, {}
+if #ids > 0 then
+  local roles = redis.call('HMGET', KEYS[4], unpack(ids))
+  local mutes = redis.call('HMGET', KEYS[5], unpack(ids))
+  for i = 1, #ids do
+    if roles[i] == 'moderator' then moderators[#moderators + 1] = ids[i] end
+    if mutes[i] then
+      muted[#muted + 1] = ids[i]
+      muted[#muted + 1] = mutes[i]
+    end
+  end
+end
+local seq = visible_seq(KEYS[1])
+local evs = {}
+if since >= 0 then
+  evs = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[2], seq)
+end
+return {fields, count, partial, users, moderators, muted, seq, evs}
