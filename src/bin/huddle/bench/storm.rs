@@ -230,7 +230,8 @@ async fn send_loop(
 }
 
 /// Each room's last seq, read from a survivor once the senders stopped
-/// (one connection; a refused read is tried again, 5 times at most).
+/// (one connection; a refused hello or read is tried again, 5 times at
+/// most).
 async fn last_seqs(
     url: &str,
     secret: &str,
@@ -239,12 +240,17 @@ async fn last_seqs(
     let mut ws = connect(url).await?;
     let sub = "storm-checker";
     let token = token(secret, sub)?;
-    call(
-        &mut ws,
-        1,
-        json!({"type": "hello", "token": token, "name": sub}),
-    )
-    .await?;
+    let hello = json!({"type": "hello", "token": token, "name": sub});
+    let mut tries = 0;
+    while let Err(e) = call(&mut ws, 1, hello.clone()).await {
+        // A node still busy with the storm may refuse: the check is what the
+        // run is for, so it waits rather than losing the run.
+        if tries >= 5 || e.contains("closed") {
+            return Err(e);
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut last = BTreeMap::new();
     let mut id = 2;
     for room in rooms {
