@@ -27,6 +27,27 @@
 --   first, then in batches of 100. The message keys it reads are found here,
 --   `msg_prefix .. id`: the prefix is the room's `message:{R}:`, so they
 --   share the room's hash tag (and slot) with the declared KEYS.
+-- newest_users(presence_key, limit): the users of the newest presence
+--   entries (`USER:CONN` by join time), at most `limit` distinct, reading
+--   at most 4 × limit entries, so a user with many connections cannot make
+--   it read more. The roster of a room above `limit` participants.
+local function newest_users(presence_key, limit)
+  local ids, seen, start = {}, {}, 0
+  while #ids < limit and start < 4 * limit do
+    local batch = redis.call('ZREVRANGE', presence_key, start, start + limit - 1)
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      local user = string.match(entry, '^(.*):[^:]*$')
+      if user and not seen[user] and #ids < limit then
+        seen[user] = true
+        ids[#ids + 1] = user
+      end
+    end
+    start = start + limit
+  end
+  return ids
+end
+
 local function be64(n)
   local out = {}
   for i = 8, 1, -1 do

@@ -12,18 +12,6 @@ local limit = tonumber(ARGV[1])
 if redis.call('HLEN', KEYS[1]) <= limit then
   return {0, redis.call('HVALS', KEYS[1])}
 end
-local ids, seen, start = {}, {}, 0
-while #ids < limit and start < 4 * limit do
-  local batch = redis.call('ZREVRANGE', KEYS[2], start, start + limit - 1)
-  if #batch == 0 then break end
-  for _, entry in ipairs(batch) do
-    local user = string.match(entry, '^(.*):[^:]*$')
-    if user and not seen[user] and #ids < limit then
-      seen[user] = true
-      ids[#ids + 1] = user
-    end
-  end
-  start = start + limit
-end
+local ids = newest_users(KEYS[2], limit)
 if #ids == 0 then return {1, {}} end
 return {1, redis.call('HMGET', KEYS[1], unpack(ids))}

@@ -27,19 +27,7 @@ if count <= limit then
   end
 else
   partial = 1
-  local seen, start = {}, 0
-  while #ids < limit and start < 4 * limit do
-    local batch = redis.call('ZREVRANGE', KEYS[3], start, start + limit - 1)
-    if #batch == 0 then break end
-    for _, entry in ipairs(batch) do
-      local user = string.match(entry, '^(.*):[^:]*$')
-      if user and not seen[user] and #ids < limit then
-        seen[user] = true
-        ids[#ids + 1] = user
-      end
-    end
-    start = start + limit
-  end
+  ids = newest_users(KEYS[3], limit)
   if #ids > 0 then users = redis.call('HMGET', KEYS[2], unpack(ids)) end
 end
 local moderators, muted = {}, {}

@@ -144,7 +144,7 @@ impl Scripts {
             release_code: Script::new(include_str!("../lua/release_code.lua")),
             limit: Script::new(include_str!("../lua/limit.lua")),
             typing: Script::new(include_str!("../lua/typing.lua")),
-            roster: Script::new(include_str!("../lua/roster.lua")),
+            roster: with_common(include_str!("../lua/roster.lua")),
             snapshot: with_common(include_str!("../lua/snapshot.lua")),
             members: Script::new(include_str!("../lua/members.lua")),
             changes: Script::new(include_str!("../lua/changes.lua")),
