@@ -163,6 +163,15 @@ fn acks_store(redis: &RedisServer) -> RedisStore {
     .expect("redis store")
 }
 
+/// Checks that a durable write answered `Unconfirmed` (`what` names it):
+/// the tests of `acks_store` with its replica gone.
+fn unconfirmed(what: &str, e: Option<huddle::store::StoreError>) {
+    match e {
+        Some(huddle::store::StoreError::Unconfirmed(_)) => {}
+        other => panic!("{what}: expected Unconfirmed, got {other:?}"),
+    }
+}
+
 fn appended(o: AppendOutcome) -> Message {
     match o {
         AppendOutcome::Appended(m) => m,

@@ -331,10 +331,6 @@ async fn redis_moderation_writes_wait_for_replicas() {
             .expect("close"),
     );
     replica.kill();
-    let unconfirmed = |what: &str, e: Option<StoreError>| match e {
-        Some(StoreError::Unconfirmed(_)) => {}
-        other => panic!("{what}: expected Unconfirmed, got {other:?}"),
-    };
     let changes = RoomChanges {
         name: Some("renamed".into()),
         ..RoomChanges::default()
@@ -569,10 +565,6 @@ async fn redis_joins_and_leaves_without_an_event_wait_for_replicas() {
     assert_eq!(left, LeaveOutcome::Left { last: true });
     join_ok(store, "r-qa", &bob, "b1").await;
     replica.kill();
-    let unconfirmed = |what: &str, e: Option<StoreError>| match e {
-        Some(StoreError::Unconfirmed(_)) => {}
-        other => panic!("{what}: expected Unconfirmed, got {other:?}"),
-    };
     unconfirmed(
         "a second connection's join",
         store
