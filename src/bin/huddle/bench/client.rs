@@ -1,10 +1,14 @@
 //! The client side shared by every mode: opening a connection, one
 //! request/answer exchange, and the rooms a run sets up.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
+use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -38,6 +42,15 @@ pub(super) async fn call(
     id: u64,
     req: serde_json::Value,
 ) -> Result<serde_json::Value, String> {
+    call_as(ws, id, req).await
+}
+
+/// [`call`] that reads the reply's data as `T` (`IgnoredAny` to skip it).
+pub(super) async fn call_as<T: DeserializeOwned>(
+    ws: &mut Ws,
+    id: u64,
+    req: serde_json::Value,
+) -> Result<T, String> {
     match exchange(ws, id, &req).await? {
         Answer::Ok(data) => Ok(data),
         Answer::Refused { error, .. } => Err(format!("{} failed: {error}", req["type"])),
@@ -48,11 +61,11 @@ pub(super) async fn call(
 /// Sends `req` with `id` and waits (at most 10 s) for its reply, skipping
 /// other frames. `Err` means the exchange failed in a way the server did
 /// not choose (no answer in time, a frame that is not JSON).
-pub(super) async fn exchange(
+pub(super) async fn exchange<T: DeserializeOwned>(
     ws: &mut Ws,
     id: u64,
     req: &serde_json::Value,
-) -> Result<Answer, String> {
+) -> Result<Answer<T>, String> {
     let mut req = req.clone();
     req["id"] = json!(id);
     if ws
@@ -73,15 +86,19 @@ pub(super) async fn exchange(
         match msg {
             WsMessage::Close(frame) => return Ok(Answer::Closed(frame.map(|f| u16::from(f.code)))),
             WsMessage::Text(text) => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                if v["type"] != "reply" || v["id"] != id {
+                // Most frames while waiting are other clients' events, and a
+                // join's reply is large: read the head alone, and the body
+                // only of the reply waited for.
+                let head: Head<'_> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                if head.kind != "reply" || head.id != Some(id) {
                     continue;
                 }
-                if v["ok"] == true {
-                    return Ok(Answer::Ok(v["data"].clone()));
+                if head.ok == Some(true) {
+                    let data = serde_json::from_str(raw(head.data)).map_err(|e| e.to_string())?;
+                    return Ok(Answer::Ok(data));
                 }
-                let error = v["error"].clone();
+                let error: serde_json::Value =
+                    serde_json::from_str(raw(head.error)).map_err(|e| e.to_string())?;
                 return Ok(Answer::Refused {
                     code: error["code"].as_str().unwrap_or("unknown").to_owned(),
                     retry_after: error["retry_after_ms"].as_u64().map(Duration::from_millis),
@@ -93,9 +110,28 @@ pub(super) async fn exchange(
     }
 }
 
+/// What `exchange` reads of every frame: its type and id, and the reply's
+/// parts unparsed.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    id: Option<u64>,
+    ok: Option<bool>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// The text of an optional raw JSON value, `null` when absent.
+fn raw(value: Option<&RawValue>) -> &str {
+    value.map_or("null", RawValue::get)
+}
+
 /// After a failed send: the close code the server sent, if it sent one
 /// within a second.
-async fn read_close(ws: &mut Ws) -> Answer {
+async fn read_close<T>(ws: &mut Ws) -> Answer<T> {
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
     while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
         if let WsMessage::Close(frame) = msg {
@@ -134,9 +170,9 @@ pub(super) async fn create_rooms(
 
 /// How the server answered one request of a [`Session`].
 #[derive(Debug)]
-pub(super) enum Answer {
+pub(super) enum Answer<T = serde_json::Value> {
     /// `ok: true`, with the reply's `data`.
-    Ok(serde_json::Value),
+    Ok(T),
     /// `ok: false`.
     Refused {
         /// The protocol error code (`rate_limited`, `not_found`, …).

@@ -13,7 +13,9 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::client::{Ws, call, connect, create_rooms};
+use serde::de::IgnoredAny;
+
+use super::client::{Ws, call_as, connect, create_rooms};
 use super::report::{ClientStats, Report, latency};
 use super::system::rss_bytes;
 use crate::cli::BenchArgs;
@@ -48,13 +50,13 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
             let permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
             let started = Instant::now();
             let mut ws = connect(&url).await?;
-            call(
+            call_as::<IgnoredAny>(
                 &mut ws,
                 1,
                 json!({"type": "hello", "name": format!("idle-{i}")}),
             )
             .await?;
-            call(&mut ws, 2, json!({"type": "room.join", "room": room})).await?;
+            call_as::<IgnoredAny>(&mut ws, 2, json!({"type": "room.join", "room": room})).await?;
             let took = started.elapsed();
             drop(permit);
             opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
