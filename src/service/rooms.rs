@@ -314,8 +314,8 @@ impl RoomService {
                     super::moderation::ban_text(until)
                 )));
             }
-            JoinOutcome::Joined { first } => {
-                if first {
+            JoinOutcome::Joined { first, announced } => {
+                if first && !announced {
                     self.announce(room_id, Event::ParticipantJoined(user.clone()))
                         .await;
                 }
@@ -379,13 +379,18 @@ impl RoomService {
         let outcome = self.rooms.leave(room_id, user, conn, &note).await?;
         self.track(conn, room_id, false).await;
         match outcome {
-            LeaveOutcome::Left { last: true } => {
+            LeaveOutcome::Left {
+                last: true,
+                announced,
+            } => {
                 self.reads.left(&user.id, room_id, note.created_at).await;
-                self.announce(room_id, Event::ParticipantLeft(user.clone()))
-                    .await;
+                if !announced {
+                    self.announce(room_id, Event::ParticipantLeft(user.clone()))
+                        .await;
+                }
                 Ok(())
             }
-            LeaveOutcome::Left { last: false } => Ok(()),
+            LeaveOutcome::Left { last: false, .. } => Ok(()),
             LeaveOutcome::LeftQuietly { .. } => {
                 self.reads.left(&user.id, room_id, note.created_at).await;
                 self.crowd.left(room_id, user);

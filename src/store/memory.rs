@@ -146,7 +146,10 @@ impl RoomStore for MemoryStore {
         if let Some(member) = rs.members.get_mut(&user.id) {
             member.conns.insert(conn.to_owned());
             member.joined_at = now;
-            return Ok(JoinOutcome::Joined { first: false });
+            return Ok(JoinOutcome::Joined {
+                first: false,
+                announced: false,
+            });
         }
         if rs.members.len() >= rs.room.max_participants as usize {
             return Ok(JoinOutcome::Full);
@@ -166,7 +169,10 @@ impl RoomStore for MemoryStore {
         }
         self.inner
             .append_event(rs, Event::MessageCreated(note.clone()));
-        Ok(JoinOutcome::Joined { first: true })
+        Ok(JoinOutcome::Joined {
+            first: true,
+            announced: false,
+        })
     }
 
     async fn leave(
@@ -187,7 +193,10 @@ impl RoomStore for MemoryStore {
             return Ok(LeaveOutcome::NotJoined);
         }
         if !member.conns.is_empty() {
-            return Ok(LeaveOutcome::Left { last: false });
+            return Ok(LeaveOutcome::Left {
+                last: false,
+                announced: false,
+            });
         }
         let before = rs.members.len() as u32;
         rs.members.remove(&user.id);
@@ -197,7 +206,10 @@ impl RoomStore for MemoryStore {
         }
         self.inner
             .append_event(rs, Event::MessageCreated(note.clone()));
-        Ok(LeaveOutcome::Left { last: true })
+        Ok(LeaveOutcome::Left {
+            last: true,
+            announced: false,
+        })
     }
 
     async fn participants(&self, room: &str) -> StoreResult<Vec<User>> {

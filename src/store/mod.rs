@@ -56,6 +56,10 @@ pub enum JoinOutcome {
     Joined {
         /// The user was not a participant before.
         first: bool,
+        /// The store published `participant.joined` itself, right after
+        /// the system message (so that both reach a connection in one
+        /// write); the caller must not announce the join again.
+        announced: bool,
     },
     /// The room does not exist.
     NoRoom,
@@ -83,6 +87,9 @@ pub enum LeaveOutcome {
     Left {
         /// The user is no longer a participant.
         last: bool,
+        /// The store published `participant.left` itself, right after the
+        /// system message; the caller must not announce the leave again.
+        announced: bool,
     },
     /// This connection had not joined the room.
     NotJoined,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, JWT_SECRET, ids, s, two_jwt_nodes, two_nodes, user,
+    Client, EVENT_TIMEOUT, FAST, FAST_JANITOR, JWT_SECRET, QUIET, event_story, ids, s,
+    two_jwt_nodes, two_nodes, user,
 };
 
 /// The sorted user ids of a reply's `participants`.
@@ -20,6 +21,34 @@ fn participant_ids(data: &Value) -> Vec<String> {
 /// Owned strings, to compare with lists of ids.
 fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A join and a leave on one node reach the other as their system message
+/// and then their participant event, once each (the membership scripts
+/// publish both, so a connection gets them in one write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_and_a_leave_are_announced_once_right_after_their_message() {
+    let (_redis, a, b) = two_jwt_nodes().await;
+    let mut u1a = user(&a, "u1", "Una").await;
+    let rid = s(&u1a.create_room("story", json!({})).await, "id").to_string();
+    let mut u2b = user(&b, "u2", "Udo").await;
+    u2b.join(&rid).await;
+    // A second connection of the same user is no news.
+    let mut u2a = user(&a, "u2", "Udo").await;
+    u2a.join(&rid).await;
+    u2a.ok(json!({"type": "room.leave", "room": rid})).await;
+    u2b.ok(json!({"type": "room.leave", "room": rid})).await;
+    let events = u1a.drain_events(QUIET).await;
+    assert_eq!(
+        event_story(&events),
+        [
+            "message Udo joined",
+            "participant.joined Udo",
+            "message Udo left",
+            "participant.left Udo"
+        ],
+        "{events:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -690,3 +690,35 @@ async fn a_users_shard_channel_follows_its_slot_to_another_master() {
     drop(list_b);
     shard_subscribers_become(&cluster, to, channel, 1).await;
 }
+
+/// Without replica acks the membership scripts publish `participant.joined`
+/// and `participant.left` right after their system message; with them the
+/// node publishes both after the replicas confirm. Either way each is seen
+/// once, after its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_acks_a_join_and_a_leave_are_announced_once_after_their_message() {
+    let _heavy = heavy(module_path!()).await;
+    let cluster = RedisCluster::start().await;
+    let seeds = cluster.seeds();
+    let extra = ["--redis-replica-acks", "1"];
+    let a = cluster_node(&seeds, "a", &extra).await;
+    let b = cluster_node(&seeds, "b", &extra).await;
+    let mut ann = guest(&a, "Ann").await;
+    let room = ann.create_room("acks", json!({})).await;
+    let room = s(&room, "id").to_owned();
+    let mut bob = guest(&b, "Bob").await;
+    bob.join(&room).await;
+    bob.ok(json!({"type": "room.leave", "room": room})).await;
+
+    let events = ann.drain_events(QUIET).await;
+    assert_eq!(
+        event_story(&events),
+        [
+            "message Bob joined",
+            "participant.joined Bob",
+            "message Bob left",
+            "participant.left Bob"
+        ],
+        "{events:#?}"
+    );
+}

@@ -15,9 +15,10 @@ use super::scripts::{
     Close, CloseReply, Create, CreateReply, EventKeys, Join, JoinReply, Leave, LeaveReply,
     MemberKeys, Note, ReleaseCode, Released, ScriptReply, Tell, Typing,
 };
+use crate::codec;
 use crate::error::StoreResult;
 use crate::layout::Keys;
-use crate::model::{Message, Room, User, now_ms};
+use crate::model::{Event, Message, Room, User, now_ms, now_us};
 use crate::store::{
     Change, Coalesced, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, RoomSnapshot,
     RoomStore,
@@ -333,6 +334,14 @@ impl RoomStore for RedisStore {
         let tail = note_tail(note);
         let user_json = user_json(user);
         let presence = presence_member(&user.id, conn);
+        // Published by the script after the system message, unless
+        // publishing waits for the replicas (then the caller announces).
+        let deferred = self.inner.replica_acks > 0;
+        let announcement = if deferred {
+            Vec::new()
+        } else {
+            codec::encode(0, &Event::ParticipantJoined(user.clone()), now_us())
+        };
         let args = Join {
             keys: self.member_keys(&event, room, &user.id, &note.id),
             user_id: &user.id,
@@ -343,6 +352,7 @@ impl RoomStore for RedisStore {
             note: self.note(&note.id, &tail),
             bans: self.k().bans(room),
             deadline: self.deadline(),
+            announcement: &announcement,
         };
         let (reply, acks) = self
             .invoke_durable(&mut c, "room_join", &self.inner.scripts.join, &args)
@@ -354,7 +364,10 @@ impl RoomStore for RedisStore {
                     // No event, but the membership is a write all the same.
                     None => self.acked(acks)?,
                 }
-                JoinOutcome::Joined { first }
+                JoinOutcome::Joined {
+                    first,
+                    announced: first && seq.is_some() && !deferred,
+                }
             }
             JoinReply::NoRoom => JoinOutcome::NoRoom,
             JoinReply::Full => JoinOutcome::Full,
@@ -377,6 +390,12 @@ impl RoomStore for RedisStore {
         let event = self.event_keys(room);
         let tail = note_tail(note);
         let presence = presence_member(&user.id, conn);
+        let deferred = self.inner.replica_acks > 0;
+        let announcement = if deferred {
+            Vec::new()
+        } else {
+            codec::encode(0, &Event::ParticipantLeft(user.clone()), now_us())
+        };
         let args = Leave {
             keys: self.member_keys(&event, room, &user.id, &note.id),
             user_id: &user.id,
@@ -385,6 +404,7 @@ impl RoomStore for RedisStore {
             now: now_ms(),
             note: self.note(&note.id, &tail),
             deadline: self.deadline(),
+            announcement: &announcement,
         };
         let (reply, acks) = self
             .invoke_durable(&mut c, "room_leave", &self.inner.scripts.leave, &args)
@@ -395,7 +415,10 @@ impl RoomStore for RedisStore {
                     Some(seq) => self.confirm(&mut c, room, seq, acks).await?,
                     None => self.acked(acks)?,
                 }
-                LeaveOutcome::Left { last }
+                LeaveOutcome::Left {
+                    last,
+                    announced: last && seq.is_some() && !deferred,
+                }
             }
             LeaveReply::NotJoined => LeaveOutcome::NotJoined,
             LeaveReply::Quiet(count) => {

@@ -1,5 +1,6 @@
 //! Focused tests of the scripts against a real `redis-server` started here:
-//! the expiry trim, the late-write refusal, the deferred publish and the
+//! the expiry trim, the late-write refusal, the deferred publish, the
+//! participant events published with the join and leave messages, and the
 //! conditional removal from a user's room index.
 
 use std::net::TcpListener;
@@ -11,9 +12,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script, Value};
 
 use super::scripts::{
-    Bound, Create, CreateReply, EventKeys, MemberKeys, Note, Publish, Published, Release, Replace,
-    ReplaceReply, ScriptArgs, ScriptReply, Scripts, Send, SendReply, Since, SinceReply, Trim,
-    Trimmed, Unindex, Unindexed,
+    Bound, Create, CreateReply, EventKeys, Join, JoinReply, Leave, LeaveReply, MemberKeys, Note,
+    Publish, Published, Release, Replace, ReplaceReply, ScriptArgs, ScriptReply, Scripts, Send,
+    SendReply, Since, SinceReply, Trim, Trimmed, Unindex, Unindexed,
 };
 use crate::codec;
 use crate::error::{StoreError, StoreResult};
@@ -464,4 +465,134 @@ async fn a_room_leaves_a_users_index_only_if_not_joined_again() {
     .await
     .expect("unindex");
     assert_eq!(n, 0);
+}
+
+fn bob() -> User {
+    User {
+        id: "bob".into(),
+        name: "Bob".into(),
+        image: None,
+    }
+}
+
+/// Runs `join.lua` (`leave` false) or `leave.lua` for bob's connection
+/// `conn`, with `announcement` as the participant event to publish.
+async fn membership(
+    conn: &mut MultiplexedConnection,
+    scripts: &Scripts,
+    k: &Keys,
+    (leave, bob_conn): (bool, &str),
+    note_id: &str,
+    announcement: &[u8],
+) -> Option<u64> {
+    let event = event_keys(k);
+    let note = message(note_id, if leave { "Bob left" } else { "Bob joined" });
+    let note_tail = tail(&note);
+    let keys = MemberKeys {
+        event: &event,
+        members: k.room_members(ROOM),
+        member_conns: k.member_conns(ROOM, "bob"),
+        presence: k.presence(ROOM),
+        messages: k.room_messages(ROOM),
+        message: k.message(ROOM, note_id),
+        member_ids: k.member_ids(ROOM),
+    };
+    let note = Note {
+        id: note_id,
+        tail: &note_tail,
+        ttl_ms: 60_000,
+        log_len: 100,
+    };
+    let presence = format!("bob:{bob_conn}");
+    if leave {
+        let args = Leave {
+            keys,
+            user_id: "bob",
+            conn: bob_conn,
+            presence_member: &presence,
+            now: 3,
+            note,
+            deadline: FAR,
+            announcement,
+        };
+        match run(conn, &scripts.leave, &args).await.expect("leave") {
+            LeaveReply::Left { seq, .. } => seq,
+            other => panic!("leave said {other:?}"),
+        }
+    } else {
+        let args = Join {
+            keys,
+            user_id: "bob",
+            user_json: r#"{"id":"bob","name":"Bob","image":null}"#,
+            conn: bob_conn,
+            presence_member: &presence,
+            now: 2,
+            note,
+            bans: k.bans(ROOM),
+            deadline: FAR,
+            announcement,
+        };
+        match run(conn, &scripts.join, &args).await.expect("join") {
+            JoinReply::Joined { seq, .. } => seq,
+            other => panic!("join said {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_first_join_and_a_last_leave_publish_the_participant_event_right_after_the_message() {
+    let (server, mut conn) = server().await;
+    let k = Keys::new("t:");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe(k.channel(ROOM)).await.expect("subscribe");
+    let mut messages = pubsub.into_on_message();
+    let mut next = async || {
+        let msg = tokio::time::timeout(Duration::from_secs(2), messages.next())
+            .await
+            .expect("published")
+            .expect("stream open");
+        msg.get_payload_bytes().to_vec()
+    };
+    let scripts = Scripts::new(Publish::Classic, false);
+    create(&mut conn, &scripts, &k, 60_000).await;
+    assert_eq!(codec::peek_seq(&next().await).expect("seq"), 1, "created");
+
+    let joined = codec::encode(0, &Event::ParticipantJoined(bob()), 7);
+    let left = codec::encode(0, &Event::ParticipantLeft(bob()), 8);
+    // Bob's first connection: the system message, then the announcement.
+    let seq = membership(&mut conn, &scripts, &k, (false, "b1"), "j1", &joined).await;
+    assert_eq!(seq, Some(2));
+    assert_eq!(codec::peek_seq(&next().await).expect("seq"), 2);
+    assert_eq!(next().await, joined);
+    // His second connection, and its leave, publish nothing; the last
+    // leave publishes its message and then `participant.left`.
+    assert_eq!(
+        membership(&mut conn, &scripts, &k, (false, "b2"), "j2", &joined).await,
+        None
+    );
+    assert_eq!(
+        membership(&mut conn, &scripts, &k, (true, "b2"), "l2", &left).await,
+        None
+    );
+    let seq = membership(&mut conn, &scripts, &k, (true, "b1"), "l1", &left).await;
+    assert_eq!(seq, Some(3));
+    assert_eq!(codec::peek_seq(&next().await).expect("seq"), 3);
+    assert_eq!(
+        next().await,
+        left,
+        "nothing came between the join and the leave"
+    );
+
+    // An empty announcement publishes the message alone.
+    membership(&mut conn, &scripts, &k, (false, "b3"), "j3", b"").await;
+    assert_eq!(codec::peek_seq(&next().await).expect("seq"), 4);
+
+    // With replica acks nothing is published by the scripts: the message
+    // waits for its release, the announcement for the caller.
+    let deferred = Scripts::new(Publish::Classic, true);
+    membership(&mut conn, &deferred, &k, (true, "b3"), "l3", &left).await;
+    membership(&mut conn, &deferred, &k, (false, "b4"), "j4", &joined).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(200), next()).await;
+    assert!(quiet.is_err(), "the deferred scripts published {quiet:?}");
 }

@@ -110,3 +110,18 @@ pub(crate) fn assert_consecutive(seqs: &[u64], context: &str) {
 pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// Room events as short lines for comparing a sequence: `message CONTENT`
+/// for a new message, `EVENT NAME` for an event about a user.
+pub(crate) fn event_story(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e["event"].as_str().unwrap_or_default() {
+            "message.created" => format!(
+                "message {}",
+                e["message"]["content"].as_str().unwrap_or("?")
+            ),
+            other => format!("{other} {}", e["user"]["name"].as_str().unwrap_or("?")),
+        })
+        .collect()
+}

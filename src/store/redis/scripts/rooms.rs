@@ -38,14 +38,24 @@ impl MemberKeys<'_> {
     }
 
     /// The ARGV `join.lua` and `leave.lua` end with: now, the system
-    /// message (id, tail, ttl, log length), channel, deadline.
-    fn bind_note_args(&self, inv: &mut Bound, now: u64, note: &Note<'_>, deadline: i64) {
+    /// message (id, tail, ttl, log length), channel, the participant
+    /// event's envelope published after the message (empty: none),
+    /// deadline (last, for `guard.lua`).
+    fn bind_note_args(
+        &self,
+        inv: &mut Bound,
+        now: u64,
+        note: &Note<'_>,
+        announcement: &[u8],
+        deadline: i64,
+    ) {
         inv.arg(now)
             .arg(note.id)
             .arg(note.tail)
             .arg(note.ttl_ms)
             .arg(note.log_len)
             .arg(&self.event.channel)
+            .arg(announcement)
             .arg(deadline);
     }
 }
@@ -149,6 +159,9 @@ pub(in crate::store::redis) struct Join<'a> {
     pub(in crate::store::redis) bans: String,
     /// Refuse after this Redis time, ms.
     pub(in crate::store::redis) deadline: i64,
+    /// The `participant.joined` envelope published after the system
+    /// message (not when publishing is deferred); empty for none.
+    pub(in crate::store::redis) announcement: &'a [u8],
 }
 
 impl ScriptArgs for Join<'_> {
@@ -160,7 +173,7 @@ impl ScriptArgs for Join<'_> {
             .arg(self.conn)
             .arg(self.presence_member);
         self.keys
-            .bind_note_args(inv, self.now, &self.note, self.deadline);
+            .bind_note_args(inv, self.now, &self.note, self.announcement, self.deadline);
     }
 }
 
@@ -218,6 +231,9 @@ pub(in crate::store::redis) struct Leave<'a> {
     pub(in crate::store::redis) note: Note<'a>,
     /// Refuse after this Redis time, ms.
     pub(in crate::store::redis) deadline: i64,
+    /// The `participant.left` envelope published after the system message
+    /// (not when publishing is deferred); empty for none.
+    pub(in crate::store::redis) announcement: &'a [u8],
 }
 
 impl ScriptArgs for Leave<'_> {
@@ -227,7 +243,7 @@ impl ScriptArgs for Leave<'_> {
             .arg(self.conn)
             .arg(self.presence_member);
         self.keys
-            .bind_note_args(inv, self.now, &self.note, self.deadline);
+            .bind_note_args(inv, self.now, &self.note, self.announcement, self.deadline);
     }
 }
 
