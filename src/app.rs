@@ -224,7 +224,6 @@ impl App {
         let rooms = RoomService::new(
             store.clone(),
             store.clone(),
-            store.clone(),
             bus.clone(),
             limits,
             RoomSettings {

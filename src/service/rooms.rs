@@ -29,7 +29,7 @@ use crate::model::{
     Event, Message, MessageKind, Participant, Room, SeqEvent, User, now_ms, system_user,
 };
 use crate::store::{
-    BIG_ROOM, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, MessageStore, Removal,
+    BIG_ROOM, Backlog, CreateOutcome, Entry, JoinOutcome, LeaveOutcome, MemberPage, Removal,
     RoomStore, SessionStore,
 };
 
@@ -94,7 +94,6 @@ pub enum JoinHistory {
 #[derive(Clone)]
 pub struct RoomService {
     rooms: Arc<dyn RoomStore>,
-    messages: Arc<dyn MessageStore>,
     sessions: Arc<dyn SessionStore>,
     bus: Arc<dyn EventBus>,
     /// Room creation and join-code guessing limits.
@@ -153,7 +152,6 @@ impl RoomService {
     /// Rules over the given stores and bus.
     pub(crate) fn new(
         rooms: Arc<dyn RoomStore>,
-        messages: Arc<dyn MessageStore>,
         sessions: Arc<dyn SessionStore>,
         bus: Arc<dyn EventBus>,
         limits: Limits,
@@ -164,7 +162,6 @@ impl RoomService {
             reads,
             crowd: Crowd::new(rooms.clone(), bus.clone()),
             rooms,
-            messages,
             sessions,
             bus,
             limits,
@@ -241,9 +238,11 @@ impl RoomService {
         ))
     }
 
-    /// Which room a `room.join` means, and whether `user` may join it: a
-    /// private room only by its code, or by id for a user who is already a
-    /// participant (another tab, or resuming after a reconnect).
+    /// Which room a `room.join` means, and how it was named. A private room
+    /// is joined by its code, or by id by a user who is already a
+    /// participant (another tab, or resuming after a reconnect): `join`
+    /// checks that with the join itself, so a join by id costs no read
+    /// here.
     ///
     /// A join by code counts against the unknown-code limit of `user` and
     /// `address` when the code names no room, and is refused while that
@@ -254,7 +253,7 @@ impl RoomService {
         room: Option<&str>,
         code: Option<&str>,
         address: Option<IpAddr>,
-    ) -> Result<String, ServiceError> {
+    ) -> Result<(String, Entry), ServiceError> {
         match (room, code) {
             (Some(_), Some(_)) => Err(ServiceError::BadRequest(
                 "give either `room` or `code`, not both".into(),
@@ -269,7 +268,7 @@ impl RoomService {
                     None => None,
                 };
                 match found {
-                    Some(id) => Ok(id),
+                    Some(id) => Ok((id, Entry::ByCode)),
                     None => {
                         self.limits.code_missed(&user.id, address).await;
                         Err(ServiceError::NotFound(format!(
@@ -278,15 +277,7 @@ impl RoomService {
                     }
                 }
             }
-            (Some(id), None) => {
-                let room = self.existing(id).await?;
-                if room.private && !self.rooms.is_participant(&room.id, &user.id).await? {
-                    return Err(ServiceError::Forbidden(
-                        "this room is private: join it with its code".into(),
-                    ));
-                }
-                Ok(room.id)
-            }
+            (Some(id), None) => Ok((room_id(id)?.to_owned(), Entry::ById)),
         }
     }
 
@@ -297,17 +288,23 @@ impl RoomService {
     pub async fn join(
         &self,
         subscription: &RoomSubscription,
+        entry: Entry,
         user: &User,
         conn: &str,
         since: Option<u64>,
     ) -> Result<Joined, ServiceError> {
         let room_id: &str = subscription.room();
         let note = system_message(room_id, format!("{} joined", user.name));
-        match self.rooms.join(room_id, user, conn, &note).await? {
+        match self
+            .rooms
+            .join_by(room_id, user, conn, &note, entry)
+            .await?
+        {
             JoinOutcome::NoRoom => return Err(not_found(room_id)),
             JoinOutcome::Full => {
                 return Err(ServiceError::Conflict("the room is full".into()));
             }
+            JoinOutcome::Private => return Err(private_room()),
             JoinOutcome::Banned { until } => {
                 return Err(ServiceError::Forbidden(format!(
                     "you are banned from this room {}",
@@ -326,7 +323,14 @@ impl RoomService {
         // not only the first: an index that lost the room, or predates it,
         // is written again) and the snapshot are independent: all at once.
         let (snapshot, (), ()) = tokio::join!(
-            self.rooms.snapshot(room_id, REPLY_PARTICIPANTS, since),
+            self.rooms.snapshot(
+                room_id,
+                REPLY_PARTICIPANTS,
+                match since {
+                    Some(since) => Backlog::Since(since),
+                    None => Backlog::Newest(JOIN_MESSAGES),
+                }
+            ),
             self.track(conn, room_id, true),
             self.reads.joined(&user.id, room_id)
         );
@@ -336,13 +340,7 @@ impl RoomService {
         let room = snapshot.room;
         let participants = snapshot.participants;
         let (history, floor) = match snapshot.replay {
-            None => {
-                let page = self
-                    .messages
-                    .history(room_id, Some(room.last_seq + 1), JOIN_MESSAGES)
-                    .await?;
-                (JoinHistory::Messages(page.messages), room.last_seq)
-            }
+            None => (JoinHistory::Messages(snapshot.messages), room.last_seq),
             Some(replay) => {
                 let mut events = replay.events;
                 // Redact over the whole replay: a deletion past the cut
@@ -405,9 +403,7 @@ impl RoomService {
     pub async fn get(&self, user: &User, room_id: &str) -> Result<(Room, Vec<User>), ServiceError> {
         let room = self.existing(room_id).await?;
         if room.private && !self.rooms.is_participant(&room.id, &user.id).await? {
-            return Err(ServiceError::Forbidden(
-                "this room is private: join it with its code".into(),
-            ));
+            return Err(private_room());
         }
         let participants = self.rooms.roster(&room.id, REPLY_PARTICIPANTS).await?;
         Ok((room, participants))
@@ -555,12 +551,17 @@ fn not_found(room: &str) -> ServiceError {
     ServiceError::NotFound(format!("room {room} does not exist"))
 }
 
+/// A private room shown to, or joined by id by, a non-participant.
+fn private_room() -> ServiceError {
+    ServiceError::Forbidden("this room is private: join it with its code".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bus::MemoryBus;
     use crate::events::EventSink;
-    use crate::store::{MemoryStore, StoreSettings};
+    use crate::store::{MemoryStore, MessageStore, StoreSettings};
 
     struct NoSink;
     impl EventSink for NoSink {
@@ -575,7 +576,7 @@ mod tests {
         fn detach_user(&self, _: &str) {}
     }
 
-    fn service() -> RoomService {
+    fn service() -> (RoomService, Arc<MemoryStore>) {
         let sink: Arc<dyn EventSink> = Arc::new(NoSink);
         let store = Arc::new(MemoryStore::new(StoreSettings::default(), sink.clone()));
         let bus: Arc<MemoryBus> = Arc::new(MemoryBus::new(sink));
@@ -588,20 +589,20 @@ mod tests {
             },
             Arc::new(crate::metrics::Metrics::new()),
         );
-        RoomService::new(
-            store.clone(),
+        let service = RoomService::new(
             store.clone(),
             store.clone(),
             bus.clone(),
             limits,
             RoomSettings::default(),
-            ReadService::new(store, bus),
-        )
+            ReadService::new(store.clone(), bus),
+        );
+        (service, store)
     }
 
     /// A service with one room, created by Ann on connection `c1`.
-    async fn one_room() -> (RoomService, User, RoomSubscription, Room) {
-        let rooms = service();
+    async fn one_room() -> (RoomService, Arc<MemoryStore>, User, RoomSubscription, Room) {
+        let (rooms, store) = service();
         let ann = User {
             id: "ann".into(),
             name: "Ann".into(),
@@ -620,20 +621,23 @@ mod tests {
             .create(&sub, &ann, "c1", new, None)
             .await
             .expect("created");
-        (rooms, ann, sub, room)
+        (rooms, store, ann, sub, room)
     }
 
     #[tokio::test]
     async fn a_long_resume_is_cut_at_200_events_and_says_so() {
-        let (rooms, ann, sub, room) = one_room().await;
+        let (rooms, store, ann, sub, room) = one_room().await;
         for i in 0..250u64 {
             let mut said = system_message(&room.id, format!("message {i}"));
             said.user = ann.clone();
             said.kind = MessageKind::Text;
-            let outcome = rooms.messages.append(&said, None).await.expect("sent");
+            let outcome = store.append(&said, None).await.expect("sent");
             assert!(matches!(outcome, crate::store::AppendOutcome::Appended(_)));
         }
-        let joined = rooms.join(&sub, &ann, "c2", Some(0)).await.expect("joined");
+        let joined = rooms
+            .join(&sub, Entry::ById, &ann, "c2", Some(0))
+            .await
+            .expect("joined");
         let JoinHistory::Events { events, complete } = joined.history else {
             panic!("a resume answers with events")
         };
@@ -648,9 +652,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_since_past_the_last_seq_resumes_from_the_last_seq() {
-        let (rooms, ann, sub, room) = one_room().await;
+        let (rooms, _store, ann, sub, room) = one_room().await;
         let joined = rooms
-            .join(&sub, &ann, "c2", Some(room.last_seq + 10))
+            .join(&sub, Entry::ById, &ann, "c2", Some(room.last_seq + 10))
             .await
             .expect("joined");
         assert_eq!(

@@ -18,9 +18,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AppendOutcome, Change, Coalesced, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome,
-    MemberPage, MessageStore, ModerationStore, ReplaceOutcome, Replay, RoomSnapshot, RoomStore,
-    ScanCap, SessionRecord, SessionStore, StoreError, StoreResult, StoreSettings, StoredMessage,
+    AppendOutcome, Backlog, Change, Coalesced, CreateOutcome, Entry, HistoryPage, JoinOutcome,
+    LeaveOutcome, MemberPage, MessageStore, ModerationStore, ReplaceOutcome, Replay, RoomSnapshot,
+    RoomStore, ScanCap, SessionRecord, SessionStore, StoreError, StoreResult, StoreSettings,
+    StoredMessage,
 };
 use crate::codec;
 use crate::events::{EventLog, EventSink};
@@ -128,12 +129,13 @@ impl RoomStore for MemoryStore {
         Ok(self.state().codes.get(code).cloned())
     }
 
-    async fn join(
+    async fn join_by(
         &self,
         room: &str,
         user: &User,
         conn: &str,
         note: &Message,
+        entry: Entry,
     ) -> StoreResult<JoinOutcome> {
         let mut st = self.state();
         let Some(rs) = st.rooms.get_mut(room) else {
@@ -150,6 +152,9 @@ impl RoomStore for MemoryStore {
                 first: false,
                 announced: false,
             });
+        }
+        if entry == Entry::ById && rs.room.private {
+            return Ok(JoinOutcome::Private);
         }
         if rs.members.len() >= rs.room.max_participants as usize {
             return Ok(JoinOutcome::Full);
@@ -230,7 +235,7 @@ impl RoomStore for MemoryStore {
         &self,
         room: &str,
         limit: usize,
-        since: Option<u64>,
+        backlog: Backlog,
     ) -> StoreResult<Option<RoomSnapshot>> {
         // The same reads as the separate calls, in the order a join made
         // them before (the room, the roster and standings, the replay).
@@ -249,14 +254,18 @@ impl RoomStore for MemoryStore {
                 muted_until: s.muted_until,
             })
             .collect();
-        let replay = match since {
-            Some(since) => Some(self.events_since(room, since).await?),
-            None => None,
+        let (replay, messages) = match backlog {
+            Backlog::Since(since) => (Some(self.events_since(room, since).await?), Vec::new()),
+            Backlog::Newest(n) => {
+                let page = self.history(room, Some(found.last_seq + 1), n).await?;
+                (None, page.messages)
+            }
         };
         Ok(Some(RoomSnapshot {
             room: found,
             participants,
             replay,
+            messages,
         }))
     }
 

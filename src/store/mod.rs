@@ -77,6 +77,9 @@ pub enum JoinOutcome {
         /// When the ban ends.
         until: i64,
     },
+    /// Joined by id (`Entry::ById`) a private room the user is not a
+    /// participant of: nothing was written.
+    Private,
 }
 
 /// Outcome of `RoomStore::leave`.
@@ -217,6 +220,26 @@ pub struct Replay {
     pub complete: bool,
 }
 
+/// How a join names its room, which decides whether a private room lets
+/// the user in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// By the room's join code: a private room lets anyone in.
+    ByCode,
+    /// By id: a private room lets in only its participants (another
+    /// connection, a resume), checked in the same step as the join.
+    ById,
+}
+
+/// What a join snapshot reads besides the room and its participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backlog {
+    /// A resume: the retained events after this seq.
+    Since(u64),
+    /// A fresh join: the newest this many messages.
+    Newest(usize),
+}
+
 /// A join snapshot (`RoomStore::snapshot`), read in one step after the join.
 #[derive(Debug, Clone)]
 pub struct RoomSnapshot {
@@ -225,8 +248,12 @@ pub struct RoomSnapshot {
     /// At most the asked-for number of participants, as `RoomStore::roster`
     /// lists them, each with their role and mute.
     pub participants: Vec<Participant>,
-    /// With a `since`: the retained events after it.
+    /// With `Backlog::Since`: the retained events after it.
     pub replay: Option<Replay>,
+    /// With `Backlog::Newest(n)`: the newest `n` messages up to the room's
+    /// `last_seq`, oldest first, as `MessageStore::history` pages them
+    /// (empty otherwise).
+    pub messages: Vec<Message>,
 }
 
 /// A connection's session record.
@@ -288,14 +315,27 @@ pub trait RoomStore: Send + Sync {
     async fn room_id_by_code(&self, code: &str) -> StoreResult<Option<String>>;
 
     /// Adds `conn` of `user` to the room. On the user's first connection,
-    /// checks capacity and appends `note`.
+    /// checks capacity and appends `note`. A banned user is refused; so is
+    /// a join `Entry::ById` of a private room by a non-participant.
+    async fn join_by(
+        &self,
+        room: &str,
+        user: &User,
+        conn: &str,
+        note: &Message,
+        entry: Entry,
+    ) -> StoreResult<JoinOutcome>;
+
+    /// `join_by` with `Entry::ByCode`: privacy aside.
     async fn join(
         &self,
         room: &str,
         user: &User,
         conn: &str,
         note: &Message,
-    ) -> StoreResult<JoinOutcome>;
+    ) -> StoreResult<JoinOutcome> {
+        self.join_by(room, user, conn, note, Entry::ByCode).await
+    }
 
     /// Removes `conn` from the room. On the user's last connection, removes
     /// the participant and appends `note` (unless the room is gone).
@@ -317,14 +357,15 @@ pub trait RoomStore: Send + Sync {
     async fn roster(&self, room: &str, limit: usize) -> StoreResult<Vec<User>>;
 
     /// What a join answers, in one read (one round trip on Redis): the room,
-    /// `roster(limit)` with each participant's standing, and with `since`
-    /// the events after it (`MessageStore::events_since`). `None`: no such
-    /// room.
+    /// `roster(limit)` with each participant's standing, and the backlog:
+    /// the events after a seq (`MessageStore::events_since`) or the newest
+    /// messages (`MessageStore::history` before `last_seq + 1`). `None`: no
+    /// such room.
     async fn snapshot(
         &self,
         room: &str,
         limit: usize,
-        since: Option<u64>,
+        backlog: Backlog,
     ) -> StoreResult<Option<RoomSnapshot>>;
 
     /// A page of at most `limit` members ordered by user id, starting after

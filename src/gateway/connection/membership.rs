@@ -74,7 +74,7 @@ impl Connection {
         since: Option<u64>,
     ) -> Result<Option<Box<RawValue>>, ApiError> {
         let app = self.app.clone();
-        let id = app
+        let (id, entry) = app
             .rooms()
             .resolve_join(user, room, code, Some(self.address))
             .await?;
@@ -103,7 +103,7 @@ impl Connection {
                     .expect("checked above: the connection holds the room"),
             };
             app.rooms()
-                .join(subscription, user, &self.conn_id, since)
+                .join(subscription, entry, user, &self.conn_id, since)
                 .await
         };
         match outcome {

@@ -20,8 +20,8 @@ use crate::error::StoreResult;
 use crate::layout::Keys;
 use crate::model::{Event, Message, Room, User, now_ms, now_us};
 use crate::store::{
-    Change, Coalesced, CreateOutcome, JoinOutcome, LeaveOutcome, MemberPage, RoomSnapshot,
-    RoomStore,
+    Backlog, Change, Coalesced, CreateOutcome, Entry, JoinOutcome, LeaveOutcome, MemberPage,
+    RoomSnapshot, RoomStore,
 };
 
 impl RedisStore {
@@ -322,12 +322,13 @@ impl RoomStore for RedisStore {
         .await
     }
 
-    async fn join(
+    async fn join_by(
         &self,
         room: &str,
         user: &User,
         conn: &str,
         note: &Message,
+        entry: Entry,
     ) -> StoreResult<JoinOutcome> {
         let mut c = self.conn().await?;
         let event = self.event_keys(room);
@@ -352,6 +353,7 @@ impl RoomStore for RedisStore {
             note: self.note(&note.id, &tail),
             bans: self.k().bans(room),
             deadline: self.deadline(),
+            by_id: entry == Entry::ById,
             announcement: &announcement,
         };
         let (reply, acks) = self
@@ -376,6 +378,7 @@ impl RoomStore for RedisStore {
                 JoinOutcome::JoinedQuietly { count }
             }
             JoinReply::Banned(until) => JoinOutcome::Banned { until },
+            JoinReply::Private => JoinOutcome::Private,
         })
     }
 
@@ -447,9 +450,9 @@ impl RoomStore for RedisStore {
         &self,
         room: &str,
         limit: usize,
-        since: Option<u64>,
+        backlog: Backlog,
     ) -> StoreResult<Option<RoomSnapshot>> {
-        self.idempotent(|| self.read_snapshot(room, limit, since))
+        self.idempotent(|| self.read_snapshot(room, limit, backlog))
             .await
     }
 

@@ -530,6 +530,7 @@ async fn membership(
             note,
             bans: k.bans(ROOM),
             deadline: FAR,
+            by_id: false,
             announcement,
         };
         match run(conn, &scripts.join, &args).await.expect("join") {

@@ -6,13 +6,13 @@
 use std::collections::{HashMap, HashSet};
 
 use super::RedisStore;
-use super::parse::{corrupt, parse_room};
+use super::parse::{corrupt, parse_message, parse_room};
 use super::scripts::{Snapshot, SnapshotRead, SnapshotReply};
 use crate::codec;
 use crate::error::StoreResult;
 use crate::events::RawReplay;
-use crate::model::{Participant, Role, User, now_ms};
-use crate::store::{RoomSnapshot, decode_replay, sort_users};
+use crate::model::{Message, Participant, Role, User, now_ms};
+use crate::store::{Backlog, RoomSnapshot, decode_replay, sort_users};
 
 impl RedisStore {
     /// One try of `RoomStore::snapshot` (idempotent: the expiry trim is, and
@@ -21,7 +21,7 @@ impl RedisStore {
         &self,
         room: &str,
         limit: usize,
-        since: Option<u64>,
+        backlog: Backlog,
     ) -> StoreResult<Option<RoomSnapshot>> {
         let k = self.k();
         let prefix = k.message_prefix(room);
@@ -35,7 +35,7 @@ impl RedisStore {
             messages: k.room_messages(room),
             countable: k.countable(room),
             limit,
-            since,
+            backlog,
             message_prefix: &prefix,
         };
         let mut c = self.conn().await?;
@@ -44,7 +44,7 @@ impl RedisStore {
             .await?
         {
             SnapshotReply::NoRoom => Ok(None),
-            SnapshotReply::Room(read) => snapshot_of(*read, since, now_ms()),
+            SnapshotReply::Room(read) => snapshot_of(*read, backlog, now_ms()),
         }
     }
 }
@@ -53,7 +53,7 @@ impl RedisStore {
 /// not shown).
 fn snapshot_of(
     read: SnapshotRead,
-    since: Option<u64>,
+    backlog: Backlog,
     now: u64,
 ) -> StoreResult<Option<RoomSnapshot>> {
     let Some(mut room) = parse_room(&read.fields, read.count)? else {
@@ -100,9 +100,15 @@ fn snapshot_of(
             }
         })
         .collect();
-    let replay = match since {
-        None => None,
-        Some(since) => {
+    let mut messages = read
+        .messages
+        .iter()
+        .map(|state| parse_message(state))
+        .collect::<StoreResult<Vec<Message>>>()?;
+    messages.reverse();
+    let replay = match backlog {
+        Backlog::Newest(_) => None,
+        Backlog::Since(since) => {
             let first = read
                 .envelopes
                 .first()
@@ -121,5 +127,6 @@ fn snapshot_of(
         room,
         participants,
         replay,
+        messages,
     }))
 }

@@ -652,9 +652,94 @@ pub(super) async fn message_expiry(t: &Engine) {
     let r = store.events_since("r-t", 0).await.expect("since");
     assert!(r.events.is_empty(), "their events are gone too");
     assert!(!r.complete, "a client resuming that far back must reload");
+    let snap = store
+        .snapshot("r-t", 10, Backlog::Newest(10))
+        .await
+        .expect("snapshot")
+        .expect("the room lives on");
+    assert!(
+        snap.messages.is_empty(),
+        "a join shows no expired message: {snap:?}"
+    );
     // The room lives on and keeps counting.
     let m = appended(send(store, "r-t", &ann, "fresh", None).await);
     assert_eq!(m.seq, 3);
+    let snap = store
+        .snapshot("r-t", 10, Backlog::Newest(10))
+        .await
+        .expect("snapshot")
+        .expect("the room lives on");
+    let texts: Vec<&str> = snap.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(texts, ["fresh"]);
+}
+
+/// A join by id lets a newcomer into a public room only; a private room
+/// takes them by its code, and a participant's further connections by id.
+pub(super) async fn private_rooms_by_id(t: &Engine) {
+    let store = t.store.as_ref();
+    let (ann, bob) = (user("ann"), user("bob"));
+    create(store, &room("r-pv", "PVT222", 50, true), &ann, "a1").await;
+    create(store, &room("r-pb", "PUB222", 50, false), &ann, "a2").await;
+    let before = store.room("r-pv").await.expect("room").expect("exists");
+    let j = store
+        .join_by("r-pv", &bob, "b1", &note("r-pv", "bob joined"), Entry::ById)
+        .await
+        .expect("join");
+    assert_eq!(j, JoinOutcome::Private);
+    let after = store.room("r-pv").await.expect("room").expect("exists");
+    assert_eq!(
+        (after.participant_count, after.last_seq),
+        (before.participant_count, before.last_seq),
+        "a refused join writes nothing"
+    );
+    assert!(!store.is_participant("r-pv", &bob.id).await.expect("read"));
+    // The owner's second connection comes in by id.
+    let j = store
+        .join_by("r-pv", &ann, "a3", &note("r-pv", "ann again"), Entry::ById)
+        .await
+        .expect("join");
+    assert!(
+        matches!(j, JoinOutcome::Joined { first: false, .. }),
+        "{j:?}"
+    );
+    // By its code Bob comes in, and then by id on another connection.
+    let j = store
+        .join_by(
+            "r-pv",
+            &bob,
+            "b1",
+            &note("r-pv", "bob joined"),
+            Entry::ByCode,
+        )
+        .await
+        .expect("join");
+    assert!(
+        matches!(j, JoinOutcome::Joined { first: true, .. }),
+        "{j:?}"
+    );
+    let j = store
+        .join_by("r-pv", &bob, "b2", &note("r-pv", "bob again"), Entry::ById)
+        .await
+        .expect("join");
+    assert!(
+        matches!(j, JoinOutcome::Joined { first: false, .. }),
+        "{j:?}"
+    );
+    // A public room takes anyone by id.
+    let j = store
+        .join_by("r-pb", &bob, "b3", &note("r-pb", "bob joined"), Entry::ById)
+        .await
+        .expect("join");
+    assert!(
+        matches!(j, JoinOutcome::Joined { first: true, .. }),
+        "{j:?}"
+    );
+    // No room is no room, whichever way it is named.
+    let j = store
+        .join_by("r-none", &bob, "b4", &note("r-none", "x"), Entry::ById)
+        .await
+        .expect("join");
+    assert_eq!(j, JoinOutcome::NoRoom);
 }
 
 pub(super) async fn limit_counters(t: &Engine) {

@@ -16,8 +16,8 @@ use huddle::metrics::Metrics;
 use huddle::model::{Event, Message, MessageKind, Room, SeqEvent, User, now_ms};
 use huddle::store::redis::{ConnMode, RedisOptions};
 use huddle::store::{
-    AppendOutcome, CreateOutcome, JoinOutcome, LeaveOutcome, MemoryStore, RedisStore,
-    ReplaceOutcome, ScanCap, SessionRecord, Store, StoreSettings,
+    AppendOutcome, Backlog, CreateOutcome, Entry, JoinOutcome, LeaveOutcome, MemoryStore,
+    RedisStore, ReplaceOutcome, ScanCap, SessionRecord, Store, StoreSettings,
 };
 
 use crate::common::{RedisCluster, RedisServer};
@@ -412,6 +412,7 @@ conformance! {
     idle_rooms_close(1000, HOUR);
     event_log(5, HOUR);
     message_expiry(1000, Duration::from_secs(1));
+    private_rooms_by_id(1000, HOUR);
     limit_counters(1000, HOUR);
     private_rooms_do_not_starve_the_listing(1000, HOUR);
     big_room_threshold(1000, HOUR);

@@ -60,16 +60,21 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
             let took = started.elapsed();
             drop(permit);
             opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, String>((tokio::spawn(drain(ws, stop)), took))
+            Ok::<_, String>((tokio::spawn(drain(ws, stop)), took, started))
         }));
     }
     let mut joins = ClientStats::new();
     let mut sockets = Vec::new();
     let mut failures = 0u64;
     let mut first_error = None;
+    let mut buckets: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for t in tasks {
         match t.await {
-            Ok(Ok((reader, took))) => {
+            Ok(Ok((reader, took, started))) => {
+                buckets
+                    .entry((started - began).as_secs() / 3)
+                    .or_default()
+                    .push(took.as_millis() as u64);
                 let _ = joins.latency.record((took.as_micros() as u64).max(1));
                 sockets.push(reader);
             }
@@ -85,6 +90,17 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     }
     if let Some(e) = &first_error {
         eprintln!("bench: {failures} connections failed; first: {e}");
+    }
+    for (b, mut v) in buckets {
+        v.sort();
+        eprintln!(
+            "TMP {:>3}s n={} p50={} p99={} max={}",
+            b * 3,
+            v.len(),
+            v[v.len() / 2],
+            v[v.len() * 99 / 100],
+            v[v.len() - 1]
+        );
     }
     let connected = sockets.len();
     eprintln!(

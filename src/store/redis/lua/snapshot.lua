@@ -4,14 +4,17 @@
 -- (as roster.lua: everyone in a room of at most `limit`, else the users of
 -- the newest presence entries, reading at most 4 × limit of them) with the
 -- moderators and mutes among them; and, given `since`, the retained events
--- after it (as since.lua, after the same expiry trim, up to `visible_seq`).
+-- after it (as since.lua, after the same expiry trim, up to `visible_seq`);
+-- without, the newest `newest` messages up to `visible_seq` (as a history
+-- page: expired ones met are trimmed, then skipped).
 -- Order owned by `scripts::Snapshot`.
 -- KEYS: room, members, presence, roles, mutes, events, messages, countable
 -- ARGV: limit, since (-1: no replay), message key prefix (`message:{R}:`,
---       the room's hash tag)
+--       the room's hash tag), newest (messages, without `since`)
 -- Replies: {} (no room) |
 --          {{field, value…}, count, partial (0/1), {user_json or false…},
---           {moderator id…}, {muted id, until…}, seq, {envelope…}}
+--           {moderator id…}, {muted id, until…}, seq, {envelope…},
+--           {message state…, newest first}}
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return {} end
 local limit = tonumber(ARGV[1])
@@ -43,8 +46,25 @@ if #ids > 0 then
   end
 end
 local seq = visible_seq(KEYS[1])
-local evs = {}
+local evs, msgs = {}, {}
 if since >= 0 then
   evs = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[2], seq)
+elseif tonumber(ARGV[4]) > 0 then
+  -- The states of the newest messages; false when one has expired.
+  local function newest()
+    local ids = redis.call('ZREVRANGEBYSCORE', KEYS[7], seq, '-inf', 'LIMIT', 0, ARGV[4])
+    local states, whole = {}, true
+    for _, id in ipairs(ids) do
+      local state = redis.call('GET', ARGV[3] .. id)
+      if state then states[#states + 1] = state else whole = false end
+    end
+    return states, whole
+  end
+  local whole
+  msgs, whole = newest()
+  if not whole then
+    trim_expired(KEYS[7], KEYS[6], ARGV[3], 1000, KEYS[8])
+    msgs = newest()
+  end
 end
-return {fields, count, partial, users, moderators, muted, seq, evs}
+return {fields, count, partial, users, moderators, muted, seq, evs, msgs}

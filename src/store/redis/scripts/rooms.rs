@@ -37,26 +37,15 @@ impl MemberKeys<'_> {
             .key(&self.member_ids);
     }
 
-    /// The ARGV `join.lua` and `leave.lua` end with: now, the system
-    /// message (id, tail, ttl, log length), channel, the participant
-    /// event's envelope published after the message (empty: none),
-    /// deadline (last, for `guard.lua`).
-    fn bind_note_args(
-        &self,
-        inv: &mut Bound,
-        now: u64,
-        note: &Note<'_>,
-        announcement: &[u8],
-        deadline: i64,
-    ) {
+    /// The ARGV `join.lua` and `leave.lua` go on with after their own: now,
+    /// the system message (id, tail, ttl, log length), channel.
+    fn bind_note_args(&self, inv: &mut Bound, now: u64, note: &Note<'_>) {
         inv.arg(now)
             .arg(note.id)
             .arg(note.tail)
             .arg(note.ttl_ms)
             .arg(note.log_len)
-            .arg(&self.event.channel)
-            .arg(announcement)
-            .arg(deadline);
+            .arg(&self.event.channel);
     }
 }
 
@@ -159,6 +148,8 @@ pub(in crate::store::redis) struct Join<'a> {
     pub(in crate::store::redis) bans: String,
     /// Refuse after this Redis time, ms.
     pub(in crate::store::redis) deadline: i64,
+    /// Joined by id: a private room refuses a newcomer.
+    pub(in crate::store::redis) by_id: bool,
     /// The `participant.joined` envelope published after the system
     /// message (not when publishing is deferred); empty for none.
     pub(in crate::store::redis) announcement: &'a [u8],
@@ -172,8 +163,10 @@ impl ScriptArgs for Join<'_> {
             .arg(self.user_json)
             .arg(self.conn)
             .arg(self.presence_member);
-        self.keys
-            .bind_note_args(inv, self.now, &self.note, self.announcement, self.deadline);
+        self.keys.bind_note_args(inv, self.now, &self.note);
+        inv.arg(if self.by_id { "1" } else { "0" })
+            .arg(self.announcement)
+            .arg(self.deadline);
     }
 }
 
@@ -196,6 +189,8 @@ pub(in crate::store::redis) enum JoinReply {
     Quiet(u32),
     /// The user is banned until then (ms; -1 no end).
     Banned(i64),
+    /// A private room, joined by id by a newcomer.
+    Private,
 }
 
 impl ScriptReply for JoinReply {
@@ -208,6 +203,7 @@ impl ScriptReply for JoinReply {
             }),
             "no_room" => Ok(JoinReply::NoRoom),
             "full" => Ok(JoinReply::Full),
+            "private" => Ok(JoinReply::Private),
             "banned" => Ok(JoinReply::Banned(item(&data, "join")?)),
             "quiet" => Ok(JoinReply::Quiet(item(&data, "join")?)),
             other => Err(corrupt(format!("join script said {other}"))),
@@ -242,8 +238,8 @@ impl ScriptArgs for Leave<'_> {
         inv.arg(self.user_id)
             .arg(self.conn)
             .arg(self.presence_member);
-        self.keys
-            .bind_note_args(inv, self.now, &self.note, self.announcement, self.deadline);
+        self.keys.bind_note_args(inv, self.now, &self.note);
+        inv.arg(self.announcement).arg(self.deadline);
     }
 }
 

@@ -7,6 +7,7 @@ use redis::Value;
 
 use super::{Bound, ScriptArgs, ScriptReply, corrupt};
 use crate::error::StoreResult;
+use crate::store::Backlog;
 
 /// `snapshot.lua`.
 pub(in crate::store::redis) struct Snapshot<'a> {
@@ -28,8 +29,8 @@ pub(in crate::store::redis) struct Snapshot<'a> {
     pub(in crate::store::redis) countable: String,
     /// At most this many participants.
     pub(in crate::store::redis) limit: usize,
-    /// The replay starts after this seq; `None`: no replay.
-    pub(in crate::store::redis) since: Option<u64>,
+    /// The replay after a seq, or the newest messages.
+    pub(in crate::store::redis) backlog: Backlog,
     /// `message:{R}:`, for the expiry trim.
     pub(in crate::store::redis) message_prefix: &'a str,
 }
@@ -44,9 +45,11 @@ impl ScriptArgs for Snapshot<'_> {
             .key(&self.events)
             .key(&self.messages)
             .key(&self.countable)
-            .arg(self.limit.max(1))
-            .arg(self.since.map_or(-1, |s| s as i64))
-            .arg(self.message_prefix);
+            .arg(self.limit.max(1));
+        match self.backlog {
+            Backlog::Since(since) => inv.arg(since).arg(self.message_prefix).arg(0),
+            Backlog::Newest(n) => inv.arg(-1).arg(self.message_prefix).arg(n),
+        };
     }
 }
 
@@ -79,6 +82,9 @@ pub(in crate::store::redis) struct SnapshotRead {
     pub(in crate::store::redis) seq: u64,
     /// The envelopes after `since` (empty without one).
     pub(in crate::store::redis) envelopes: Vec<Vec<u8>>,
+    /// The states of the newest messages, newest first (empty with a
+    /// `since`).
+    pub(in crate::store::redis) messages: Vec<Vec<u8>>,
 }
 
 type Raw = (
@@ -90,6 +96,7 @@ type Raw = (
     Vec<(String, u64)>,
     u64,
     Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
 );
 
 impl ScriptReply for SnapshotReply {
@@ -97,7 +104,7 @@ impl ScriptReply for SnapshotReply {
         if matches!(&value, Value::Array(items) if items.is_empty()) {
             return Ok(SnapshotReply::NoRoom);
         }
-        let (fields, count, partial, users, moderators, mutes, seq, envelopes): Raw =
+        let (fields, count, partial, users, moderators, mutes, seq, envelopes, messages): Raw =
             redis::from_redis_value(value).map_err(corrupt)?;
         Ok(SnapshotReply::Room(Box::new(SnapshotRead {
             fields,
@@ -108,6 +115,7 @@ impl ScriptReply for SnapshotReply {
             mutes,
             seq,
             envelopes,
+            messages,
         })))
     }
 }
