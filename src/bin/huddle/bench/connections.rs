@@ -2,8 +2,10 @@
 //! servers' resident memory per connection. The latency reported is each
 //! connection's connect + hello + join time; with `--join-rate` the
 //! connections arrive at that rate (a crowd joining, `--rooms 1` for one
-//! big room), otherwise 200 at a time. Every connection is read from the
-//! moment its join is answered, as a real client's is: events the server
+//! big room), otherwise 200 at a time; the join times are also given by
+//! the 3 s window of the run they started in (a crowd filling its rooms
+//! costs more as they grow). Every connection is read from the moment its
+//! join is answered, as a real client's is: events the server
 //! queued for a client nobody reads would count as the server's memory.
 
 use std::collections::BTreeMap;
@@ -22,6 +24,9 @@ use crate::cli::BenchArgs;
 
 /// Connections opened by default.
 const DEFAULT_CONNECTIONS: usize = 1000;
+
+/// The windows of the run the join times are also reported by.
+const PHASE: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let rss_before = rss_bytes(&args.server_pid);
@@ -67,14 +72,16 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     let mut sockets = Vec::new();
     let mut failures = 0u64;
     let mut first_error = None;
-    let mut buckets: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    // Join times by when the join started (a window of `PHASE`): a crowd
+    // filling its rooms costs more as they grow, and this shows where.
+    let mut phases: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for t in tasks {
         match t.await {
             Ok(Ok((reader, took, started))) => {
-                buckets
-                    .entry((started - began).as_secs() / 3)
+                phases
+                    .entry((started - began).as_secs() / PHASE.as_secs())
                     .or_default()
-                    .push(took.as_millis() as u64);
+                    .push(took.as_micros() as u64);
                 let _ = joins.latency.record((took.as_micros() as u64).max(1));
                 sockets.push(reader);
             }
@@ -91,15 +98,17 @@ pub(super) async fn connections(args: &BenchArgs) -> Result<Report, String> {
     if let Some(e) = &first_error {
         eprintln!("bench: {failures} connections failed; first: {e}");
     }
-    for (b, mut v) in buckets {
-        v.sort();
+    for (phase, mut took) in phases {
+        took.sort_unstable();
+        let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        let from = phase * PHASE.as_secs();
         eprintln!(
-            "TMP {:>3}s n={} p50={} p99={} max={}",
-            b * 3,
-            v.len(),
-            v[v.len() / 2],
-            v[v.len() * 99 / 100],
-            v[v.len() - 1]
+            "bench: joins started {from}-{} s: {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            from + PHASE.as_secs(),
+            took.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
         );
     }
     let connected = sockets.len();
