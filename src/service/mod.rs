@@ -37,7 +37,7 @@ pub use limits::{LimitSettings, Limits};
 pub use messages::MessageService;
 pub use moderation::ModerationService;
 pub use reads::{MineEntry, ReadService};
-pub use rooms::{JoinHistory, Joined, NewRoom, RoomService, RoomSettings};
+pub use rooms::{JoinFailed, JoinHistory, Joined, NewRoom, RoomService, RoomSettings};
 pub use sessions::{Claims, SessionService};
 pub use subscription::{Listener, RoomSubscription, UserSubscription};
 pub use typing::Typing;

@@ -76,6 +76,27 @@ pub struct Joined {
     pub floor: u64,
 }
 
+/// A `join` that failed.
+#[derive(Debug)]
+pub struct JoinFailed {
+    /// Why.
+    pub error: ServiceError,
+    /// The join was written (the connection is in the room) and what
+    /// failed was reading its snapshot: a connection that was not in the
+    /// room before must leave it again, so that the store agrees with the
+    /// error the client is given.
+    pub written: bool,
+}
+
+impl From<ServiceError> for JoinFailed {
+    fn from(error: ServiceError) -> JoinFailed {
+        JoinFailed {
+            error,
+            written: false,
+        }
+    }
+}
+
 /// The history part of a join snapshot.
 #[derive(Debug, Clone)]
 pub enum JoinHistory {
@@ -285,6 +306,9 @@ impl RoomService {
     /// `resolve_join`, subscribed by `subscribe`) and reads the snapshot.
     /// The subscription came first, so nothing after the snapshot's `floor`
     /// can be missed.
+    ///
+    /// A join written whose snapshot cannot be read (the store failing
+    /// under it) fails `written`.
     pub async fn join(
         &self,
         subscription: &RoomSubscription,
@@ -292,33 +316,61 @@ impl RoomService {
         user: &User,
         conn: &str,
         since: Option<u64>,
-    ) -> Result<Joined, ServiceError> {
+    ) -> Result<Joined, JoinFailed> {
         let room_id: &str = subscription.room();
+        self.join_store(room_id, entry, user, conn).await?;
+        self.read_joined(room_id, user, conn, since)
+            .await
+            .map_err(|error| JoinFailed {
+                error,
+                written: true,
+            })
+    }
+
+    /// The store side of `join`.
+    async fn join_store(
+        &self,
+        room_id: &str,
+        entry: Entry,
+        user: &User,
+        conn: &str,
+    ) -> Result<(), ServiceError> {
         let note = system_message(room_id, format!("{} joined", user.name));
         match self
             .rooms
             .join_by(room_id, user, conn, &note, entry)
             .await?
         {
-            JoinOutcome::NoRoom => return Err(not_found(room_id)),
-            JoinOutcome::Full => {
-                return Err(ServiceError::Conflict("the room is full".into()));
-            }
-            JoinOutcome::Private => return Err(private_room()),
-            JoinOutcome::Banned { until } => {
-                return Err(ServiceError::Forbidden(format!(
-                    "you are banned from this room {}",
-                    super::moderation::ban_text(until)
-                )));
-            }
+            JoinOutcome::NoRoom => Err(not_found(room_id)),
+            JoinOutcome::Full => Err(ServiceError::Conflict("the room is full".into())),
+            JoinOutcome::Private => Err(private_room()),
+            JoinOutcome::Banned { until } => Err(ServiceError::Forbidden(format!(
+                "you are banned from this room {}",
+                super::moderation::ban_text(until)
+            ))),
             JoinOutcome::Joined { first, announced } => {
                 if first && !announced {
                     self.announce(room_id, Event::ParticipantJoined(user.clone()))
                         .await;
                 }
+                Ok(())
             }
-            JoinOutcome::JoinedQuietly { .. } => self.crowd.joined(room_id, user),
+            JoinOutcome::JoinedQuietly { .. } => {
+                self.crowd.joined(room_id, user);
+                Ok(())
+            }
         }
+    }
+
+    /// What a join answers, read after the join itself (with the
+    /// connection's session record and the user's room index).
+    async fn read_joined(
+        &self,
+        room_id: &str,
+        user: &User,
+        conn: &str,
+        since: Option<u64>,
+    ) -> Result<Joined, ServiceError> {
         // The session's room record, the user's room index (on every join,
         // not only the first: an index that lost the room, or predates it,
         // is written again) and the snapshot are independent: all at once.

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Client, FAST, FAST_JANITOR, Node, RedisServer, guest, heavy, s, two_nodes_on_one_redis, unique,
+    Client, FAST, FAST_JANITOR, Node, QUIET, RedisServer, event_story, guest, heavy, s,
+    two_nodes_on_one_redis, unique,
 };
 
 /// Sends `count` messages with client_msg_ids, retrying `unavailable` with
@@ -574,4 +575,52 @@ async fn requests_wait_their_turn_and_none_is_lost() {
         .filter_map(|m| m["content"].as_str())
         .collect();
     assert_eq!(texts, ["one", "two"], "both stored, in turn order");
+}
+
+/// A join that is written but whose snapshot cannot be read fails, and is
+/// taken back: the client's error is the truth (no participant is left
+/// behind), the room sees the join undone, and a retry joins once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_snapshot_fails_is_taken_back() {
+    let (redis, a, b) = two_nodes_on_one_redis(FAST).await;
+    let mut ann = guest(&a, "Ann").await;
+    let room = ann.create_room("undo", json!({})).await;
+    let rid = s(&room, "id").to_owned();
+    let key = format!("huddle:room:{{{rid}}}");
+    // The join script reads nothing of `created_at`; the snapshot cannot
+    // parse the room without it.
+    redis
+        .command(&["HSET", &key, "created_at", "not a time"])
+        .await;
+    let mut bob = guest(&b, "Bob").await;
+    let error = bob.err(json!({"type": "room.join", "room": rid})).await;
+    assert_ne!(error["code"], "ok", "{error}");
+    let members = format!("huddle:room_members:{{{rid}}}");
+    let joined = redis.command(&["HLEN", &members]).await;
+    assert_eq!(
+        joined,
+        redis::Value::Int(1),
+        "Ann alone: the join was taken back"
+    );
+    let story = event_story(&ann.drain_events(QUIET).await);
+    assert_eq!(
+        story,
+        [
+            "message Bob joined",
+            "participant.joined Bob",
+            "message Bob left",
+            "participant.left Bob"
+        ]
+    );
+
+    // Repaired, the same connection joins, once.
+    redis
+        .command(&["HSET", &key, "created_at", &room["created_at"].to_string()])
+        .await;
+    let data = bob.join(&rid).await;
+    assert_eq!(data["room"]["participant_count"], 2, "{data}");
+    assert_eq!(
+        redis.command(&["HLEN", &members]).await,
+        redis::Value::Int(2)
+    );
 }

@@ -116,10 +116,27 @@ impl Connection {
                 self.joined(request_id, &key, joined.floor, reply);
                 Ok(None)
             }
-            Err(e) => {
+            Err(failed) => {
                 match fresh {
                     Some(fresh) => {
-                        fresh.release().await;
+                        // The client is told the join failed: a join that
+                        // was written (only its snapshot failed) is taken
+                        // back. If that fails too, the connection keeps the
+                        // room without its events, so that closing leaves
+                        // it and a retried join answers as a resume.
+                        let mut keep = false;
+                        if failed.written {
+                            tracing::warn!(room = %key, error = %failed.error, "a join was written but not read: leaving again");
+                            if let Err(e) = app.rooms().leave(user, &self.conn_id, &key).await {
+                                tracing::warn!(room = %key, error = %e, "could not leave after a failed join");
+                                keep = true;
+                            }
+                        }
+                        if keep {
+                            self.rooms.insert(fresh);
+                        } else {
+                            fresh.release().await;
+                        }
                         self.enqueue(Outbound::Left(Box::new(key)));
                     }
                     // Still joined from before: back to live delivery.
@@ -129,7 +146,7 @@ impl Connection {
                         reply: None,
                     }))),
                 }
-                Err(e.into())
+                Err(failed.error.into())
             }
         }
     }
