@@ -624,3 +624,34 @@ async fn a_join_whose_snapshot_fails_is_taken_back() {
         redis::Value::Int(2)
     );
 }
+
+/// A connection that closes while Redis is frozen still leaves its rooms
+/// once Redis is back: its leave is tried again (with an open breaker
+/// too), so the user does not stay a participant, and online, until the
+/// node ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_while_redis_is_frozen_leaves_its_rooms_when_it_is_back() {
+    let (redis, a, b) = two_nodes_on_one_redis(FAST).await;
+    let mut ann = guest(&a, "Ann").await;
+    let rid = s(&ann.create_room("frozen", json!({})).await, "id").to_owned();
+    let mut bob = guest(&b, "Bob").await;
+    bob.join(&rid).await;
+    ann.drain_events(QUIET).await;
+
+    redis.pause();
+    drop(bob);
+    // Longer than the store timeout, long enough for the breaker to open.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.resume();
+    let left = ann
+        .wait_event("Bob's leave", Duration::from_secs(20), |e| {
+            e["event"] == "participant.left" && e["user"]["name"] == "Bob"
+        })
+        .await;
+    assert_eq!(left["room"], rid.as_str(), "{left}");
+    let members = format!("huddle:room_members:{{{rid}}}");
+    assert_eq!(
+        redis.command(&["HLEN", &members]).await,
+        redis::Value::Int(1)
+    );
+}

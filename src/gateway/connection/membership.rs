@@ -22,6 +22,14 @@ use crate::protocol::replies::{Empty, JoinEvents, JoinMessages, RoomData, data};
 use crate::protocol::{self, RequestId};
 use crate::service::{JoinHistory, Joined, NewRoom, RoomSubscription};
 
+/// How long the leaves and the session removal of a closed connection are
+/// tried while the store is unavailable (see `Connection::cleanup`).
+const CLEANUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The first wait before trying them again; it doubles.
+const CLEANUP_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest wait between tries.
+const CLEANUP_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(4);
+
 impl Connection {
     pub(super) async fn create(
         &mut self,
@@ -259,7 +267,7 @@ impl Connection {
         // (a balancer or a network path failing), their leaves queue here
         // rather than all at once in the Redis pipeline, where they would
         // time out and leave participants behind.
-        let _turn = self.turn().await;
+        let mut turn = self.turn().await;
         for room in typing {
             self.tell_typing_stopped(&user, &room).await;
         }
@@ -278,19 +286,51 @@ impl Connection {
                 .await;
             return;
         }
+        // Tried again while the store is unavailable (an open breaker, an
+        // overloaded Redis), for `CLEANUP_PATIENCE`: given up at once, the
+        // user would stay a participant of the room, and online, until this
+        // node ends. The turn is given back while waiting.
+        let mut pause = CLEANUP_FIRST_PAUSE;
+        let give_up = tokio::time::Instant::now() + CLEANUP_PATIENCE;
+        let mut wait = async |turn: &mut Option<_>, e: &ServiceError| {
+            let now = tokio::time::Instant::now();
+            let unavailable = matches!(e, ServiceError::Store(s) if s.is_unavailable());
+            if !unavailable || now + pause > give_up {
+                return false;
+            }
+            *turn = None;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(CLEANUP_MAX_PAUSE);
+            *turn = self.turn().await;
+            true
+        };
         for subscription in rooms {
             let room = subscription.room().clone();
             subscription.release().await;
-            if let Err(e) = app.rooms().leave(&user, &self.conn_id, &room).await {
-                tracing::warn!(room = %room, error = %e, "could not leave on disconnect");
+            loop {
+                match app.rooms().leave(&user, &self.conn_id, &room).await {
+                    Ok(()) => break,
+                    Err(e) if wait(&mut turn, &e).await => {}
+                    Err(e) => {
+                        tracing::warn!(room = %room, error = %e, "could not leave on disconnect");
+                        break;
+                    }
+                }
             }
         }
-        if let Err(e) = app
-            .sessions()
-            .close(&self.conn_id, &user, self.messages_sent)
-            .await
-        {
-            tracing::warn!(error = %e, "could not remove session");
+        loop {
+            let closed = app
+                .sessions()
+                .close(&self.conn_id, &user, self.messages_sent)
+                .await;
+            match closed {
+                Ok(()) => break,
+                Err(e) if wait(&mut turn, &e).await => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove session");
+                    break;
+                }
+            }
         }
     }
 }
