@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use rand::RngExt;
+
 use serde_json::value::RawValue;
 
 use super::super::hub::{Outbound, Snapshot};
@@ -299,7 +301,10 @@ impl Connection {
                 return false;
             }
             *turn = None;
-            tokio::time::sleep(pause).await;
+            // Jittered, so that the connections a failure closed at once
+            // do not all come back at the same moment.
+            let jittered = pause.mul_f64(rand::rng().random_range(0.5..1.5));
+            tokio::time::sleep(jittered).await;
             pause = (pause * 2).min(CLEANUP_MAX_PAUSE);
             *turn = self.turn().await;
             true
