@@ -680,12 +680,23 @@ pub(super) async fn private_rooms_by_id(t: &Engine) {
     let (ann, bob) = (user("ann"), user("bob"));
     create(store, &room("r-pv", "PVT222", 50, true), &ann, "a1").await;
     create(store, &room("r-pb", "PUB222", 50, false), &ann, "a2").await;
+    let join = |room: &'static str, who: &User, conn: &'static str, entry: Entry| {
+        let who = who.clone();
+        async move {
+            store
+                .join_by(room, &who, conn, &note(room, "joined"), entry)
+                .await
+                .expect("join")
+        }
+    };
+    let first = |j: &JoinOutcome| matches!(j, JoinOutcome::Joined { first: true, .. });
+    let again = |j: &JoinOutcome| matches!(j, JoinOutcome::Joined { first: false, .. });
+
     let before = store.room("r-pv").await.expect("room").expect("exists");
-    let j = store
-        .join_by("r-pv", &bob, "b1", &note("r-pv", "bob joined"), Entry::ById)
-        .await
-        .expect("join");
-    assert_eq!(j, JoinOutcome::Private);
+    assert_eq!(
+        join("r-pv", &bob, "b1", Entry::ById).await,
+        JoinOutcome::Private
+    );
     let after = store.room("r-pv").await.expect("room").expect("exists");
     assert_eq!(
         (after.participant_count, after.last_seq),
@@ -693,53 +704,30 @@ pub(super) async fn private_rooms_by_id(t: &Engine) {
         "a refused join writes nothing"
     );
     assert!(!store.is_participant("r-pv", &bob.id).await.expect("read"));
-    // The owner's second connection comes in by id.
-    let j = store
-        .join_by("r-pv", &ann, "a3", &note("r-pv", "ann again"), Entry::ById)
-        .await
-        .expect("join");
-    assert!(
-        matches!(j, JoinOutcome::Joined { first: false, .. }),
-        "{j:?}"
-    );
-    // By its code Bob comes in, and then by id on another connection.
-    let j = store
-        .join_by(
+    // The owner's second connection comes in by id; Bob by the code, and
+    // then by id on another connection.
+    let steps = [
+        (
             "r-pv",
-            &bob,
-            "b1",
-            &note("r-pv", "bob joined"),
-            Entry::ByCode,
-        )
-        .await
-        .expect("join");
-    assert!(
-        matches!(j, JoinOutcome::Joined { first: true, .. }),
-        "{j:?}"
-    );
-    let j = store
-        .join_by("r-pv", &bob, "b2", &note("r-pv", "bob again"), Entry::ById)
-        .await
-        .expect("join");
-    assert!(
-        matches!(j, JoinOutcome::Joined { first: false, .. }),
-        "{j:?}"
-    );
-    // A public room takes anyone by id.
-    let j = store
-        .join_by("r-pb", &bob, "b3", &note("r-pb", "bob joined"), Entry::ById)
-        .await
-        .expect("join");
-    assert!(
-        matches!(j, JoinOutcome::Joined { first: true, .. }),
-        "{j:?}"
-    );
+            &ann,
+            "a3",
+            Entry::ById,
+            again as fn(&JoinOutcome) -> bool,
+        ),
+        ("r-pv", &bob, "b1", Entry::ByCode, first),
+        ("r-pv", &bob, "b2", Entry::ById, again),
+        // A public room takes anyone by id.
+        ("r-pb", &bob, "b3", Entry::ById, first),
+    ];
+    for (room, who, conn, entry, expected) in steps {
+        let j = join(room, who, conn, entry).await;
+        assert!(expected(&j), "{room} {} {entry:?}: {j:?}", who.id);
+    }
     // No room is no room, whichever way it is named.
-    let j = store
-        .join_by("r-none", &bob, "b4", &note("r-none", "x"), Entry::ById)
-        .await
-        .expect("join");
-    assert_eq!(j, JoinOutcome::NoRoom);
+    assert_eq!(
+        join("r-none", &bob, "b4", Entry::ById).await,
+        JoinOutcome::NoRoom
+    );
 }
 
 pub(super) async fn limit_counters(t: &Engine) {
