@@ -704,8 +704,24 @@ async fn with_replica_acks_a_join_and_a_leave_are_announced_once_after_their_mes
     let a = cluster_node(&seeds, "a", &extra).await;
     let b = cluster_node(&seeds, "b", &extra).await;
     let mut ann = guest(&a, "Ann").await;
-    let room = ann.create_room("acks", json!({})).await;
-    let room = s(&room, "id").to_owned();
+    // A fresh cluster's replicas may not confirm the first write yet: the
+    // room is created once they do (an `unavailable` meanwhile wrote
+    // nothing).
+    let started = Instant::now();
+    let room = loop {
+        let reply = ann
+            .request(json!({"type": "room.create", "name": "acks"}))
+            .await;
+        if reply["ok"] == true {
+            break s(&reply["data"]["room"], "id").to_owned();
+        }
+        assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no write confirmed in 20 s: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let mut bob = guest(&b, "Bob").await;
     bob.join(&room).await;
     bob.ok(json!({"type": "room.leave", "room": room})).await;
