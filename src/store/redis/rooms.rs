@@ -67,6 +67,13 @@ impl RedisStore {
         }
     }
 
+    /// The participant event a membership script publishes right after its
+    /// system message; `None` when publishing waits for the replicas (the
+    /// caller announces after the release).
+    fn announcement(&self, event: Event) -> Option<Vec<u8>> {
+        (!self.deferred()).then(|| codec::encode(0, &event, now_us()))
+    }
+
     /// A system message's script arguments.
     pub(super) fn note<'a>(&self, id: &'a str, tail: &'a [u8]) -> Note<'a> {
         Note {
@@ -335,14 +342,7 @@ impl RoomStore for RedisStore {
         let tail = note_tail(note);
         let user_json = user_json(user);
         let presence = presence_member(&user.id, conn);
-        // Published by the script after the system message, unless
-        // publishing waits for the replicas (then the caller announces).
-        let deferred = self.inner.replica_acks > 0;
-        let announcement = if deferred {
-            Vec::new()
-        } else {
-            codec::encode(0, &Event::ParticipantJoined(user.clone()), now_us())
-        };
+        let announcement = self.announcement(Event::ParticipantJoined(user.clone()));
         let args = Join {
             keys: self.member_keys(&event, room, &user.id, &note.id),
             user_id: &user.id,
@@ -354,7 +354,7 @@ impl RoomStore for RedisStore {
             bans: self.k().bans(room),
             deadline: self.deadline(),
             by_id: entry == Entry::ById,
-            announcement: &announcement,
+            announcement: announcement.as_deref().unwrap_or_default(),
         };
         let (reply, acks) = self
             .invoke_durable(&mut c, "room_join", &self.inner.scripts.join, &args)
@@ -368,7 +368,7 @@ impl RoomStore for RedisStore {
                 }
                 JoinOutcome::Joined {
                     first,
-                    announced: first && seq.is_some() && !deferred,
+                    announced: first && seq.is_some() && announcement.is_some(),
                 }
             }
             JoinReply::NoRoom => JoinOutcome::NoRoom,
@@ -393,12 +393,7 @@ impl RoomStore for RedisStore {
         let event = self.event_keys(room);
         let tail = note_tail(note);
         let presence = presence_member(&user.id, conn);
-        let deferred = self.inner.replica_acks > 0;
-        let announcement = if deferred {
-            Vec::new()
-        } else {
-            codec::encode(0, &Event::ParticipantLeft(user.clone()), now_us())
-        };
+        let announcement = self.announcement(Event::ParticipantLeft(user.clone()));
         let args = Leave {
             keys: self.member_keys(&event, room, &user.id, &note.id),
             user_id: &user.id,
@@ -407,7 +402,7 @@ impl RoomStore for RedisStore {
             now: now_ms(),
             note: self.note(&note.id, &tail),
             deadline: self.deadline(),
-            announcement: &announcement,
+            announcement: announcement.as_deref().unwrap_or_default(),
         };
         let (reply, acks) = self
             .invoke_durable(&mut c, "room_leave", &self.inner.scripts.leave, &args)
@@ -420,7 +415,7 @@ impl RoomStore for RedisStore {
                 }
                 LeaveOutcome::Left {
                     last,
-                    announced: last && seq.is_some() && !deferred,
+                    announced: last && seq.is_some() && announcement.is_some(),
                 }
             }
             LeaveReply::NotJoined => LeaveOutcome::NotJoined,
