@@ -82,6 +82,9 @@ pub struct Metrics {
     pub fanout_latency: Histogram,
     /// Seconds per Redis round trip, by operation.
     pub redis_latency_seconds: Family<OpLabel, Histogram, fn() -> Histogram>,
+    /// Redis round trips that failed (timed out, refused, dropped), by
+    /// operation; a failed try that a retry then mended counts too.
+    pub redis_errors: Family<OpLabel, Counter>,
     /// Pool connections by state (set when scraped).
     pub redis_pool: Family<StateLabel, Gauge>,
     /// Room channels this node is subscribed to.
@@ -137,6 +140,7 @@ impl Metrics {
             events_delivered: Counter::default(),
             fanout_latency: latency_histogram(),
             redis_latency_seconds: Family::new_with_constructor(latency_histogram),
+            redis_errors: Family::default(),
             redis_pool: Family::default(),
             pubsub_channels: Gauge::default(),
             pubsub_user_channels: Gauge::default(),
@@ -190,6 +194,11 @@ impl Metrics {
             "redis_command_seconds",
             "Seconds per Redis round trip by operation",
             m.redis_latency_seconds.clone(),
+        );
+        registry.register(
+            "redis_command_errors",
+            "Failed Redis round trips by operation, retried ones included",
+            m.redis_errors.clone(),
         );
         registry.register(
             "redis_pool_connections",
@@ -273,6 +282,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Counts one failed Redis round trip.
+    pub fn redis_error(&self, op: &'static str) {
+        self.redis_errors.get_or_create(&OpLabel { op }).inc();
+    }
+
     /// Counts one refusal (or close) by the abuse limit `limit`.
     pub fn abuse_limited(&self, limit: &'static str) {
         self.limited.get_or_create(&LimitLabel { limit }).inc();
@@ -314,7 +328,12 @@ mod tests {
         m.connections.inc();
         m.error(ErrorCode::NotFound);
         m.redis_latency("ping", 0.001);
+        m.redis_error("ping");
         let text = m.render();
+        assert!(
+            text.contains("huddle_redis_command_errors_total{op=\"ping\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("huddle_connections 1"), "{text}");
         assert!(
             text.contains("huddle_errors_total{code=\"not_found\"} 1"),

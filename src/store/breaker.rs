@@ -131,13 +131,15 @@ impl Breaker {
         }
     }
 
-    /// Reports how an admitted call went.
-    pub fn record(&self, ok: bool) {
+    /// Reports how an admitted call went; true when this failure opened
+    /// the breaker.
+    pub fn record(&self, ok: bool) -> bool {
         self.record_at(ok, Instant::now())
     }
 
-    fn record_at(&self, ok: bool, now: Instant) {
+    fn record_at(&self, ok: bool, now: Instant) -> bool {
         let mut state = self.lock();
+        let was_open = matches!(*state, State::Open { .. });
         *state = match (&*state, ok) {
             (_, true) => State::Closed {
                 failures: 0,
@@ -164,6 +166,7 @@ impl Breaker {
                 until: now + self.cooldown,
             },
         };
+        !was_open && matches!(*state, State::Open { .. })
     }
 
     /// The current state.
@@ -212,15 +215,16 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..2 {
             assert!(b.admit_at(t0));
-            b.record_at(false, t0);
+            assert!(!b.record_at(false, t0));
         }
         assert_eq!(b.state(), BreakerState::Closed);
         b.record_at(true, t0);
-        for _ in 0..3 {
+        for i in 0..3 {
             assert!(b.admit_at(t0));
-            b.record_at(false, t0);
+            assert_eq!(b.record_at(false, t0), i == 2, "only the third opens it");
         }
         assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.record_at(false, t0), "a late failure while open");
         assert!(
             !b.admit_at(t0 + Duration::from_millis(500)),
             "fails fast while open"
@@ -240,7 +244,7 @@ mod tests {
         b.record_at(false, t0);
         let t1 = t0 + Duration::from_secs(1);
         assert!(b.admit_at(t1));
-        b.record_at(false, t1);
+        assert!(b.record_at(false, t1), "the failed probe opens it");
         assert!(!b.admit_at(t1 + Duration::from_millis(999)));
         assert!(b.admit_at(t1 + Duration::from_secs(1)));
     }

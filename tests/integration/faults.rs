@@ -625,6 +625,80 @@ async fn a_join_whose_snapshot_fails_is_taken_back() {
     );
 }
 
+/// Spins Redis for ARGV[1] ms: nothing else is answered meanwhile.
+const SPIN: &str = "local function now() local t = redis.call('TIME') \
+    return t[1] * 1000 + t[2] / 1000 end \
+    local stop = now() + tonumber(ARGV[1]) \
+    while now() < stop do end \
+    return 1";
+
+/// A Redis that answers later than the redis crate's own 500 ms response
+/// timeout, but within `--redis-timeout-ms` (1 s by default), is waited
+/// for, on the shared connection and on pooled ones: the read succeeds in
+/// one round trip, and no Redis call of the node fails meanwhile. Before,
+/// the crate's timeout failed the read's first try (a retry mended it),
+/// and on a busy node a few such failures in a row opened the breaker
+/// (docs/storm.md).
+/// (Guarded writes are still refused once half the timeout has passed in
+/// Redis, so that an applied write is answered before the caller gives up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_slower_than_half_a_second_within_the_timeout_is_waited_for() {
+    let _heavy = heavy(module_path!()).await;
+    for mode in ["shared", "pool"] {
+        let redis = RedisServer::start().await;
+        let flags = [FAST, &["--redis-conn-mode", mode]].concat();
+        let node = Node::start(Some(&redis.url()), "n", &flags).await;
+        let mut c = guest(&node, "Patient").await;
+        let room = c.create_room("slow", json!({})).await;
+        let rid = s(&room, "id").to_owned();
+        c.send_message(&rid, "kept").await;
+        let client = redis::Client::open(redis.url()).expect("client");
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let busy = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .expect("connects");
+        // The spin must be running when the read arrives; if this machine
+        // was too slow for that, the read did not wait and proves nothing,
+        // so it is tried again.
+        let mut waited = false;
+        for _ in 0..3 {
+            let mut spin = busy.clone();
+            let spinning = tokio::spawn(async move {
+                redis::cmd("EVAL")
+                    .arg(SPIN)
+                    .arg(0)
+                    .arg(800)
+                    .query_async::<i64>(&mut spin)
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let started = Instant::now();
+            let reply = c
+                .request(json!({"type": "message.history", "room": rid}))
+                .await;
+            let took = started.elapsed();
+            assert_eq!(spinning.await.expect("joins").expect("spins"), 1);
+            assert_eq!(reply["ok"], true, "{mode}: waited {took:?}: {reply}");
+            assert_eq!(
+                reply["data"]["messages"][1]["content"], "kept",
+                "{mode}: {reply}"
+            );
+            if took > Duration::from_millis(550) {
+                waited = true;
+                break;
+            }
+        }
+        assert!(waited, "{mode}: no read ever waited for Redis");
+        let (_, metrics) = node.http_get("/metrics").await;
+        let failed: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("huddle_redis_command_errors_total") && !l.ends_with(" 0"))
+            .collect();
+        assert!(failed.is_empty(), "{mode}: {failed:?}");
+    }
+}
+
 /// A connection that closes while Redis is frozen still leaves its rooms
 /// once Redis is back: its leave is tried again (with an open breaker
 /// too), so the user does not stay a participant, and online, until the

@@ -55,12 +55,20 @@ pub enum ConnMode {
     Shared,
 }
 
-/// The shared connection's settings: the redis crate's connect (1 s) and
-/// response (500 ms) timeouts, as the pooled connections have, and two
-/// quick reconnect attempts after a drop (each call is bounded by the store
-/// timeout anyway, and a later failure starts a new reconnect).
-pub(super) fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new().set_number_of_retries(2)
+/// The shared connection's settings: the redis crate's connect timeout
+/// (1 s), its response timeout set to the store's `timeout` (as the pooled
+/// and cluster connections have it), and two quick reconnect attempts after
+/// a drop (each call is bounded by the store timeout anyway, and a later
+/// failure starts a new reconnect).
+///
+/// The crate's own response timeout is 500 ms: below the store's default
+/// of 1 s, it failed calls that `--redis-timeout-ms` allowed, and on a node
+/// busy enough to read a reply late, a few of those in a row opened the
+/// breaker against a healthy Redis (docs/storm.md).
+pub(super) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_response_timeout(Some(timeout))
 }
 
 /// A connection for one store call.
@@ -212,8 +220,11 @@ impl RedisStore {
         match pool.get().await {
             Ok(c) => Ok(Conn::Pooled(c)),
             Err(e) => {
-                self.inner.breaker.record(false);
-                Err(StoreError::Unavailable(format!("no Redis connection: {e}")))
+                let e = StoreError::Unavailable(format!("no Redis connection: {e}"));
+                if self.inner.breaker.record(false) {
+                    tracing::warn!(error = %e, "the Redis circuit breaker opened");
+                }
+                Err(e)
             }
         }
     }

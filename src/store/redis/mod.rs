@@ -218,7 +218,7 @@ impl RedisStore {
         options: RedisOptions,
     ) -> Result<RedisStore, StoreError> {
         let timeout = options.timeout;
-        let manager = RedisManager::new(url).map_err(unavailable)?;
+        let manager = RedisManager::new(url, timeout).map_err(unavailable)?;
         // No PING on checkout: broken connections are found by their own
         // failed commands (see `pool`).
         let pool = Pool::builder()
@@ -229,7 +229,7 @@ impl RedisStore {
             .build_unchecked(manager);
         let client = redis::Client::open(url).map_err(unavailable)?;
         let lazy = || {
-            ConnectionManager::new_lazy_with_config(client.clone(), conn::manager_config())
+            ConnectionManager::new_lazy_with_config(client.clone(), conn::manager_config(timeout))
                 .map_err(unavailable)
         };
         let shared = lazy()?;
@@ -352,7 +352,14 @@ impl RedisStore {
         self.inner
             .metrics
             .redis_latency(op, start.elapsed().as_secs_f64());
-        self.inner.breaker.record(out.is_ok());
+        if let Err(e) = &out {
+            self.inner.metrics.redis_error(op);
+            if self.inner.breaker.record(false) {
+                tracing::warn!(op, error = %e, "the Redis circuit breaker opened");
+            }
+        } else {
+            self.inner.breaker.record(true);
+        }
         self.inner.up.store(out.is_ok(), Ordering::Relaxed);
         out
     }

@@ -1,8 +1,10 @@
 //! The bb8 manager of `ConnMode::Pool`: bb8-redis's multiplexed
 //! connections, with broken connections detected without a round trip.
 //!
-//! bb8-redis's own `RedisConnectionManager` is used to connect, but not as
-//! the pool's manager: it never reports a connection broken (`has_broken`
+//! bb8-redis's own `RedisConnectionManager` checks connections (`PING`),
+//! but is not the pool's manager. It connects with the redis crate's
+//! default 500 ms response timeout, where ours connect with the store's;
+//! and it never reports a connection broken (`has_broken`
 //! is always false), so it can only find a dead one by sending `PING` when
 //! it is checked out (`test_on_check_out`), which doubles the round trips of
 //! every store call, and without it a pool would keep dead connections
@@ -14,23 +16,31 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 /// Makes pooled connections.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(super) struct RedisManager {
-    /// bb8-redis's manager, which makes the connections.
+    /// bb8-redis's manager, which checks connections.
     inner: RedisConnectionManager,
+    /// Makes the connections, with `config`.
+    client: Client,
+    /// The response timeout: the store's.
+    config: AsyncConnectionConfig,
 }
 
 impl RedisManager {
-    /// A manager for `url`.
-    pub(super) fn new(url: &str) -> Result<RedisManager, RedisError> {
+    /// A manager for `url` whose connections give up on a reply after
+    /// `timeout`.
+    pub(super) fn new(url: &str, timeout: Duration) -> Result<RedisManager, RedisError> {
         Ok(RedisManager {
             inner: RedisConnectionManager::new(url)?,
+            client: Client::open(url)?,
+            config: AsyncConnectionConfig::new().set_response_timeout(Some(timeout)),
         })
     }
 }
@@ -92,7 +102,10 @@ impl bb8::ManageConnection for RedisManager {
 
     async fn connect(&self) -> Result<PooledRedis, RedisError> {
         Ok(PooledRedis {
-            conn: self.inner.connect().await?,
+            conn: self
+                .client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await?,
             broken: Arc::new(AtomicBool::new(false)),
         })
     }
