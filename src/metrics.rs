@@ -282,9 +282,14 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Counts one failed Redis round trip.
-    pub fn redis_error(&self, op: &'static str) {
-        self.redis_errors.get_or_create(&OpLabel { op }).inc();
+    /// Counts a Redis round trip that failed. One that succeeded makes its
+    /// operation's counter exist, at 0, so that its rate reads 0 rather
+    /// than nothing before the first failure.
+    pub fn redis_outcome(&self, op: &'static str, ok: bool) {
+        let errors = self.redis_errors.get_or_create(&OpLabel { op });
+        if !ok {
+            errors.inc();
+        }
     }
 
     /// Counts one refusal (or close) by the abuse limit `limit`.
@@ -328,10 +333,16 @@ mod tests {
         m.connections.inc();
         m.error(ErrorCode::NotFound);
         m.redis_latency("ping", 0.001);
-        m.redis_error("ping");
+        m.redis_outcome("ping", true);
+        m.redis_outcome("time", true);
+        m.redis_outcome("time", false);
         let text = m.render();
         assert!(
-            text.contains("huddle_redis_command_errors_total{op=\"ping\"} 1"),
+            text.contains("huddle_redis_command_errors_total{op=\"ping\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("huddle_redis_command_errors_total{op=\"time\"} 1"),
             "{text}"
         );
         assert!(text.contains("huddle_connections 1"), "{text}");

@@ -649,16 +649,24 @@ async fn deploy_files_name_only_metrics_a_node_exports() {
     let (status, text) = node.http_get("/metrics").await;
     assert_eq!(status, 200);
 
-    // Sample names and family names (`# TYPE name kind`).
+    // Sample names and family names (`# TYPE name kind`). A counter
+    // family's samples are `name_total`, also before its first sample (a
+    // labelled counter nothing has counted yet).
     let mut exported = BTreeSet::new();
     for line in text.lines() {
-        let name = match line.strip_prefix("# TYPE ") {
-            Some(rest) => rest.split_whitespace().next(),
-            None if line.starts_with('#') => None,
-            None => line.split(['{', ' ']).next(),
+        let (name, counter) = match line.strip_prefix("# TYPE ") {
+            Some(rest) => {
+                let mut words = rest.split_whitespace();
+                (words.next(), words.next() == Some("counter"))
+            }
+            None if line.starts_with('#') => (None, false),
+            None => (line.split(['{', ' ']).next(), false),
         };
         if let Some(name) = name.filter(|n| n.starts_with("huddle_")) {
             exported.insert(name.to_string());
+            if counter {
+                exported.insert(format!("{name}_total"));
+            }
         }
     }
     assert!(exported.contains("huddle_connections"), "{exported:?}");

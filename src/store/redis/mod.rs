@@ -352,13 +352,11 @@ impl RedisStore {
         self.inner
             .metrics
             .redis_latency(op, start.elapsed().as_secs_f64());
-        if let Err(e) = &out {
-            self.inner.metrics.redis_error(op);
-            if self.inner.breaker.record(false) {
-                tracing::warn!(op, error = %e, "the Redis circuit breaker opened");
-            }
-        } else {
-            self.inner.breaker.record(true);
+        self.inner.metrics.redis_outcome(op, out.is_ok());
+        if self.inner.breaker.record(out.is_ok())
+            && let Err(e) = &out
+        {
+            tracing::warn!(op, error = %e, "the Redis circuit breaker opened");
         }
         self.inner.up.store(out.is_ok(), Ordering::Relaxed);
         out
