@@ -37,9 +37,19 @@ function showMessage(rv, m, had, at) {
   const node = renderMessage(rv, m);
   const old = ui.messages.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
   if (old) {
-    const hadFocus = old.contains(document.activeElement);
+    const active = document.activeElement;
+    const hadFocus = old.contains(active);
+    // A message re-rendered while its edit box has focus (its own event
+    // arriving after the send's reply) keeps the caret where it was: a new
+    // textarea would take focus with the caret at the start.
+    const caret = hadFocus && active instanceof HTMLTextAreaElement
+      ? [active.selectionStart, active.selectionEnd] : null;
     old.replaceWith(node);
-    if (hadFocus) node.querySelector('button, textarea')?.focus();
+    if (hadFocus) {
+      const target = node.querySelector('button, textarea');
+      target?.focus();
+      if (caret && target instanceof HTMLTextAreaElement) target.setSelectionRange(caret[0], caret[1]);
+    }
   } else {
     const next = rv.sorted[at + 1];
     const nextNode = next && ui.messages.querySelector(`li[data-id="${CSS.escape(next.id)}"]`);
