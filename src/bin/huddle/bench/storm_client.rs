@@ -46,6 +46,10 @@ pub(super) struct SeqLog {
     baseline: u64,
     /// Every seq above the baseline received, once.
     seen: BTreeSet<u64>,
+    /// Seqs taken from a `message.history` page and not received live yet:
+    /// a page can be ahead of live delivery (a message is stored before its
+    /// event reaches this client), so its event may still come, once.
+    filled: BTreeSet<u64>,
     /// Seqs received again (a live event after its resume, or twice live).
     pub(super) duplicates: u64,
 }
@@ -55,6 +59,7 @@ impl SeqLog {
         SeqLog {
             baseline,
             seen: BTreeSet::new(),
+            filled: BTreeSet::new(),
             duplicates: 0,
         }
     }
@@ -69,8 +74,15 @@ impl SeqLog {
 
     /// Records a durable event's seq.
     pub(super) fn record(&mut self, seq: u64) {
-        if seq > self.baseline && !self.seen.insert(seq) {
+        if seq > self.baseline && !self.seen.insert(seq) && !self.filled.remove(&seq) {
             self.duplicates += 1;
+        }
+    }
+
+    /// Records a seq read from a history page (not yet received).
+    fn fill(&mut self, seq: u64) {
+        if seq > self.baseline && self.seen.insert(seq) {
+            self.filled.insert(seq);
         }
     }
 
@@ -438,10 +450,8 @@ impl Client {
                 break;
             };
             for m in &messages {
-                if let Some(seq) = m["seq"].as_u64()
-                    && !self.log.has(seq)
-                {
-                    self.log.record(seq);
+                if let Some(seq) = m["seq"].as_u64() {
+                    self.log.fill(seq);
                 }
             }
             // Stop as soon as everything down to `since` is here.
@@ -618,6 +628,15 @@ mod tests {
         assert_eq!(log.missing(17), 3, "13, 16, 17");
         assert_eq!(log.missing(12), 0, "nothing owed up to 12 is missing");
         assert!(log.has(3) && log.has(14) && !log.has(13));
+        // A history page ahead of live delivery: its events still come,
+        // once each, and are not repeats; a second one is.
+        log.fill(13);
+        log.fill(16);
+        log.record(16);
+        assert_eq!(log.duplicates, 1, "16 filled, then live once");
+        log.record(16);
+        assert_eq!(log.duplicates, 2, "16 live twice");
+        assert_eq!(log.missing(16), 0);
 
         let mut early = SeqLog::new(0);
         for s in [7, 8] {
