@@ -218,7 +218,8 @@ impl RedisStore {
         options: RedisOptions,
     ) -> Result<RedisStore, StoreError> {
         let timeout = options.timeout;
-        let manager = RedisManager::new(url, timeout).map_err(unavailable)?;
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let manager = RedisManager::new(client.clone(), timeout).map_err(unavailable)?;
         // No PING on checkout: broken connections are found by their own
         // failed commands (see `pool`).
         let pool = Pool::builder()
@@ -227,7 +228,6 @@ impl RedisStore {
             .test_on_check_out(false)
             .connection_timeout(timeout)
             .build_unchecked(manager);
-        let client = redis::Client::open(url).map_err(unavailable)?;
         let lazy = || {
             ConnectionManager::new_lazy_with_config(client.clone(), conn::manager_config(timeout))
                 .map_err(unavailable)

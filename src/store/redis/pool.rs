@@ -34,12 +34,12 @@ pub(super) struct RedisManager {
 }
 
 impl RedisManager {
-    /// A manager for `url` whose connections give up on a reply after
-    /// `timeout`.
-    pub(super) fn new(url: &str, timeout: Duration) -> Result<RedisManager, RedisError> {
+    /// A manager connecting with `client`, whose connections give up on a
+    /// reply after `timeout`.
+    pub(super) fn new(client: Client, timeout: Duration) -> Result<RedisManager, RedisError> {
         Ok(RedisManager {
-            inner: RedisConnectionManager::new(url)?,
-            client: Client::open(url)?,
+            inner: RedisConnectionManager::new(client.get_connection_info().clone())?,
+            client,
             config: AsyncConnectionConfig::new().set_response_timeout(Some(timeout)),
         })
     }
